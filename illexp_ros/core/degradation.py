@@ -1,0 +1,104 @@
+"""Synthetic ill-exposure (paper eq. 5) and samplers for training pairs.
+
+eq. 5:  I = beta * (alpha * I~) ** gamma, clipped to [0, 1], with I~ the well-exposed reference.
+The paper draws alpha in [0.9, 1/0.9], beta in [0.5, 2], gamma in [1/1.5, 1.5] uniformly. We split those
+ranges into under-exposure draws (beta <= 1, gamma >= 1: every value goes down) and over-exposure draws
+(beta >= 1, gamma <= 1: every value goes up), so that the separate under / over models of the paper each see
+their own case. Ranges are parameters: training configs may widen them (documented there) to cover real
+captures that are darker or more clipped than the paper's simulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+PAPER_ALPHA = (0.9, 1 / 0.9)
+PAPER_BETA = (0.5, 2.0)
+PAPER_GAMMA = (1 / 1.5, 1.5)
+
+
+def degrade(reference: np.ndarray, alpha: float, beta: float, gamma: float) -> np.ndarray:
+    """Eq. 5 on a float image in [0, 1] (any shape); returns float32 clipped to [0, 1]."""
+    ref = np.asarray(reference, dtype=np.float32)
+    return np.clip(beta * np.power(np.clip(alpha * ref, 0.0, None), gamma), 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ExposureParams:
+    alpha: float
+    beta: float
+    gamma: float
+
+    def apply(self, reference: np.ndarray) -> np.ndarray:
+        return degrade(reference, self.alpha, self.beta, self.gamma)
+
+
+@dataclass
+class ExposureSampler:
+    """Draws eq. 5 parameters. kind: 'under', 'over' or 'any' (the paper's full ranges)."""
+
+    alpha: tuple[float, float] = PAPER_ALPHA
+    beta_under: tuple[float, float] = (PAPER_BETA[0], 1.0)
+    gamma_under: tuple[float, float] = (1.0, PAPER_GAMMA[1])
+    beta_over: tuple[float, float] = (1.0, PAPER_BETA[1])
+    gamma_over: tuple[float, float] = (PAPER_GAMMA[0], 1.0)
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta_under", "gamma_under", "beta_over", "gamma_over"):
+            lo, hi = getattr(self, name)
+            if not (0 < lo <= hi):
+                raise ValueError(f"ExposureSampler.{name} must be 0 < low <= high, got {(lo, hi)}")
+
+    def _uniform(self, bounds: tuple[float, float]) -> float:
+        return float(self.rng.uniform(bounds[0], bounds[1]))
+
+    def sample(self, kind: str) -> ExposureParams:
+        if kind == "any":
+            kind = "under" if self.rng.random() < 0.5 else "over"
+        if kind == "under":
+            return ExposureParams(self._uniform(self.alpha), self._uniform(self.beta_under),
+                                  self._uniform(self.gamma_under))
+        if kind == "over":
+            return ExposureParams(self._uniform(self.alpha), self._uniform(self.beta_over),
+                                  self._uniform(self.gamma_over))
+        raise ValueError(f"kind must be 'under', 'over' or 'any', got {kind!r}")
+
+
+def mixed_exposure_mask(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth H x W x 1 mask in [0, 1]: a soft edge at a random angle and position (a tunnel exit, a window).
+
+    1 marks the region that gets the over-exposure draw, 0 the under-exposure one.
+    """
+    theta = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy = yy / max(height - 1, 1) - 0.5
+    xx = xx / max(width - 1, 1) - 0.5
+    proj = xx * np.cos(theta) + yy * np.sin(theta) - rng.uniform(-0.25, 0.25)
+    softness = rng.uniform(0.03, 0.2)
+    return (1.0 / (1.0 + np.exp(-proj / softness)))[..., None].astype(np.float32)
+
+
+def degrade_mixed(reference: np.ndarray, under: ExposureParams, over: ExposureParams,
+                  mask: np.ndarray) -> np.ndarray:
+    """Spatially varying exposure: the under draw where mask = 0, the over draw where mask = 1."""
+    return (under.apply(reference) * (1.0 - mask) + over.apply(reference) * mask).astype(np.float32)
+
+
+def add_sensor_noise(image: np.ndarray, rng: np.random.Generator, shot: float = 0.01,
+                     read: float = 0.002) -> np.ndarray:
+    """Heteroscedastic Gaussian approximation of shot + read noise: var = shot * I + read^2."""
+    sigma = np.sqrt(np.clip(image, 0, 1) * shot + read**2)
+    return np.clip(image + rng.standard_normal(image.shape).astype(np.float32) * sigma, 0, 1).astype(np.float32)
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """Encode/decode an RGB float image as JPEG in memory (compression artefacts of cheap cameras)."""
+    u8 = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0

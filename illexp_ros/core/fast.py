@@ -1,0 +1,66 @@
+"""Fast mode (beyond the paper): run the network at a low internal resolution, apply its correction at full
+resolution with a fast guided filter (He et al., "Guided Image Filtering"; Wu et al., "Fast End-to-End
+Trainable Guided Filter", CVPR 2018).
+
+At low resolution we fit, per channel and per pixel, a local affine model out_low ~= A * in_low + b over a
+(2r+1)^2 window; A and b are smooth, so they are upsampled bilinearly and applied to the full-resolution frame:
+out = A_up * in_full + b_up. Fine detail of the input survives (scaled by A), while the tone and colour change
+comes from the network. Where the input is clipped (flat), A -> 0 and b carries the network's reconstruction.
+Differentiable, so the network can be fine-tuned through it with the same losses.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_RADIUS = 2
+DEFAULT_EPS = 1e-4
+
+
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def guided_coefficients(low_in: torch.Tensor, low_out: torch.Tensor, radius: int = DEFAULT_RADIUS,
+                        eps: float = DEFAULT_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    mean_x = box_mean(low_in, radius)
+    mean_y = box_mean(low_out, radius)
+    cov_xy = box_mean(low_in * low_out, radius) - mean_x * mean_y
+    var_x = box_mean(low_in * low_in, radius) - mean_x * mean_x
+    a = cov_xy / (var_x + eps)
+    b = mean_y - a * mean_x
+    # Smoothing the coefficients themselves (the "mean of A, mean of b" step of the guided filter).
+    return box_mean(a, radius), box_mean(b, radius)
+
+
+def guided_upsample(low_in: torch.Tensor, low_out: torch.Tensor, full_in: torch.Tensor,
+                    radius: int = DEFAULT_RADIUS, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """Transfer the low-res mapping low_in -> low_out onto full_in (all N x C x H x W, float in [0, 1])."""
+    a, b = guided_coefficients(low_in, low_out, radius, eps)
+    size = full_in.shape[-2:]
+    a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
+    return (a * full_in + b).clamp(0.0, 1.0)
+
+
+def internal_size(height: int, width: int, short_side: int, multiple: int = 8) -> tuple[int, int]:
+    """(h, w) with the short side ~= short_side, aspect kept, rounded to `multiple`, never above the input."""
+    scale = min(1.0, short_side / min(height, width))
+    h = max(multiple, int(round(height * scale / multiple)) * multiple)
+    w = max(multiple, int(round(width * scale / multiple)) * multiple)
+    return h, w
+
+
+def fast_forward(model: torch.nn.Module, x: torch.Tensor, short_side: int = 128,
+                 radius: int = DEFAULT_RADIUS, eps: float = DEFAULT_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `model` (an IllExpNet) at reduced resolution and apply its correction to x at full resolution.
+
+    Returns (corrected at full resolution, exposure map upsampled to full resolution).
+    """
+    h, w = internal_size(x.shape[-2], x.shape[-1], short_side)
+    low = F.interpolate(x, size=(h, w), mode="area")
+    low_out, low_em = model(low)
+    out = guided_upsample(low, low_out, x, radius, eps)
+    em = F.interpolate(low_em, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return out, em

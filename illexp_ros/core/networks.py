@@ -1,0 +1,206 @@
+"""The paper's networks: AttentionNet, ACAB, EnhancementNet and IllExpNet (attention -> enhancement).
+
+Choices where the paper (Messias, Drews-Jr, Botelho) is vague, written down here:
+
+* Block order is conv -> BatchNorm -> ELU (the authors' code has ELU and BatchNorm after each conv).
+* AttentionNet: 7 dilated 3x3 conv blocks of width 24 with dilation 2^(n-1) = 1..64, then a 3x3 conv block
+  and a 1x1 conv to a 3-channel map squashed by a sigmoid, so the map lives in [0, 1] like eq. 1/2.
+* The enhancement net sees the frame and the exposure map concatenated (6 channels): the paper says the map
+  "directs" the restoration network but not how; concatenation is the simplest form that lets the network
+  learn where to look, and it keeps the no-attention ablation a one-line change (3 input channels).
+* ACAB: four parallel 3x3 convs with out/4 channels each and dilations 1, 2, 4, 8, concatenated, ELU,
+  CBAM channel attention (avg- and max-pooled descriptors through a shared 2-layer MLP, reduction 8, summed,
+  sigmoid), CBAM spatial attention (channel-wise max and mean, 7x7 conv, sigmoid), then a 1x1 conv + ELU.
+* EnhancementNet: ACAB at full resolution (32), then 3 levels of stride-2 conv + ACAB (64, 128, 256);
+  decoder: nearest x2 upsampling + 3x3 conv, concatenation with the encoder skip, an ACAB to fuse. The top
+  skip is two 3x3 convs on the first block's output; the fusion is BatchNorm + 3x3 conv + 1x1 conv to RGB
+  with a sigmoid.
+* Any H x W: the input is replicate-padded to a multiple of 8 (three stride-2 levels) and the output cropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STRIDE_MULTIPLE = 8
+
+
+def conv_bn_elu(in_ch: int, out_ch: int, kernel: int = 3, dilation: int = 1, stride: int = 1) -> nn.Sequential:
+    padding = dilation * (kernel - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ELU(inplace=True),
+    )
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = STRIDE_MULTIPLE) -> tuple[torch.Tensor, int, int]:
+    """Replicate-pad the bottom/right of an NCHW tensor to a multiple of `multiple`; returns (x, H, W)."""
+    h, w = x.shape[-2], x.shape[-1]
+    pad_h = (-h) % multiple
+    pad_w = (-w) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x, h, w
+
+
+class AttentionNet(nn.Module):
+    """Predicts the 3-channel exposure map (eq. 1/2) from the degraded frame."""
+
+    def __init__(self, in_channels: int = 3, width: int = 24, depth: int = 7, out_channels: int = 3) -> None:
+        super().__init__()
+        blocks = []
+        ch = in_channels
+        for n in range(depth):
+            blocks.append(conv_bn_elu(ch, width, dilation=2**n))
+            ch = width
+        self.context = nn.Sequential(*blocks)
+        self.head = nn.Sequential(
+            conv_bn_elu(width, width),
+            nn.Conv2d(width, out_channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.context(x))
+
+
+class ChannelAttention(nn.Module):
+    def __init__(self, channels: int, reduction: int = 8) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 4)
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
+        mx = self.mlp(x.amax(dim=(2, 3), keepdim=True))
+        return x * torch.sigmoid(avg + mx)
+
+
+class SpatialAttention(nn.Module):
+    def __init__(self, kernel: int = 7) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        desc = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(desc))
+
+
+class ACAB(nn.Module):
+    """Attention and Context Aggregation Block: 4 parallel dilated convs, channel + spatial attention."""
+
+    def __init__(self, in_channels: int, out_channels: int, dilations: Sequence[int] = (1, 2, 4, 8)) -> None:
+        super().__init__()
+        if out_channels % len(dilations):
+            raise ValueError(f"ACAB out_channels={out_channels} must divide by {len(dilations)} branches")
+        branch = out_channels // len(dilations)
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, branch, 3, padding=d, dilation=d) for d in dilations
+        )
+        self.act = nn.ELU(inplace=True)
+        self.channel_attention = ChannelAttention(out_channels)
+        self.spatial_attention = SpatialAttention()
+        self.project = nn.Sequential(nn.Conv2d(out_channels, out_channels, 1), nn.ELU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(torch.cat([b(x) for b in self.branches], dim=1))
+        y = self.spatial_attention(self.channel_attention(y))
+        return self.project(y)
+
+
+def _block(in_ch: int, out_ch: int, use_acab: bool) -> nn.Module:
+    # The "w/o ACAB" ablation swaps each ACAB for a plain conv block of the same widths.
+    return ACAB(in_ch, out_ch) if use_acab else conv_bn_elu(in_ch, out_ch)
+
+
+class EnhancementNet(nn.Module):
+    """U-Net + context aggregation restoration network; input frame (+ exposure map), output RGB in [0, 1]."""
+
+    def __init__(
+        self, in_channels: int = 6, widths: Sequence[int] = (32, 64, 128, 256), use_acab: bool = True
+    ) -> None:
+        super().__init__()
+        widths = list(widths)
+        if len(widths) < 2:
+            raise ValueError("EnhancementNet needs at least two widths (one downsampling level)")
+        self.levels = len(widths) - 1
+        self.stem = _block(in_channels, widths[0], use_acab)
+        self.down = nn.ModuleList(conv_bn_elu(widths[i], widths[i + 1], stride=2) for i in range(self.levels))
+        self.encode = nn.ModuleList(_block(widths[i + 1], widths[i + 1], use_acab) for i in range(self.levels))
+        self.up = nn.ModuleList(conv_bn_elu(widths[i + 1], widths[i]) for i in range(self.levels))
+        self.decode = nn.ModuleList(_block(2 * widths[i], widths[i], use_acab) for i in range(self.levels))
+        self.top_skip = nn.Sequential(conv_bn_elu(widths[0], widths[0]), conv_bn_elu(widths[0], widths[0]))
+        self.fusion = nn.Sequential(
+            nn.BatchNorm2d(2 * widths[0]),
+            nn.Conv2d(2 * widths[0], widths[0], 3, padding=1),
+            nn.ELU(inplace=True),
+            nn.Conv2d(widths[0], 3, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.stem(x)
+        skips = [first]
+        y = first
+        for down, enc in zip(self.down, self.encode):
+            y = enc(down(y))
+            skips.append(y)
+        for i in reversed(range(self.levels)):
+            y = self.up[i](F.interpolate(y, scale_factor=2.0, mode="nearest"))
+            y = self.decode[i](torch.cat([y, skips[i]], dim=1))
+        return self.fusion(torch.cat([y, self.top_skip(first)], dim=1))
+
+
+class IllExpNet(nn.Module):
+    """Attention network -> enhancement network. forward(x) returns (corrected, exposure_map).
+
+    x: N x 3 x H x W float in [0, 1], any H and W. With use_attention=False (the paper's "w/o AN"
+    ablation) the exposure map returned is all zeros and the enhancement net sees only the frame.
+    """
+
+    def __init__(
+        self,
+        attention_width: int = 24,
+        attention_depth: int = 7,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        use_attention: bool = True,
+        use_acab: bool = True,
+    ) -> None:
+        super().__init__()
+        self.use_attention = use_attention
+        self.attention = AttentionNet(width=attention_width, depth=attention_depth) if use_attention else None
+        self.enhancement = EnhancementNet(in_channels=6 if use_attention else 3, widths=widths, use_acab=use_acab)
+        self.stride_multiple = 2 ** (len(list(widths)) - 1)
+
+    def forward_aligned(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward for H, W already multiples of `stride_multiple` (what exporters trace)."""
+        if self.attention is None:
+            return self.enhancement(x), torch.zeros_like(x)
+        em = self.attention(x)
+        return self.enhancement(torch.cat([x, em], dim=1)), em
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xp, h, w = pad_to_multiple(x, self.stride_multiple)
+        out, em = self.forward_aligned(xp)
+        return out[..., :h, :w], em[..., :h, :w]
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_model(config: dict | None = None) -> IllExpNet:
+    """Build an IllExpNet from the `model:` section of a training config (keys = constructor args)."""
+    config = dict(config or {})
+    allowed = {"attention_width", "attention_depth", "widths", "use_attention", "use_acab"}
+    unknown = set(config) - allowed
+    if unknown:
+        raise ValueError(f"unknown model config keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    return IllExpNet(**config)

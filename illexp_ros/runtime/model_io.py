@@ -1,0 +1,103 @@
+"""The model file format and where shipped models live.
+
+A model file is a torch.save'd dict (loaded with weights_only=True, so a file cannot run code):
+  {"format": "illexp_ros/1", "name": str, "model_config": dict (IllExpNet kwargs),
+   "state_dict": {name: fp16/fp32 tensor}, "meta": dict (training facts: steps, device, val PSNR, ...)}
+Weights are stored in fp16 to keep the shipped files small; they are loaded back as fp32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from illexp_ros.core.networks import IllExpNet, build_model
+from illexp_ros.runtime.errors import ModelLoadError
+
+FORMAT = "illexp_ros/1"
+SHIPPED_NAMES = ("under", "over", "mixed")
+
+
+def models_dirs() -> list[Path]:
+    """Where shipped models are searched, in order: $ILLEXP_MODELS_DIR, the source tree's models/ (a
+    development checkout or `pip install -e`), then share/illexp_ros/models of a colcon install."""
+    dirs = []
+    env = os.environ.get("ILLEXP_MODELS_DIR")
+    if env:
+        dirs.append(Path(env))
+    dirs.append(Path(__file__).resolve().parents[2] / "models")
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        dirs.append(Path(get_package_share_directory("illexp_ros")) / "models")
+    except Exception:  # noqa: BLE001 - not in a ROS workspace: the other places are enough
+        pass
+    return dirs
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """A shipped name ('mixed') or a path to a model file -> an existing file, else ModelLoadError."""
+    text = str(name_or_path)
+    candidate = Path(text).expanduser()
+    if candidate.suffix or os.sep in text or candidate.exists():
+        if not candidate.is_file():
+            raise ModelLoadError(f"model file not found: {candidate}")
+        return candidate
+    searched = []
+    for d in models_dirs():
+        path = d / f"{text}.pt"
+        searched.append(str(path))
+        if path.is_file():
+            return path
+    raise ModelLoadError(
+        f"unknown model {text!r}: not a file and not a shipped model (looked for {', '.join(searched)}); "
+        f"shipped names are {', '.join(SHIPPED_NAMES)}"
+    )
+
+
+def save_model(path: str | os.PathLike, model: IllExpNet, model_config: dict, name: str,
+               meta: dict[str, Any] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "name": name, "model_config": dict(model_config), "state_dict": state,
+               "meta": dict(meta or {})}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(name_or_path: str | os.PathLike) -> tuple[IllExpNet, dict[str, Any]]:
+    """Load a model file into an eval-mode fp32 IllExpNet; returns (model, info) with info = name, path,
+    sha256, model_config and meta. Any problem raises ModelLoadError naming the file."""
+    path = resolve_model_path(name_or_path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise ModelLoadError(f"model file {path} is corrupt or not a torch file ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelLoadError(f"model file {path} is not an {FORMAT} model file")
+    try:
+        model = build_model(payload["model_config"])
+        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"model file {path} does not match its config: {exc}") from exc
+    model.eval()
+    info = {"name": payload.get("name", path.stem), "path": str(path), "sha256": file_sha256(path),
+            "model_config": payload["model_config"], "meta": payload.get("meta", {})}
+    return model, info

@@ -1,0 +1,138 @@
+"""Training configuration: YAML -> validated, typed dataclasses. A wrong key or value is one clear error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class DataConfig:
+    train_dir: str = "../shared/data/train"
+    kind: str = "mixed"  # under | over | mixed: which eq. 5 draws the model sees
+    crop: int = 128
+    val_fraction: float = 0.1
+    val_seed: int = 1234
+    val_crop: int = 160
+    max_val_images: int = 16
+    mixed_region_prob: float = 0.3  # kind=mixed only: share of frames dark in one region, blown out in another
+    alpha: tuple[float, float] = (0.9, 1 / 0.9)
+    beta_under: tuple[float, float] = (0.5, 1.0)
+    gamma_under: tuple[float, float] = (1.0, 1.5)
+    beta_over: tuple[float, float] = (1.0, 2.0)
+    gamma_over: tuple[float, float] = (1 / 1.5, 1.0)
+    noise: bool = False
+    jpeg_quality: tuple[int, int] | None = None
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    lr: float = 1e-3
+    max_steps: int = 20000
+    patience: int = 300
+    min_delta: float = 1e-5
+    ema: float = 0.98  # smoothing of the batch loss that the patience rule watches
+    val_every: int = 100
+    checkpoint_every: int = 100
+    init_from: str | None = None  # warm start: a model name or path (e.g. the shipped one)
+    fast_short_side: int | None = None  # fine-tune through fast mode at this internal short side
+
+
+@dataclass
+class RunConfig:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+_PAIR_KEYS = {"alpha", "beta_under", "gamma_under", "beta_over", "gamma_over", "jpeg_quality"}
+_MODEL_KEYS = {"attention_width", "attention_depth", "widths", "use_attention", "use_acab"}
+
+
+def _fill(cls, raw: dict, section: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{section}' must be a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in '{section}': {sorted(unknown)}; allowed: {sorted(known)}")
+    obj = cls()
+    for key, value in raw.items():
+        default = getattr(obj, key)
+        if key in _PAIR_KEYS and value is not None:
+            if not (isinstance(value, list | tuple) and len(value) == 2):
+                raise ConfigError(f"'{section}.{key}' must be a [low, high] pair, got {value!r}")
+            value = tuple(value)
+            if value[0] > value[1] or value[0] <= 0:
+                raise ConfigError(f"'{section}.{key}' must satisfy 0 < low <= high, got {list(value)}")
+        elif default is not None and not isinstance(default, tuple):
+            expected = type(default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(f"'{section}.{key}' must be {expected.__name__}, got {value!r}")
+        setattr(obj, key, value)
+    return obj
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    d, t = cfg.data, cfg.train
+    if d.kind not in ("under", "over", "mixed"):
+        raise ConfigError(f"'data.kind' must be under, over or mixed, got {d.kind!r}")
+    if d.crop < 16 or d.crop % 8:
+        raise ConfigError(f"'data.crop' must be a multiple of 8 and >= 16, got {d.crop}")
+    if not 0 < d.val_fraction < 1:
+        raise ConfigError(f"'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
+    if not 0 <= d.mixed_region_prob <= 1:
+        raise ConfigError(f"'data.mixed_region_prob' must be in [0, 1], got {d.mixed_region_prob}")
+    for key in ("batch_size", "max_steps", "patience", "val_every", "checkpoint_every"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"'train.{key}' must be >= 1, got {getattr(t, key)}")
+    if t.lr <= 0:
+        raise ConfigError(f"'train.lr' must be > 0, got {t.lr}")
+    unknown = set(cfg.model) - _MODEL_KEYS
+    if unknown:
+        raise ConfigError(f"unknown key(s) in 'model': {sorted(unknown)}; allowed: {sorted(_MODEL_KEYS)}")
+    return cfg
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping")
+    unknown = set(raw) - {"name", "data", "model", "train"}
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) in {path}: {sorted(unknown)}; "
+                          "allowed: name, data, model, train")
+    if not isinstance(raw.get("name"), str):
+        raise ConfigError(f"{path}: 'name' (a string) is required")
+    cfg = RunConfig(
+        name=raw["name"],
+        data=_fill(DataConfig, raw.get("data") or {}, "data"),
+        model=dict(raw.get("model") or {}),
+        train=_fill(TrainConfig, raw.get("train") or {}, "train"),
+    )
+    return validate(cfg)
+
+
+def resolve_data_dir(path: str) -> Path:
+    """Relative data paths are taken from the repository root (so `../shared/data/train` works anywhere)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (REPO / p).resolve()
