@@ -25,7 +25,6 @@ setup(
     maintainer_email="illexp-ros@example.org",
     description="Live ill-exposure correction for ROS 2 camera streams.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "illexp_node = illexp_ros.ros.node:main",

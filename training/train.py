@@ -173,7 +173,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                                  "config": cfg.name, "fast_short_side": fast,
                                  "train_seconds": round(time.time() - t0, 1)})
             bar.set_postfix(loss=f"{ema:.4f}", val_psnr=f"{val_psnr:.2f}", best=f"{best_val:.2f}")
-        writer.writerow([step, f"{float(loss_att):.6f}", f"{float(loss_enh):.6f}", f"{ema:.6f}", val,
+        writer.writerow([step, f"{loss_att.item():.6f}", f"{loss_enh.item():.6f}", f"{ema:.6f}", val,
                          f"{time.time() - t0:.1f}"])
         bar.update(1)
         if step % cfg.train.checkpoint_every == 0:

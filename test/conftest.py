@@ -1,0 +1,22 @@
+"""Shared test set-up: one ROS domain per test run, localhost-only discovery, few CPU threads."""
+
+import os
+import random
+
+# Chosen before anything imports rclpy, so parallel runs (and a developer's own ROS graph) never cross-talk.
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs an NVIDIA GPU with CUDA; none here")

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from illexp_ros.core.degradation import (
+    ExposureSampler,
+    add_sensor_noise,
+    degrade,
+    degrade_mixed,
+    jpeg_roundtrip,
+    mixed_exposure_mask,
+)
+
+
+def test_eq5_against_hand_computation():
+    ref = np.array([0.0, 0.25, 0.5, 1.0], np.float32)
+    # beta * (alpha * x) ** gamma with alpha=0.9, beta=0.5, gamma=1.5
+    expected = [0.0, 0.5 * (0.225**1.5), 0.5 * (0.45**1.5), 0.5 * (0.9**1.5)]
+    np.testing.assert_allclose(degrade(ref, 0.9, 0.5, 1.5), expected, rtol=1e-5)
+
+
+def test_eq5_clips_overexposure():
+    out = degrade(np.array([0.2, 0.6, 0.9], np.float32), 1 / 0.9, 2.0, 1 / 1.5)
+    assert out.max() == 1.0 and out.min() >= 0
+    np.testing.assert_allclose(out[0], min(1.0, 2.0 * (0.2 / 0.9) ** (1 / 1.5)), rtol=1e-5)
+
+
+def test_sampler_ranges_split_under_and_over():
+    s = ExposureSampler(rng=np.random.default_rng(0))
+    ref = np.linspace(0.05, 0.95, 50, dtype=np.float32)
+    for _ in range(200):
+        u, o = s.sample("under"), s.sample("over")
+        assert 0.5 <= u.beta <= 1.0 and 1.0 <= u.gamma <= 1.5 and 0.9 <= u.alpha <= 1 / 0.9
+        assert 1.0 <= o.beta <= 2.0 and 1 / 1.5 <= o.gamma <= 1.0
+        assert u.apply(ref).mean() < o.apply(ref).mean()
+    with pytest.raises(ValueError):
+        s.sample("sideways")
+    with pytest.raises(ValueError):
+        ExposureSampler(beta_under=(1.0, 0.5))
+
+
+def test_sampler_is_seeded():
+    a = ExposureSampler(rng=np.random.default_rng(5)).sample("any")
+    b = ExposureSampler(rng=np.random.default_rng(5)).sample("any")
+    assert a == b
+
+
+def test_mixed_mask_and_degradation():
+    rng = np.random.default_rng(3)
+    mask = mixed_exposure_mask(40, 60, rng)
+    assert mask.shape == (40, 60, 1) and mask.min() >= 0 and mask.max() <= 1
+    assert mask.min() < 0.2 and mask.max() > 0.8  # both regions present
+    ref = np.full((40, 60, 3), 0.5, np.float32)
+    s = ExposureSampler(rng=rng)
+    u, o = s.sample("under"), s.sample("over")
+    out = degrade_mixed(ref, u, o, mask)
+    dark = out[mask[..., 0] < 0.05]
+    bright = out[mask[..., 0] > 0.95]
+    np.testing.assert_allclose(dark, u.apply(ref)[0, 0][None].repeat(len(dark), 0), atol=0.03)
+    np.testing.assert_allclose(bright, o.apply(ref)[0, 0][None].repeat(len(bright), 0), atol=0.03)
+
+
+def test_realistic_extras_default_off_but_work():
+    rng = np.random.default_rng(0)
+    img = np.full((32, 32, 3), 0.5, np.float32)
+    noisy = add_sensor_noise(img, rng)
+    assert 0.01 < noisy.std() < 0.2
+    jpg = jpeg_roundtrip(rng.random((32, 32, 3), dtype=np.float32), 20)
+    assert jpg.shape == (32, 32, 3) and jpg.dtype == np.float32

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from illexp_ros.core.degradation import degrade
+from illexp_ros.core.exposure import exposure_map
+from illexp_ros.core.losses import attention_loss, dssim, enhancement_loss
+from illexp_ros.core.networks import IllExpNet
+
+torch.set_num_threads(1)
+
+
+def test_dssim_matches_skimage():
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 40, 40), dtype=np.float32)
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
+    ours = float(dssim(torch.from_numpy(a)[None], torch.from_numpy(b)[None]))
+    ref = structural_similarity(a, b, channel_axis=0, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False)
+    assert ours == pytest.approx((1 - ref) / 2, abs=2e-3)
+
+
+def test_enhancement_loss_terms():
+    ref = torch.full((1, 3, 16, 16), 0.9)
+    out = torch.full((1, 3, 16, 16), 0.5)
+    # identical -> 0 ; constant images: SSIM term from luminance only
+    assert float(enhancement_loss(ref, ref)) == pytest.approx(0.0, abs=1e-6)
+    weighted = (1 - 0.76) * 0.4 * 0.4
+    assert float(enhancement_loss(out, ref)) > weighted
+    # a mid-grey reference zeroes the weighted-L1 term (|I~ - 0.5| = 0)
+    grey = torch.full((1, 3, 16, 16), 0.5)
+    assert float(enhancement_loss(torch.full_like(grey, 0.7), grey, lam=0.0)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_attention_loss_is_mse():
+    a, b = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5)
+    assert float(attention_loss(a, b)) == pytest.approx(0.25)
+
+
+def test_overfitting_one_pair_reduces_the_loss():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ref = rng.random((32, 32, 3), dtype=np.float32) * 0.6 + 0.2
+    deg = degrade(ref, 0.9, 0.5, 1.5)
+    em_t = exposure_map(deg, ref, "under")
+    to_t = lambda a: torch.from_numpy(a.transpose(2, 0, 1)[None].copy())  # noqa: E731
+    x, y, m = to_t(deg), to_t(ref), to_t(em_t)
+    net = IllExpNet(attention_width=8, widths=(8, 16, 32, 64))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        out, em = net(x)
+        loss = attention_loss(em, m) + enhancement_loss(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
