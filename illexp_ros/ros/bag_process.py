@@ -1,0 +1,180 @@
+"""`illexp_bag process`: copy a ROS 2 bag and add a corrected Image for every image on one topic.
+
+Every original message is written back as the raw serialized bytes read from IN, on a connection with the
+same topic, type, message definition, type hash, serialization format and offered QoS profiles, at the same
+bag timestamp. The corrected frames go to `<topic>/corrected` (sensor_msgs/Image, header copied from the
+input message, same bag timestamp, the input topic's QoS).
+
+OUT is written inside a hidden work directory beside it and renamed into place only when complete, so an
+interrupted run (Ctrl-C, SIGTERM, SIGKILL, a crash) never leaves a half-written OUT. Work directories left
+by killed runs are removed by the next run on the same OUT.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from rosbags.rosbag2 import StoragePlugin, Writer
+from tqdm import tqdm
+
+from illexp_ros.ros.bag_images import (
+    IMAGE_TYPE,
+    TYPESTORE,
+    ImageFormatError,
+    frame_to_image,
+    message_to_frame,
+    output_encoding,
+    serialize,
+)
+from illexp_ros.ros.bag_source import (
+    BagError,
+    checked_messages,
+    decode_message,
+    image_connections,
+    open_bag,
+    storage_of,
+)
+
+BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy / Kilted
+STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+PARTIAL_TAG = ".partial-"
+
+
+class FrameEnhancer(Protocol):
+    def enhance(self, frame: Any, color_order: str = "rgb") -> Any: ...
+
+
+@dataclass
+class ProcessSummary:
+    out: Path
+    frames: int
+    messages: int
+    seconds: float
+    storage: str
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (f"wrote {self.out} ({self.storage}): {self.messages} messages copied, {self.frames} frames "
+                f"corrected in {self.seconds:.1f} s ({self.fps:.1f} FPS)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_work_dirs(out: Path) -> None:
+    """Delete work directories of earlier runs on `out` whose process is gone (SIGKILL, power loss)."""
+    for work in out.parent.glob(f".{out.name}{PARTIAL_TAG}*"):
+        pid_text = work.name.rsplit(PARTIAL_TAG, 1)[-1]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def atomic_output(out: Path, force: bool) -> Iterator[Path]:
+    """Yields a path to write the bag to; on success it becomes `out`, on any exception nothing is left."""
+    out = Path(os.path.abspath(out))
+    if out.exists() and not force:
+        raise BagError(f"{out} exists; pass --force to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_work_dirs(out)
+    work = out.parent / f".{out.name}{PARTIAL_TAG}{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        staged = work / out.name  # storage files are named after the bag directory: stage as OUT's name
+        yield staged
+        if out.exists():  # --force: move the old OUT aside first (a directory cannot be replaced in one step)
+            os.replace(out, work / "previous")
+        os.replace(staged, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
+                make_enhancer: Callable[[], FrameEnhancer], out_topic: str | None = None,
+                storage: str | None = None, force: bool = False, progress: bool = True) -> ProcessSummary:
+    """Copy IN to OUT adding corrected frames; raises BagError on bad input (see the module docstring)."""
+    in_path, out_path = Path(in_path), Path(out_path)
+    out_topic = out_topic or f"{topic.rstrip('/')}/corrected"
+    if storage is not None and storage not in STORAGES:
+        raise BagError(f"--storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+    if in_path.exists() and out_path.exists() and in_path.resolve() == out_path.resolve():
+        raise BagError(f"OUT must differ from IN ({in_path})")
+    if out_path.exists() and not force:  # checked again when OUT is created; this one is before model loading
+        raise BagError(f"{out_path} exists; pass --force to overwrite it")
+    with open_bag(in_path) as reader:
+        image_conns = image_connections(reader, in_path, topic)
+        if any(c.topic == out_topic for c in reader.connections):
+            raise BagError(f"bag {in_path} already has topic {out_topic}; choose another --out-topic")
+        storage = storage or storage_of(in_path)
+        n_images = sum(c.msgcount for c in image_conns)
+        enhancer = make_enhancer()
+        start = time.perf_counter()
+        frames = messages = 0
+        with atomic_output(out_path, force) as staged:
+            with Writer(staged, version=BAG_VERSION, storage_plugin=STORAGES[storage]) as writer:
+                out_conns = _copy_connections(reader, writer)
+                corrected = writer.add_connection(
+                    out_topic, IMAGE_TYPE, typestore=TYPESTORE,
+                    offered_qos_profiles=list(image_conns[0].ext.offered_qos_profiles))
+                bar = tqdm(total=n_images, unit="frame", desc=f"correcting {topic}", disable=not progress)
+                with bar:
+                    for conn, timestamp, data in checked_messages(reader, in_path):
+                        writer.write(out_conns[conn.id], timestamp, data)
+                        messages += 1
+                        if conn.topic != topic:
+                            continue
+                        msg = decode_message(reader, data, conn, in_path)
+                        try:
+                            frame = message_to_frame(msg, conn.msgtype)
+                        except ImageFormatError as exc:
+                            raise BagError(f"{topic} message at t={timestamp} ns in {in_path}: {exc}"
+                                           ) from exc
+                        out = enhancer.enhance(frame.pixels, color_order=frame.color_order)
+                        image = frame_to_image(out, frame.color_order, output_encoding(msg, conn.msgtype),
+                                               msg.header, alpha=frame.alpha,
+                                               bigendian=bool(getattr(msg, "is_bigendian", 0)))
+                        writer.write(corrected, timestamp, serialize(image))
+                        frames += 1
+                        bar.update(1)
+        return ProcessSummary(Path(os.path.abspath(out_path)), frames, messages,
+                              time.perf_counter() - start, storage)
+
+
+def _copy_connections(reader: Any, writer: Writer) -> dict[int, Any]:
+    """Input connection id -> output connection with the same topic, type, definition, hash and QoS."""
+    out: dict[int, Any] = {}
+    by_key: dict[tuple, Any] = {}
+    for conn in reader.connections:
+        ext = conn.ext
+        key = (conn.topic, conn.msgtype, ext.serialization_format, repr(ext.offered_qos_profiles))
+        if key in by_key:  # the same topic split over several storage files: one output connection
+            out[conn.id] = by_key[key]
+            continue
+        has_def = bool(conn.msgdef.data) and bool(conn.digest)
+        new = writer.add_connection(
+            conn.topic, conn.msgtype,
+            msgdef=conn.msgdef.data if has_def else None,
+            rihs01=conn.digest if has_def else None,
+            typestore=None if has_def else reader.typestore,
+            serialization_format=ext.serialization_format,
+            offered_qos_profiles=list(ext.offered_qos_profiles))
+        by_key[key] = out[conn.id] = new
+    return out

@@ -1,0 +1,100 @@
+"""Opening a ROS 2 bag for reading (rosbags AnyReader) and finding its image topic, with one-line errors.
+
+Every failure a user can cause (wrong path, not a bag, corrupt file, empty bag, wrong topic) becomes a
+BagError whose message is the single line the command-line tools print before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rosbags.highlevel import AnyReader
+from rosbags.interfaces import Connection
+
+from illexp_ros.ros.bag_images import IMAGE_TYPES
+
+
+class BagError(Exception):
+    """A bag that cannot be used as asked; the message is one line naming the bag and the problem."""
+
+
+def storage_of(path: Path) -> str:
+    """'mcap' or 'sqlite3': the storage plugin a bag (directory or single file) uses."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.iterdir())
+    if any(f.suffix == ".mcap" for f in files):
+        return "mcap"
+    return "sqlite3"
+
+
+@contextmanager
+def open_bag(path: str | Path) -> Iterator[AnyReader]:
+    """An open AnyReader on a ROS 2 bag directory (or a single .mcap / .db3 file)."""
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag not found: {path}")
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        raise BagError(f"{path} is not a ROS 2 bag: no metadata.yaml in it")
+    if path.suffix == ".bag":
+        raise BagError(f"{path} is a ROS 1 bag; convert it with `rosbags-convert` first")
+    try:
+        reader = AnyReader([path])
+        reader.open()
+    except Exception as exc:  # noqa: BLE001 - rosbags raises many types (ReaderError, sqlite3, yaml, struct)
+        raise BagError(f"cannot read bag {path}: {one_line(exc)}") from exc
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def image_topics(reader: AnyReader) -> dict[str, str]:
+    """topic -> message type, for every Image / CompressedImage topic in the bag."""
+    return {c.topic: c.msgtype for c in reader.connections if c.msgtype in IMAGE_TYPES}
+
+
+def image_connections(reader: AnyReader, path: Path, topic: str) -> list[Connection]:
+    """The connections of `topic`; BagError if the bag is empty, lacks the topic or it holds no images."""
+    if reader.message_count == 0 or not reader.connections:
+        raise BagError(f"bag {path} is empty (no messages)")
+    conns = [c for c in reader.connections if c.topic == topic]
+    if not conns:
+        found = ", ".join(f"{t} ({m.split('/')[-1]})" for t, m in sorted(image_topics(reader).items()))
+        raise BagError(f"topic {topic} not in bag {path}; image topics there: {found or 'none'}")
+    bad = {c.msgtype for c in conns} - set(IMAGE_TYPES)
+    if bad:
+        raise BagError(f"topic {topic} in {path} carries {', '.join(sorted(bad))}, "
+                       "not sensor_msgs/Image or CompressedImage")
+    if sum(c.msgcount for c in conns) == 0:
+        raise BagError(f"topic {topic} in bag {path} has no messages")
+    return conns
+
+
+def checked_messages(reader: AnyReader, path: Path, connections: list[Connection] | None = None
+                     ) -> Iterator[tuple[Connection, int, bytes]]:
+    """reader.messages(), with read errors (a truncated or corrupt storage file) turned into BagError."""
+    it = reader.messages(connections=connections or ())
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - see open_bag
+            raise BagError(f"cannot read bag {path}: {one_line(exc)}") from exc
+        yield item
+
+
+def decode_message(reader: AnyReader, data: bytes, conn: Connection, path: Path) -> Any:
+    """Deserialise with the bag's own message definitions (they may come from another ROS distribution)."""
+    try:
+        return reader.deserialize(data, conn.msgtype)
+    except Exception as exc:  # noqa: BLE001 - a corrupt payload
+        raise BagError(f"corrupt {conn.msgtype} message on {conn.topic} in {path}: {one_line(exc)}") from exc

@@ -1,0 +1,121 @@
+"""`illexp_bag`: process, replay and inspect ROS 2 bags (sqlite3 or mcap) without rosbag2.
+
+  illexp_bag process IN OUT --topic /cam/image_raw   # OUT = IN + corrected frames on /cam/image_raw/corrected
+  illexp_bag play IN --topic /cam/image_raw           # publish the images live at their recorded pace
+  illexp_bag sheet IN --topic /cam/image_raw --out sheet.png   # before / after / exposure-map contact sheet
+
+Errors a user can cause print one line and exit with status 2; Ctrl-C exits with 130 and leaves no output.
+This module imports neither rclpy (only `play` does, lazily) nor the runtime (loaded once the bag checks out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from illexp_ros.ros.bag_source import BagError
+
+BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passthrough")
+MODES = ("under", "over", "mixed", "auto")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default",
+                   help="'default' (shipped models, picked per mode), a shipped name or a model file")
+    p.add_argument("--mode", default="mixed", choices=MODES,
+                   help="under | over | mixed (default) | auto (route each frame by its exposure; "
+                        "well-exposed frames pass unchanged)")
+    p.add_argument("--fast", action="store_true",
+                   help="run the network at reduced resolution, apply the correction at full resolution")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="illexp_bag", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("process", help="copy a bag, adding a corrected Image for every image on --topic")
+    p.add_argument("input", metavar="IN", help="input bag (directory, or a single .mcap / .db3 file)")
+    p.add_argument("output", metavar="OUT", help="output bag directory (must not exist unless --force)")
+    p.add_argument("--topic", required=True, help="Image or CompressedImage topic to correct")
+    p.add_argument("--out-topic", help="topic of the corrected images (default: <topic>/corrected)")
+    p.add_argument("--storage", choices=("sqlite3", "mcap"), help="storage of OUT (default: that of IN)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_args(p)
+
+    p = sub.add_parser("play", help="publish a bag's images over DDS at their recorded pace")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("--topic", required=True, help="topic to publish from the bag")
+    p.add_argument("--out-topic", help="publish under this name instead (default: the same topic)")
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
+    p.add_argument("--loop", action="store_true", help="start over at the end until Ctrl-C")
+    p.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable",
+                   help="publisher QoS (default reliable: serves reliable and best-effort subscribers)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="S",
+                   help="wait up to S seconds for a subscriber before starting")
+
+    p = sub.add_parser("sheet", help="contact sheet: before / after / exposure map of sampled frames")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--out", required=True, help="image file to write (.png or .jpg)")
+    p.add_argument("--frames", type=int, default=6, help="number of frames (columns), default 6")
+    _add_model_args(p)
+    return parser
+
+
+def enhancer_factory(args: argparse.Namespace) -> Callable[[], Any]:
+    """Loading a model takes seconds: build the Enhancer only once the bag has been checked."""
+    def make() -> Any:
+        from illexp_ros.runtime import Enhancer
+
+        return Enhancer.from_model(model=args.model, backend=args.backend, mode=args.mode, fast=args.fast,
+                                   logger=lambda line: print(f"illexp_bag: {line}", flush=True))
+    return make
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "process":
+        from illexp_ros.ros.bag_process import process_bag
+
+        summary = process_bag(args.input, args.output, args.topic, enhancer_factory(args),
+                              out_topic=args.out_topic, storage=args.storage, force=args.force,
+                              progress=not args.no_progress)
+        print(summary.line())
+    elif args.command == "play":
+        from illexp_ros.ros.bag_play import play_command
+
+        return play_command(args.input, args.topic, args.out_topic, args.rate, args.loop, args.qos, args.wait)
+    elif args.command == "sheet":
+        from illexp_ros.ros.bag_sheet import sheet_command
+
+        print(f"wrote {sheet_command(args.input, args.topic, args.out, args.frames, enhancer_factory(args))}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` cleans up like Ctrl-C
+    from illexp_ros.ros.image_conversion import ImageFormatError
+    from illexp_ros.runtime.errors import EnhancerError
+
+    try:
+        return run(args)
+    except (BagError, EnhancerError, ImageFormatError) as exc:
+        print(f"illexp_bag {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        left = "; no output left behind" if args.command == "process" else ""
+        print(f"illexp_bag {args.command}: interrupted{left}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

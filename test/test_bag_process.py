@@ -1,0 +1,234 @@
+"""`illexp_bag process` on generated bags: byte-for-byte copies, one corrected Image per input image, atomic
+output, and one-line errors (exit 2) for missing topics, empty and corrupt bags."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+from illexp_ros.core.networks import IllExpNet
+from illexp_ros.ros import bag_tool
+from illexp_ros.ros.bag_images import IMAGE_TYPE, TYPESTORE, deserialize
+from illexp_ros.ros.sample_data import IMAGE_TOPIC, write_sample_bag
+from illexp_ros.runtime.model_io import save_model
+
+SIZE = (48, 64)  # small frames: these tests are about bags, not image quality
+CORRECTED = f"{IMAGE_TOPIC}/corrected"
+TOOL = [sys.executable, "-m", "illexp_ros.ros.bag_tool"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = {"attention_width": 8, "widths": [8, 16, 32, 64]}
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    return save_model(path, IllExpNet(attention_width=8, widths=(8, 16, 32, 64)), config, "tiny")
+
+
+def read_bag(path: Path) -> tuple[list, list[tuple[str, int, bytes]]]:
+    with Reader(path) as reader:
+        conns = list(reader.connections)
+        return conns, [(c.topic, ts, bytes(data)) for c, ts, data in reader.messages()]
+
+
+def process(*args: str) -> int:
+    return bag_tool.main(["process", *args, "--no-progress"])
+
+
+@pytest.mark.parametrize(("in_storage", "out_storage"), [("sqlite3", None), ("mcap", None), ("mcap", "sqlite3")])
+def test_process_copies_every_message_and_adds_one_corrected_image_per_frame(
+        tmp_path: Path, tiny_model: Path, in_storage: str, out_storage: str | None,
+        capsys: pytest.CaptureFixture) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_sample_bag(src, frames=5, size=SIZE, storage=in_storage)
+    extra = ["--storage", out_storage] if out_storage else []
+    assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "passthrough",
+                   "--model", str(tiny_model), *extra) == 0
+    assert "5 frames corrected" in capsys.readouterr().out
+
+    in_conns, in_msgs = read_bag(src)
+    out_conns, out_msgs = read_bag(out)
+    suffix = {"sqlite3": ".db3", "mcap": ".mcap"}[out_storage or in_storage]
+    assert [p.suffix for p in out.iterdir() if p.name != "metadata.yaml"] == [suffix]
+
+    # Every original message, byte for byte, at its timestamp; nothing else but the corrected topic.
+    assert sorted(m for m in out_msgs if m[0] != CORRECTED) == sorted(in_msgs)
+    for conn in in_conns:
+        (copy,) = [c for c in out_conns if c.topic == conn.topic]
+        assert (copy.msgtype, copy.msgdef.data, copy.digest) == (conn.msgtype, conn.msgdef.data, conn.digest)
+        assert copy.ext == conn.ext  # serialization format and offered QoS profiles
+
+    inputs = {ts: deserialize(data, IMAGE_TYPE) for topic, ts, data in in_msgs if topic == IMAGE_TOPIC}
+    corrected = [(ts, deserialize(data, IMAGE_TYPE)) for topic, ts, data in out_msgs if topic == CORRECTED]
+    assert sorted(ts for ts, _ in corrected) == sorted(inputs)  # one per input image, same bag timestamp
+    for ts, msg in corrected:
+        src_msg = inputs[ts]
+        assert msg.header == src_msg.header
+        assert (msg.height, msg.width, msg.encoding) == (src_msg.height, src_msg.width, "rgb8")
+        np.testing.assert_array_equal(msg.data, src_msg.data)  # passthrough: the pixels survive the round trip
+    (corr_conn,) = [c for c in out_conns if c.topic == CORRECTED]
+    assert corr_conn.ext.offered_qos_profiles == [c for c in in_conns if c.topic == IMAGE_TOPIC][0] \
+        .ext.offered_qos_profiles
+
+
+def test_process_runs_the_model_on_each_frame(tmp_path: Path, tiny_model: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_sample_bag(src, frames=2, size=SIZE, with_reference=False)
+    assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "torch_cpu",
+                   "--model", str(tiny_model), "--mode", "mixed", "--out-topic", "/fixed") == 0
+    _, msgs = read_bag(out)
+    inputs = {ts: deserialize(d, IMAGE_TYPE) for t, ts, d in msgs if t == IMAGE_TOPIC}
+    fixed = [(ts, deserialize(d, IMAGE_TYPE)) for t, ts, d in msgs if t == "/fixed"]
+    assert len(fixed) == 2
+    for ts, msg in fixed:
+        assert msg.data.shape == inputs[ts].data.shape
+        assert not np.array_equal(msg.data, inputs[ts].data)  # a random network changes the pixels
+
+
+def test_compressed_input_gives_bgr8_images(tmp_path: Path, tiny_model: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_sample_bag(src, frames=3, size=SIZE, compressed=True, with_reference=False)
+    assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "passthrough",
+                   "--model", str(tiny_model)) == 0
+    _, msgs = read_bag(out)
+    jpegs = {ts: deserialize(d, "sensor_msgs/msg/CompressedImage") for t, ts, d in msgs if t == IMAGE_TOPIC}
+    corrected = [(ts, deserialize(d, IMAGE_TYPE)) for t, ts, d in msgs if t == CORRECTED]
+    assert len(corrected) == 3
+    for ts, msg in corrected:
+        expected = cv2.imdecode(np.asarray(jpegs[ts].data, np.uint8), cv2.IMREAD_COLOR)
+        assert msg.encoding == "bgr8" and msg.header == jpegs[ts].header
+        np.testing.assert_array_equal(np.asarray(msg.data).reshape(expected.shape), expected)
+
+
+def test_existing_output_needs_force(tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_sample_bag(src, frames=2, size=SIZE)
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    args = [str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "passthrough", "--model", str(tiny_model)]
+    assert process(*args) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "keep.txt").exists()
+    assert process(*args, "--force") == 0
+    assert not (out / "keep.txt").exists()
+    assert len(read_bag(out)[1]) == 2 + 2 + 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # no work directory left over
+
+
+def _empty_bag(path: Path) -> Path:
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=TYPESTORE)
+    return path
+
+
+def _sample_bag(path: Path) -> Path:
+    write_sample_bag(path, frames=2, size=SIZE)
+    return path
+
+
+def _string_bag(path: Path) -> Path:
+    string_type = "std_msgs/msg/String"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/chatter", string_type, typestore=TYPESTORE)
+        msg = TYPESTORE.types[string_type](data="hello")
+        writer.write(conn, 1, bytes(TYPESTORE.serialize_cdr(msg, string_type)))
+    return path
+
+
+def _garbage_mcap(path: Path) -> Path:
+    path.write_bytes(b"\x89MCAP0\r\n" + os.urandom(4096))
+    return path
+
+
+def _truncated_mcap(path: Path) -> Path:
+    write_sample_bag(path, frames=4, size=SIZE)
+    (data,) = path.glob("*.mcap")
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    return path
+
+
+def _garbage_sqlite(path: Path) -> Path:
+    write_sample_bag(path, frames=2, size=SIZE, storage="sqlite3")
+    (data,) = path.glob("*.db3")
+    data.write_bytes(os.urandom(data.stat().st_size))
+    return path
+
+
+@pytest.mark.parametrize(("make_bag", "topic", "expected"), [
+    (_empty_bag, IMAGE_TOPIC, "empty"),
+    (_garbage_mcap, IMAGE_TOPIC, "cannot read bag"),
+    (_truncated_mcap, IMAGE_TOPIC, "cannot read bag"),
+    (_garbage_sqlite, IMAGE_TOPIC, "cannot read bag"),
+    (_sample_bag, "/no/such/topic", "not in bag"),
+    (_string_bag, "/chatter", "not sensor_msgs/Image or CompressedImage"),
+])
+def test_bad_bags_give_one_error_line_and_status_2(tmp_path: Path, tiny_model: Path, make_bag, topic: str,
+                                                   expected: str, capsys: pytest.CaptureFixture) -> None:
+    src = make_bag(tmp_path / ("bag.mcap" if make_bag is _garbage_mcap else "bag"))
+    out = tmp_path / "out"
+    assert process(str(src), str(out), "--topic", topic, "--backend", "passthrough",
+                   "--model", str(tiny_model)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and err[0].startswith("illexp_bag process: error:")
+    assert not out.exists()
+
+
+def test_exit_status_of_the_command(tmp_path: Path) -> None:
+    result = subprocess.run([*TOOL, "process", str(tmp_path / "missing"), str(tmp_path / "out"),
+                             "--topic", IMAGE_TOPIC], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"illexp_bag process: error: bag not found: {tmp_path}/missing"]
+
+
+def _start_slow_run(tmp_path: Path, tiny_model: Path) -> tuple[subprocess.Popen, Path, Path]:
+    """A run that takes seconds (a real network on 100 frames): long enough to be interrupted midway."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_sample_bag(src, frames=100, size=(240, 320), with_reference=False)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([*TOOL, "process", str(src), str(out), "--topic", IMAGE_TOPIC, "--no-progress",
+                             "--backend", "torch_cpu", "--mode", "mixed", "--model", str(tiny_model)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    work = tmp_path / f".out.partial-{proc.pid}"
+    deadline = time.monotonic() + 60
+    # Wait until the output bag is being written (the work directory's storage file has data in it).
+    while not any(f.stat().st_size > 0 for f in work.glob("out/*.mcap")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never started writing"
+        time.sleep(0.02)
+    return proc, out, work
+
+
+def test_sigkill_midway_leaves_no_output(tmp_path: Path, tiny_model: Path) -> None:
+    proc, out, work = _start_slow_run(tmp_path, tiny_model)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL  # killed midway, not finished
+    assert not out.exists()
+    # The next run cleans up what the killed one left and writes OUT.
+    assert process(str(tmp_path / "in"), str(out), "--topic", IMAGE_TOPIC, "--backend", "passthrough",
+                   "--model", str(tiny_model)) == 0
+    assert out.is_dir() and not work.exists()
+
+
+def test_ctrl_c_midway_leaves_nothing(tmp_path: Path, tiny_model: Path) -> None:
+    proc, out, work = _start_slow_run(tmp_path, tiny_model)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "illexp_bag process: interrupted; no output left behind"
+    assert not out.exists() and not work.exists()
+
+
+def test_bag_processing_does_not_import_rclpy() -> None:
+    code = ("import sys, illexp_ros.ros.bag_tool, illexp_ros.ros.bag_process, illexp_ros.ros.bag_sheet; "
+            "print('rclpy' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr

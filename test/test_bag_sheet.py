@@ -1,0 +1,59 @@
+"""`illexp_bag sheet`: the contact sheet has one column per sampled frame and before / after / exposure map
+rows; with the passthrough backend "after" must show the same pixels as "before"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from illexp_ros.core.networks import IllExpNet
+from illexp_ros.ros import bag_tool
+from illexp_ros.ros.bag_sheet import GAP, HEADER_HEIGHT, LABEL_WIDTH, evenly_spaced
+from illexp_ros.ros.sample_data import IMAGE_TOPIC, write_sample_bag
+from illexp_ros.runtime.model_io import save_model
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = {"attention_width": 8, "widths": [8, 16, 32, 64]}
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    return save_model(path, IllExpNet(attention_width=8, widths=(8, 16, 32, 64)), config, "tiny")
+
+
+@pytest.mark.parametrize(("total", "count", "expected"), [
+    (10, 3, [0, 4, 9]), (4, 6, [0, 1, 2, 3]), (7, 1, [3]), (0, 3, []),
+])
+def test_evenly_spaced(total: int, count: int, expected: list[int]) -> None:
+    assert evenly_spaced(total, count) == expected
+
+
+def test_sheet_layout_and_passthrough_rows(tmp_path: Path, tiny_model: Path) -> None:
+    bag, out = tmp_path / "bag", tmp_path / "sheet.png"
+    frames = write_sample_bag(bag, frames=7, size=(48, 64))
+    assert bag_tool.main(["sheet", str(bag), "--topic", IMAGE_TOPIC, "--out", str(out), "--frames", "3",
+                          "--backend", "passthrough", "--model", str(tiny_model)]) == 0
+    sheet = cv2.imread(str(out))[..., ::-1]
+    thumb_w, thumb_h = 240, 180  # 64x48 frames scaled to the 240-pixel thumbnail width
+    assert sheet.shape == (HEADER_HEIGHT + 3 * (thumb_h + GAP), LABEL_WIDTH + 3 * (thumb_w + GAP), 3)
+
+    def tile(row: int, col: int) -> np.ndarray:
+        y, x = HEADER_HEIGHT + row * (thumb_h + GAP), LABEL_WIDTH + col * (thumb_w + GAP)
+        return sheet[y:y + thumb_h, x:x + thumb_w].astype(int)
+
+    for col, index in enumerate([0, 3, 6]):  # evenly spaced over the 7 frames
+        expected = cv2.resize(frames[index].degraded, (thumb_w, thumb_h), interpolation=cv2.INTER_AREA)
+        assert np.abs(tile(0, col) - expected).max() <= 1
+        np.testing.assert_array_equal(tile(1, col), tile(0, col))
+
+
+def test_sheet_with_bad_output_name_is_one_line(tmp_path: Path, tiny_model: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    bag = tmp_path / "bag"
+    write_sample_bag(bag, frames=2, size=(48, 64))
+    assert bag_tool.main(["sheet", str(bag), "--topic", IMAGE_TOPIC, "--out", str(tmp_path / "sheet.xyz"),
+                          "--backend", "passthrough", "--model", str(tiny_model)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0]
