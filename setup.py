@@ -31,6 +31,7 @@ setup(
             "illexp_bag = illexp_ros.ros.bag_tool:main",
             "illexp_export = illexp_ros.runtime.export:main",
             "illexp_bench = illexp_ros.runtime.bench:main",
+            "illexp_node_bench = illexp_ros.ros.node_bench:main",
             "illexp_demo = illexp_ros.ros.demo:main",
         ],
     },

@@ -1,0 +1,194 @@
+"""sensor_msgs/Image and CompressedImage <-> numpy, without cv_bridge.
+
+Reading is a zero-copy numpy view of `msg.data` that honours `step` (row padding) and `is_bigendian`; a copy
+is made only where a conversion needs one (YUV, mono, 16-bit, alpha, padded rows). The Enhancer takes an
+H x W x 3 uint8 frame in RGB or BGR order, so every encoding is turned into that and back.
+
+Encoding conventions follow cv_bridge: 'yuv422' is UYVY byte order (U0 Y0 V0 Y1), 'yuv422_yuy2' is YUYV
+(Y0 U0 Y1 V0, what most USB cameras send). 16-bit encodings are reduced to 8 bits for the network
+(value >> 8) and expanded back with x257, so 0 and 65535 map to 0 and 255 and back exactly.
+"""
+
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+
+class ImageFormatError(ValueError):
+    """A message that cannot be read as an image; the text names the problem."""
+
+
+@dataclass(frozen=True)
+class EncodingLayout:
+    channels: int  # values per pixel in the message (yuv422: 2 bytes per pixel)
+    bytes_per_channel: int
+    color_order: str  # what the Enhancer gets: "rgb" or "bgr"
+
+
+ENCODINGS: dict[str, EncodingLayout] = {
+    "bgr8": EncodingLayout(3, 1, "bgr"),
+    "rgb8": EncodingLayout(3, 1, "rgb"),
+    "bgra8": EncodingLayout(4, 1, "bgr"),
+    "rgba8": EncodingLayout(4, 1, "rgb"),
+    "mono8": EncodingLayout(1, 1, "rgb"),
+    "yuv422": EncodingLayout(2, 1, "rgb"),
+    "yuv422_yuy2": EncodingLayout(2, 1, "rgb"),
+    "mono16": EncodingLayout(1, 2, "rgb"),
+    "rgb16": EncodingLayout(3, 2, "rgb"),
+    "bgr16": EncodingLayout(3, 2, "bgr"),
+}
+SUPPORTED_ENCODINGS = tuple(ENCODINGS)
+
+_YUV_TO_RGB = {"yuv422": cv2.COLOR_YUV2RGB_UYVY, "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2}
+_RGB_TO_YUV = {"yuv422": cv2.COLOR_RGB2YUV_UYVY, "yuv422_yuy2": cv2.COLOR_RGB2YUV_YUY2}
+
+
+@dataclass
+class Frame:
+    """What the Enhancer gets: H x W x 3 uint8 pixels (a view of the message where possible)."""
+
+    pixels: np.ndarray
+    color_order: str  # "rgb" | "bgr"
+    alpha: np.ndarray | None = None  # H x W uint8 of a bgra8/rgba8 input, put back on output
+
+
+def layout_of(encoding: str) -> EncodingLayout:
+    layout = ENCODINGS.get(encoding)
+    if layout is None:
+        raise ImageFormatError(
+            f"unsupported encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+    return layout
+
+
+def image_array(msg: Image) -> np.ndarray:
+    """Validated zero-copy view of an Image: H x W x C (H x W for mono), uint8 or uint16 in the message's
+    byte order. Raises ImageFormatError naming the problem."""
+    layout = layout_of(msg.encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise ImageFormatError(f"empty image: {width}x{height}")
+    row_bytes = width * layout.channels * layout.bytes_per_channel
+    if step < row_bytes:
+        raise ImageFormatError(
+            f"step {step} is smaller than width x channels x bytes = {width}x{layout.channels}x"
+            f"{layout.bytes_per_channel} = {row_bytes} for {msg.encoding}")
+    if layout.bytes_per_channel == 2 and step % 2:
+        raise ImageFormatError(f"step {step} is odd for 16-bit encoding {msg.encoding}")
+    if msg.encoding in _YUV_TO_RGB and width % 2:
+        raise ImageFormatError(f"width {width} is odd; {msg.encoding} packs pixels in pairs")
+    size = len(msg.data)
+    if size < step * height:
+        raise ImageFormatError(
+            f"data has {size} bytes, fewer than step x height = {step}x{height} = {step * height}")
+    if layout.bytes_per_channel == 1:
+        dtype = np.dtype(np.uint8)
+    else:
+        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
+    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    # A strided view: rows start every `step` bytes and the padding between them is never touched.
+    view = np.ndarray(shape=(height, width * layout.channels), dtype=dtype, buffer=buffer,
+                      strides=(step, dtype.itemsize))
+    view.flags.writeable = False
+    if layout.channels == 1:
+        return view
+    return view.reshape(height, width, layout.channels)
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    return (values >> 8).astype(np.uint8)
+
+
+def image_to_frame(msg: Image) -> Frame:
+    """Image -> Frame for the Enhancer. A view for unpadded bgr8/rgb8; a copy where conversion is needed."""
+    view = image_array(msg)
+    enc = msg.encoding
+    layout = ENCODINGS[enc]
+    if enc in ("bgr8", "rgb8"):
+        return Frame(view, layout.color_order)
+    if enc in ("bgra8", "rgba8"):
+        return Frame(view[..., :3], layout.color_order, alpha=view[..., 3])
+    if enc == "mono8":
+        return Frame(cv2.cvtColor(np.ascontiguousarray(view), cv2.COLOR_GRAY2RGB), "rgb")
+    if enc in _YUV_TO_RGB:
+        return Frame(cv2.cvtColor(view, _YUV_TO_RGB[enc]), "rgb")
+    if enc == "mono16":
+        return Frame(cv2.cvtColor(_to_uint8(view), cv2.COLOR_GRAY2RGB), "rgb")
+    return Frame(_to_uint8(view), layout.color_order)  # rgb16 / bgr16
+
+
+def compressed_to_frame(msg: CompressedImage) -> Frame:
+    """CompressedImage (jpeg/png) -> BGR Frame; ImageFormatError if it does not decode."""
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise ImageFormatError(f"compressed frame (format {msg.format!r}) is empty")
+    try:
+        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ImageFormatError(f"compressed frame (format {msg.format!r}) does not decode: {exc}") from exc
+    if decoded is None:
+        raise ImageFormatError(
+            f"compressed frame (format {msg.format!r}, {data.size} bytes) does not decode as jpeg or png")
+    return Frame(decoded, "bgr")
+
+
+def _in_order(pixels: np.ndarray, have: str, want: str) -> np.ndarray:
+    return pixels if have == want else pixels[..., ::-1]
+
+
+def frame_to_array(pixels: np.ndarray, color_order: str, encoding: str, alpha: np.ndarray | None = None,
+                   bigendian: bool = False) -> np.ndarray:
+    """Corrected H x W x 3 uint8 pixels -> the contiguous array of `encoding` (what goes into msg.data)."""
+    layout = layout_of(encoding)
+    if encoding in ("bgr8", "rgb8"):
+        out = _in_order(pixels, color_order, layout.color_order)
+    elif encoding in ("bgra8", "rgba8"):
+        rgb = _in_order(pixels, color_order, layout.color_order)
+        a = alpha if alpha is not None else np.full(pixels.shape[:2], 255, np.uint8)
+        out = np.concatenate([rgb, a[..., None]], axis=2)
+    elif encoding == "mono8":
+        out = _grey(pixels, color_order)
+    elif encoding in _RGB_TO_YUV:
+        if pixels.shape[1] % 2:
+            raise ImageFormatError(f"width {pixels.shape[1]} is odd; {encoding} packs pixels in pairs")
+        rgb = np.ascontiguousarray(_in_order(pixels, color_order, "rgb"))
+        out = cv2.cvtColor(rgb, _RGB_TO_YUV[encoding])
+    else:  # 16-bit: x257 maps 0..255 onto 0..65535 exactly at both ends
+        src = _grey(pixels, color_order) if encoding == "mono16" else \
+            _in_order(pixels, color_order, layout.color_order)
+        out = src.astype(np.uint16) * np.uint16(257)
+        if bigendian:
+            out = out.astype(">u2")
+    return np.ascontiguousarray(out)
+
+
+def _grey(pixels: np.ndarray, color_order: str) -> np.ndarray:
+    code = cv2.COLOR_RGB2GRAY if color_order == "rgb" else cv2.COLOR_BGR2GRAY
+    return cv2.cvtColor(np.ascontiguousarray(pixels), code)
+
+
+def array_to_image(values: np.ndarray, encoding: str, header: Header, bigendian: bool = False) -> Image:
+    """A contiguous array in `encoding` layout -> Image with `header` (stamp and frame_id kept as given)."""
+    values = np.ascontiguousarray(values)
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(values.shape[0]), int(values.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = int(bool(bigendian) and values.dtype.itemsize == 2)
+    msg.step = int(values.strides[0])
+    data = array.array("B")
+    data.frombytes(values.reshape(-1).view(np.uint8))  # one memcpy into the message buffer
+    msg.data = data
+    return msg
+
+
+def frame_to_image(pixels: np.ndarray, color_order: str, encoding: str, header: Header,
+                   alpha: np.ndarray | None = None, bigendian: bool = False) -> Image:
+    """Corrected pixels -> Image in `encoding` with `header`."""
+    values = frame_to_array(pixels, color_order, encoding, alpha, bigendian)
+    return array_to_image(values, encoding, header, bigendian)

@@ -1,0 +1,205 @@
+"""End-to-end latency of illexp_node: publish a frame -> receive its corrected frame, over real DDS.
+
+The node runs in its own process (as in deployment); this process publishes one frame at a time and waits for
+the corrected frame with the same stamp (ping-pong, so the number is latency, not throughput under overload).
+`passthrough` is the floor: the ROS transport both ways plus conversion, with no network.
+
+  python -m illexp_ros.ros.node_bench --backends passthrough,auto --sizes 640x480,1280x720 --frames 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config" / "illexp.yaml"
+START_TIMEOUT_S = 60.0
+REPLY_TIMEOUT_S = 10.0
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        try:
+            w, h = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"size {item!r} is not WIDTHxHEIGHT") from None
+        if w <= 0 or h <= 0 or w % 2 or h % 2:
+            raise argparse.ArgumentTypeError(f"size {item!r} must be positive and even")
+        sizes.append((w, h))
+    return sizes
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="illexp_bench --node", description=__doc__.split("\n\n")[0])
+    p.add_argument("--node", action="store_true", help=argparse.SUPPRESS)  # as `illexp_bench --node ...`
+    p.add_argument("--backends", default="passthrough,auto", help="comma-separated node backends")
+    p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("640x480,1280x720"))
+    p.add_argument("--frames", type=int, default=30, help="timed frames per size (after warm-up)")
+    p.add_argument("--model", default="", help="node `model` parameter (empty: config/illexp.yaml)")
+    p.add_argument("--fast", choices=("true", "false"), default="", help="node `fast` (empty: config)")
+    p.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable")
+    p.add_argument("--transport", choices=("LARGE_DATA", "DEFAULT"), default="LARGE_DATA",
+                   help="FASTDDS_BUILTIN_TRANSPORTS for both processes (DEFAULT: Fast DDS's own default)")
+    args = p.parse_args(argv)
+    if args.frames < 1:
+        p.error("--frames must be >= 1")
+    return args
+
+
+class Client:
+    """Publishes frames on /bench/image_raw and collects corrected frames by stamp."""
+
+    def __init__(self, qos_name: str) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from illexp_ros.ros.qos import image_qos
+
+        self.Image = Image
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("illexp_node_bench", context=self.context)
+        self.pub = self.node.create_publisher(Image, "/bench/image_raw", image_qos(qos_name))
+        receive_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if qos_name == "reliable"
+                                 else ReliabilityPolicy.BEST_EFFORT)
+        self.node.create_subscription(Image, "/bench/corrected/image", self._on_frame, receive_qos)
+        self.cond = threading.Condition()
+        self.arrived: dict[int, float] = {}
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _on_frame(self, msg) -> None:
+        now = time.perf_counter()
+        with self.cond:
+            self.arrived[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = now
+            self.cond.notify_all()
+
+    def ping(self, pixels: np.ndarray, stamp: int, timeout: float) -> float | None:
+        """Publish one frame; seconds until its corrected frame arrives, None on timeout."""
+        msg = self.Image(height=pixels.shape[0], width=pixels.shape[1], encoding="bgr8",
+                         step=pixels.shape[1] * 3)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        msg.header.frame_id = "bench"
+        data = array.array("B")
+        data.frombytes(pixels.reshape(-1))
+        msg.data = data
+        sent = time.perf_counter()
+        self.pub.publish(msg)
+        with self.cond:
+            if not self.cond.wait_for(lambda: stamp in self.arrived, timeout):
+                return None
+            return self.arrived.pop(stamp) - sent
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def start_node(backend: str, args: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "illexp_ros.ros.node", "--ros-args", "--params-file", str(CONFIG),
+           "-r", "__ns:=/bench", "-r", "image:=/bench/image_raw", "-p", f"backend:={backend}",
+           "-p", f"qos:={args.qos}", "--log-level", "warn"]
+    if args.model:
+        cmd += ["-p", f"model:={args.model}"]
+    if args.fast:
+        cmd += ["-p", f"fast:={args.fast}"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_node(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.send_signal(2)  # SIGINT, as Ctrl-C
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.stdout.read() if proc.stdout else ""
+
+
+def warm_up(client: Client, proc: subprocess.Popen, pixels: np.ndarray) -> bool:
+    """Resend until a corrected frame comes back: discovery, the model's first call, and (LARGE_DATA) the
+    first ~1.5 s after discovery, when frames are lost."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        if client.ping(pixels, time.time_ns(), 1.0) is not None:
+            return True
+    return False
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    env = dict(os.environ)
+    if args.transport == "LARGE_DATA":
+        env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+    else:
+        env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+    os.environ.clear()
+    os.environ.update(env)  # this process's participant too (read when rclpy creates it)
+    rng = np.random.default_rng(0)
+    frames = {size: (rng.integers(0, 90, (size[1], size[0], 3), dtype=np.uint8)) for size in args.sizes}
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    client = Client(args.qos)
+    rows = []
+    try:
+        with tqdm(total=len(backends) * len(args.sizes) * args.frames, desc="illexp_bench --node",
+                  unit="frame") as bar:
+            for backend in backends:
+                proc = start_node(backend, args, env)
+                try:
+                    for size, pixels in frames.items():
+                        if not warm_up(client, proc, pixels):
+                            raise RuntimeError(f"node with backend {backend} did not answer:\n"
+                                               f"{stop_node(proc).strip()[-2000:]}")
+                        times = []
+                        for _ in range(args.frames):
+                            t = client.ping(pixels, time.time_ns(), REPLY_TIMEOUT_S)
+                            if t is not None:
+                                times.append(t * 1e3)
+                            bar.update(1)
+                        t = np.array(times) if times else np.array([np.nan])
+                        rows.append({"backend": backend, "size": f"{size[0]}x{size[1]}", "frames": len(times),
+                                     "lost": args.frames - len(times), "p50": np.percentile(t, 50),
+                                     "p90": np.percentile(t, 90), "max": t.max()})
+                finally:
+                    stop_node(proc)
+    finally:
+        client.close()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        rows = run(args)
+    except RuntimeError as exc:
+        print(f"illexp_bench --node: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nend-to-end latency publish -> corrected receive (ms), qos {args.qos}, "
+          f"transport {args.transport}, {os.cpu_count()} CPUs")
+    print(f"{'backend':<14}{'size':>10}{'frames':>8}{'lost':>6}{'p50':>9}{'p90':>9}{'max':>9}")
+    for r in rows:
+        print(f"{r['backend']:<14}{r['size']:>10}{r['frames']:>8}{r['lost']:>6}{r['p50']:>9.1f}{r['p90']:>9.1f}"
+              f"{r['max']:>9.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

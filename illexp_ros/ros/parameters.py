@@ -1,0 +1,112 @@
+"""The node's parameters: names, defaults, descriptors, and validation of run-time changes.
+
+Read-only parameters (model, backend, qos, input_transport, internal_short_side, output_encoding,
+republish_camera_info) are fixed at start-up: changing them would mean reloading the model or recreating
+topics. mode, fast, max_rate_hz and publish_exposure_map can be changed while running and are applied
+between frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
+
+from illexp_ros.ros.image_conversion import SUPPORTED_ENCODINGS
+from illexp_ros.ros.qos import QOS_NAMES
+
+MODES = ("under", "over", "mixed", "auto")
+BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passthrough")
+INPUT_TRANSPORTS = ("raw", "compressed")
+MAX_RATE_HZ = 1000.0
+MAX_SHORT_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    default: object
+    description: str
+    read_only: bool
+    choices: tuple[str, ...] = ()
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(description=self.description, read_only=self.read_only)
+        if self.choices:
+            d.additional_constraints = "one of: " + ", ".join(c or "''" for c in self.choices)
+        if self.int_range:
+            d.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1], step=0)]
+        if self.float_range:
+            # dynamic typing so `ros2 param set ... max_rate_hz 10` (an integer) is accepted too; the range is
+            # checked by validate_change.
+            d.dynamic_typing = True
+            d.additional_constraints = f"a number in [{self.float_range[0]}, {self.float_range[1]}]"
+        return d
+
+
+PARAMETERS: dict[str, ParameterSpec] = {
+    "model": ParameterSpec(
+        "default", "Model: 'default' (shipped under/over/mixed models picked per mode), a shipped name "
+        "(under, over, mixed) or a path to a model file (used for every mode).", read_only=True),
+    "mode": ParameterSpec(
+        "mixed", "Which correction: under, over, mixed, or auto (classify each frame, leave well-exposed "
+        "frames unchanged).", read_only=False, choices=MODES),
+    "backend": ParameterSpec(
+        "auto", "Inference backend; auto picks the fastest available. passthrough copies frames (measures "
+        "the transport floor).", read_only=True, choices=BACKENDS),
+    "fast": ParameterSpec(
+        True, "Run the network at a reduced internal resolution and apply its correction at full "
+        "resolution (guided upsampling). Much faster on CPU.", read_only=False),
+    "internal_short_side": ParameterSpec(
+        0, "Short side in pixels of the network input in fast mode; 0 = the backend's default.",
+        read_only=True, int_range=(0, MAX_SHORT_SIDE)),
+    "qos": ParameterSpec(
+        "reliable", "QoS of the image topics (keep-last 1): reliable or sensor_data (best effort).",
+        read_only=True, choices=QOS_NAMES),
+    "input_transport": ParameterSpec(
+        "raw", "raw: subscribe sensor_msgs/Image on `image`; compressed: sensor_msgs/CompressedImage "
+        "(jpeg/png) on `<image>/compressed`.", read_only=True, choices=INPUT_TRANSPORTS),
+    "max_rate_hz": ParameterSpec(
+        0.0, "Most frames per second to correct; extra frames are dropped and counted. 0 = unlimited.",
+        read_only=False, float_range=(0.0, MAX_RATE_HZ)),
+    "publish_exposure_map": ParameterSpec(
+        False, "Also publish the attention network's exposure map (mono8) on `exposure_map`.",
+        read_only=False),
+    "output_encoding": ParameterSpec(
+        "", "Encoding of corrected/image; '' = the input's encoding (bgr8 for compressed input).",
+        read_only=True, choices=("", *SUPPORTED_ENCODINGS)),
+    "republish_camera_info": ParameterSpec(
+        True, "Republish `camera_info` unchanged on corrected/camera_info, so rectification downstream of "
+        "the corrected image keeps working.", read_only=True),
+}
+RUNTIME_PARAMETERS = tuple(name for name, spec in PARAMETERS.items() if not spec.read_only)
+
+
+def validate(name: str, value: object) -> str | None:
+    """None if `value` is acceptable for parameter `name`, else the reason it is not."""
+    spec = PARAMETERS.get(name)
+    if spec is None:
+        return f"unknown parameter {name!r}"
+    if isinstance(spec.default, bool):
+        return None if isinstance(value, bool) else f"{name} must be true or false (got {value!r})"
+    if spec.float_range is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{name} must be a number (got {value!r})"
+        low, high = spec.float_range
+        if not low <= float(value) <= high:
+            return f"{name} must be in [{low}, {high}] (got {value})"
+        return None
+    if isinstance(spec.default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{name} must be an integer (got {value!r})"
+        if spec.int_range and not spec.int_range[0] <= value <= spec.int_range[1]:
+            return f"{name} must be in [{spec.int_range[0]}, {spec.int_range[1]}] (got {value})"
+        return None
+    if not isinstance(value, str):
+        return f"{name} must be a string (got {value!r})"
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {', '.join(repr(c) for c in spec.choices)} (got {value!r})"
+    if name == "model" and not value.strip():
+        return "model must not be empty"
+    return None

@@ -1,0 +1,64 @@
+"""Launch illexp_node on one camera stream.
+
+  ros2 launch illexp_ros illexp.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
+
+Arguments left empty (model, mode, backend, fast, qos) keep the value from params_file
+(config/illexp.yaml by default). FASTDDS_BUILTIN_TRANSPORTS defaults to LARGE_DATA for the node: with Fast DDS's
+default transports large frames are slow (reliable) or mostly lost (best effort); see docs/node.md.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+# Launch argument -> node parameter of the same name, with its type; empty argument = keep the params file.
+PARAMETER_ARGUMENTS = {"model": str, "mode": str, "backend": str, "fast": bool, "qos": str}
+
+
+def node_overrides(context) -> dict:
+    overrides = {}
+    for name, kind in PARAMETER_ARGUMENTS.items():
+        value = LaunchConfiguration(name).perform(context).strip()
+        if value:
+            overrides[name] = value.lower() in ("true", "1", "yes", "on") if kind is bool else value
+    return overrides
+
+
+def launch_node(context):
+    return [Node(
+        package="illexp_ros",
+        executable="illexp_node",
+        name="illexp_node",
+        namespace=LaunchConfiguration("namespace"),
+        parameters=[LaunchConfiguration("params_file"), node_overrides(context)],
+        remappings=[("image", LaunchConfiguration("image")),
+                    ("camera_info", LaunchConfiguration("camera_info"))],
+        output="screen",
+        emulate_tty=True,
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription([
+        DeclareLaunchArgument("image", default_value="/camera/image_raw",
+                              description="input sensor_msgs/Image topic (its /compressed for compressed input)"),
+        DeclareLaunchArgument("camera_info", default_value="/camera/camera_info",
+                              description="CameraInfo republished unchanged on corrected/camera_info"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="namespace of the node and of its corrected/* topics"),
+        DeclareLaunchArgument("params_file",
+                              default_value=PathJoinSubstitution([FindPackageShare("illexp_ros"), "config",
+                                                                  "illexp.yaml"]),
+                              description="ROS 2 parameters file"),
+        DeclareLaunchArgument("model", default_value="", description="default | under | over | mixed | a path"),
+        DeclareLaunchArgument("mode", default_value="", description="under | over | mixed | auto"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="auto | tensorrt | torch_cuda | onnxruntime | torch_cpu | passthrough"),
+        DeclareLaunchArgument("fast", default_value="", description="true | false"),
+        DeclareLaunchArgument("qos", default_value="", description="reliable | sensor_data"),
+        SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS",
+                               EnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", default_value="LARGE_DATA")),
+        OpaqueFunction(function=launch_node),
+    ])

@@ -1,0 +1,191 @@
+"""sensor_msgs/Image <-> numpy: views, padding, endianness, YUV byte order, every rejected input."""
+
+import array
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from illexp_ros.ros.image_conversion import (
+    SUPPORTED_ENCODINGS,
+    ImageFormatError,
+    compressed_to_frame,
+    frame_to_image,
+    image_array,
+    image_to_frame,
+)
+
+RNG = np.random.default_rng(7)
+
+
+def make_image(values: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False) -> Image:
+    """Image whose rows are `values` rows plus `pad` bytes of junk (0xAB) each."""
+    values = np.ascontiguousarray(values)
+    if values.dtype == np.uint16:
+        values = values.astype(">u2" if bigendian else "<u2")
+    h = values.shape[0]
+    row = values.reshape(h, -1).view(np.uint8)
+    rows = np.concatenate([row, np.full((h, pad), 0xAB, np.uint8)], axis=1)
+    msg = Image(height=h, width=values.shape[1], encoding=encoding, is_bigendian=int(bigendian),
+                step=rows.shape[1])
+    msg.header.frame_id = "cam"
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 12, 345
+    msg.data = array.array("B", rows.tobytes())
+    return msg
+
+
+def msg_bytes(msg: Image) -> np.ndarray:
+    return np.frombuffer(msg.data, np.uint8)
+
+
+@pytest.mark.parametrize("encoding,channels", [("bgr8", 3), ("rgb8", 3), ("bgra8", 4), ("rgba8", 4)])
+@pytest.mark.parametrize("pad", [0, 5])
+def test_8bit_colour_round_trip_with_and_without_padding(encoding, channels, pad):
+    values = RNG.integers(0, 256, (6, 7, channels), dtype=np.uint8)
+    msg = make_image(values, encoding, pad=pad)
+    view = image_array(msg)
+    np.testing.assert_array_equal(view, values)
+    assert np.shares_memory(view, msg_bytes(msg)), "reading must not copy"
+    frame = image_to_frame(msg)
+    assert frame.pixels.shape == (6, 7, 3)
+    assert np.shares_memory(frame.pixels, msg_bytes(msg))
+    assert frame.color_order == encoding[:3]
+    out = frame_to_image(frame.pixels, frame.color_order, encoding, msg.header, alpha=frame.alpha)
+    assert out.step == 7 * channels  # output is never padded
+    np.testing.assert_array_equal(msg_bytes(out).reshape(6, 7, channels), values)
+    assert out.header.frame_id == "cam" and out.header.stamp.nanosec == 345
+
+
+def test_padding_bytes_are_not_read():
+    values = RNG.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    msg = make_image(values, "bgr8", pad=3)
+    assert 0xAB in msg_bytes(msg)
+    np.testing.assert_array_equal(image_array(msg), values)
+
+
+def test_rgb_input_published_as_bgr_swaps_channels():
+    values = RNG.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    frame = image_to_frame(make_image(values, "rgb8"))
+    out = frame_to_image(frame.pixels, frame.color_order, "bgr8", Header())
+    np.testing.assert_array_equal(msg_bytes(out).reshape(3, 4, 3), values[..., ::-1])
+
+
+def test_alpha_is_kept_and_added():
+    values = RNG.integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    frame = image_to_frame(make_image(values, "bgra8"))
+    out = frame_to_image(frame.pixels, frame.color_order, "rgba8", Header(), alpha=frame.alpha)
+    got = msg_bytes(out).reshape(3, 4, 4)
+    np.testing.assert_array_equal(got[..., 3], values[..., 3])
+    np.testing.assert_array_equal(got[..., :3], values[..., 2::-1])
+    no_alpha = frame_to_image(frame.pixels, frame.color_order, "bgra8", Header())
+    assert (msg_bytes(no_alpha).reshape(3, 4, 4)[..., 3] == 255).all()
+
+
+def test_mono8_round_trip():
+    grey = RNG.integers(0, 256, (5, 6), dtype=np.uint8)
+    frame = image_to_frame(make_image(grey, "mono8", pad=2))
+    assert frame.pixels.shape == (5, 6, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(frame.pixels[..., c], grey)
+    out = frame_to_image(frame.pixels, frame.color_order, "mono8", Header())
+    assert out.encoding == "mono8" and out.step == 6
+    np.testing.assert_array_equal(msg_bytes(out).reshape(5, 6), grey)
+
+
+def test_yuv422_is_uyvy_and_yuv422_yuy2_is_yuyv():
+    # A grey pair Y=200, U=V=128. UYVY bytes: U Y V Y. Read as YUYV the same bytes are Y=128 with
+    # strong chroma (U=V=200), a clearly coloured pixel: the two conventions must not be confused.
+    pair = np.array([128, 200, 128, 200], np.uint8)
+    data = np.tile(pair, (2, 2)).reshape(2, 4, 2)
+    uyvy = image_to_frame(make_image(data, "yuv422")).pixels
+    assert np.ptp(uyvy.astype(int), axis=2).max() <= 2, "UYVY grey must decode grey"
+    assert abs(int(uyvy[0, 0, 0]) - round((200 - 16) * 255 / 219)) <= 3  # BT.601 video range
+    yuyv = image_to_frame(make_image(data, "yuv422_yuy2")).pixels
+    assert np.ptp(yuyv.astype(int), axis=2).max() > 60, "same bytes as YUYV must be coloured"
+
+
+@pytest.mark.parametrize("encoding", ["yuv422", "yuv422_yuy2"])
+def test_yuv_round_trip(encoding):
+    # Pixel pairs share chroma, so a frame whose pairs have one colour survives up to rounding.
+    rgb = np.repeat(RNG.integers(30, 220, (4, 3, 3), dtype=np.uint8), 2, axis=1)
+    code = cv2.COLOR_RGB2YUV_UYVY if encoding == "yuv422" else cv2.COLOR_RGB2YUV_YUY2
+    msg = make_image(cv2.cvtColor(rgb, code), encoding, pad=4)
+    frame = image_to_frame(msg)
+    assert np.abs(frame.pixels.astype(int) - rgb).max() <= 4
+    out = frame_to_image(frame.pixels, frame.color_order, encoding, Header())
+    assert out.step == 6 * 2
+    back = image_to_frame(out).pixels
+    assert np.abs(back.astype(int) - rgb).max() <= 6
+
+
+def test_16bit_honours_endianness():
+    raw = np.array([[0x12, 0x34, 0xAB, 0xCD]], np.uint8)  # two mono16 pixels
+    for bigendian, expected in ((True, [0x12, 0xAB]), (False, [0x34, 0xCD])):
+        msg = Image(height=1, width=2, encoding="mono16", is_bigendian=int(bigendian), step=4)
+        msg.data = array.array("B", raw.tobytes())
+        frame = image_to_frame(msg)
+        np.testing.assert_array_equal(frame.pixels[0, :, 0], expected)
+
+
+@pytest.mark.parametrize("encoding,channels", [("mono16", 1), ("rgb16", 3), ("bgr16", 3)])
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_16bit_round_trip(encoding, channels, bigendian):
+    shape = (3, 4) if channels == 1 else (3, 4, 3)
+    values = RNG.integers(0, 256, shape).astype(np.uint16) * 257  # exactly representable in 8 bits
+    msg = make_image(values, encoding, pad=2, bigendian=bigendian)
+    frame = image_to_frame(msg)
+    out = frame_to_image(frame.pixels, frame.color_order, encoding, Header(), bigendian=bigendian)
+    assert out.is_bigendian == int(bigendian) and out.step == 4 * channels * 2
+    got = np.frombuffer(out.data, ">u2" if bigendian else "<u2").reshape(shape)
+    np.testing.assert_array_equal(got, values)
+
+
+def test_every_supported_encoding_converts():
+    for encoding in SUPPORTED_ENCODINGS:
+        pixels = RNG.integers(0, 256, (2, 4, 3), dtype=np.uint8)
+        out = frame_to_image(pixels, "rgb", encoding, Header())
+        assert image_to_frame(out).pixels.shape == (2, 4, 3), encoding
+
+
+def bad(encoding="bgr8", height=4, width=4, step=12, size=48):
+    msg = Image(height=height, width=width, encoding=encoding, step=step)
+    msg.data = array.array("B", bytes(size))
+    return msg
+
+
+@pytest.mark.parametrize("msg,words", [
+    (bad(encoding="bayer_rggb8"), "unsupported encoding 'bayer_rggb8'"),
+    (bad(encoding=""), "unsupported encoding ''"),
+    (bad(width=0, step=0, size=0), "empty image: 0x4"),
+    (bad(height=0, size=0), "empty image: 4x0"),
+    (bad(size=47), "fewer than step x height"),
+    (bad(size=0), "data has 0 bytes"),
+    (bad(step=11, size=44), "step 11 is smaller than width x channels x bytes"),
+    (bad(encoding="mono16", step=6, size=24), "step 6 is smaller"),
+    (bad(encoding="mono16", step=9, size=36), "odd"),
+    (bad(encoding="yuv422", width=3, step=6, size=24), "width 3 is odd"),
+])
+def test_bad_images_raise_a_named_error(msg, words):
+    with pytest.raises(ImageFormatError, match=words.replace("(", r"\(")):
+        image_to_frame(msg)
+
+
+def test_compressed_png_and_jpeg_decode():
+    bgr = RNG.integers(0, 256, (8, 10, 3), dtype=np.uint8)
+    for fmt, ext in (("png", ".png"), ("jpeg", ".jpg")):
+        msg = CompressedImage(format=fmt)
+        msg.data = array.array("B", cv2.imencode(ext, bgr)[1].tobytes())
+        frame = compressed_to_frame(msg)
+        assert frame.pixels.shape == (8, 10, 3) and frame.color_order == "bgr"
+        if fmt == "png":
+            np.testing.assert_array_equal(frame.pixels, bgr)
+
+
+@pytest.mark.parametrize("payload", [b"", b"not an image at all", b"\xff\xd8\xff\xe0" + bytes(40)])
+def test_compressed_garbage_raises(payload):
+    msg = CompressedImage(format="jpeg")
+    msg.data = array.array("B", payload)
+    with pytest.raises(ImageFormatError, match="compressed frame"):
+        compressed_to_frame(msg)

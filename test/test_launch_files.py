@@ -1,0 +1,144 @@
+"""Launch files and config, checked statically (`launch` / `launch_ros` are not installable here): every
+parameter they pass is one the node declares, every launch argument they use is declared, every file they name
+exists, and config/illexp.yaml documents and validates every parameter."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from illexp_ros.ros.node import NODE_NAME
+from illexp_ros.ros.parameters import PARAMETERS, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
+REQUIRED_ARGS = {"image", "camera_info", "namespace", "params_file", "model", "mode", "backend", "fast"}
+
+
+def tree_of(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if (isinstance(func, ast.Name) and func.id == name) or \
+                    (isinstance(func, ast.Attribute) and func.attr == name):
+                found.append(node)
+    return found
+
+
+def first_str_arg(call: ast.Call) -> str | None:
+    if call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
+        return call.args[0].value
+    return None
+
+
+def keyword(call: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def declared_args(tree: ast.AST) -> set[str]:
+    return {first_str_arg(c) for c in calls(tree, "DeclareLaunchArgument")} - {None}
+
+
+def package_paths(tree: ast.AST) -> list[Path]:
+    """PathJoinSubstitution([FindPackageShare('illexp_ros'), 'a', 'b']) -> ROOT/a/b."""
+    paths = []
+    for call in calls(tree, "PathJoinSubstitution"):
+        parts = call.args[0].elts if call.args and isinstance(call.args[0], ast.List) else []
+        if parts and isinstance(parts[0], ast.Call) and first_str_arg(parts[0]) == "illexp_ros":
+            assert all(isinstance(p, ast.Constant) for p in parts[1:]), ast.unparse(call)
+            paths.append(ROOT.joinpath(*(p.value for p in parts[1:])))
+    return paths
+
+
+def test_there_are_the_three_launch_files():
+    assert {p.name for p in LAUNCH_FILES} >= {"illexp.launch.py", "camera.launch.py", "bag_replay.launch.py"}
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_every_used_launch_argument_is_declared(path):
+    tree = tree_of(path)
+    used = {first_str_arg(c) for c in calls(tree, "LaunchConfiguration")} - {None}
+    assert used, "a launch file that reads no argument is suspicious"
+    assert used <= declared_args(tree), f"used but not declared: {sorted(used - declared_args(tree))}"
+    conditions = {first_str_arg(c) for c in calls(tree, "LaunchConfigurationEquals")} - {None}
+    assert conditions <= declared_args(tree)
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_every_named_file_exists(path):
+    tree = tree_of(path)
+    for named in package_paths(tree):
+        assert named.is_file(), f"{path.name} names {named.relative_to(ROOT)}, which does not exist"
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_parameters_passed_to_our_node_are_declared_by_it(path):
+    tree = tree_of(path)
+    setup = (ROOT / "setup.py").read_text()
+    for node in calls(tree, "Node"):
+        package = keyword(node, "package")
+        if not (isinstance(package, ast.Constant) and package.value == "illexp_ros"):
+            continue
+        executable = keyword(node, "executable").value
+        assert re.search(rf"\b{executable} = illexp_ros\.", setup), f"no console script {executable}"
+        params = keyword(node, "parameters")
+        for d in ast.walk(params):
+            if isinstance(d, ast.Dict):
+                keys = {k.value for k in d.keys}
+                assert keys <= set(PARAMETERS), f"undeclared parameters {sorted(keys - set(PARAMETERS))}"
+    for assign in ast.walk(tree):
+        if isinstance(assign, ast.Assign) and any(getattr(t, "id", "") == "PARAMETER_ARGUMENTS"
+                                                   for t in assign.targets):
+            names = {k.value for k in assign.value.keys}
+            assert names <= set(PARAMETERS), f"undeclared parameters {sorted(names - set(PARAMETERS))}"
+            assert names <= declared_args(tree), "every parameter argument must be a declared launch argument"
+
+
+def test_illexp_launch_declares_the_documented_arguments():
+    tree = tree_of(ROOT / "launch" / "illexp.launch.py")
+    assert REQUIRED_ARGS <= declared_args(tree)
+    remapped = {ast.unparse(e.elts[0]) for c in calls(tree, "Node") for e in keyword(c, "remappings").elts}
+    assert remapped == {"'image'", "'camera_info'"}  # the node's own topic names
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_included_launch_files_get_only_arguments_they_declare(path):
+    tree = tree_of(path)
+    for include in calls(tree, "IncludeLaunchDescription"):
+        targets = package_paths(include)
+        assert len(targets) == 1, ast.unparse(include)
+        accepted = declared_args(tree_of(targets[0]))
+        args = keyword(include, "launch_arguments")
+        dict_node = args.func.value if isinstance(args, ast.Call) else args  # {...}.items()
+        passed = {k.value for k in dict_node.keys}
+        assert passed <= accepted, f"{path.name} passes {sorted(passed - accepted)} to {targets[0].name}"
+
+
+def config_text() -> str:
+    return (ROOT / "config" / "illexp.yaml").read_text()
+
+
+def test_config_sets_every_parameter_with_a_valid_value():
+    doc = yaml.safe_load(config_text())
+    assert len(doc) == 1
+    key, body = next(iter(doc.items()))
+    assert key.split("/")[-1] == NODE_NAME
+    params = body["ros__parameters"]
+    assert set(params) == set(PARAMETERS)
+    for name, value in params.items():
+        assert validate(name, value) is None, validate(name, value)
+        assert type(value) is type(PARAMETERS[name].default), f"{name}: {value!r} has the wrong type"
+
+
+def test_config_documents_every_parameter_with_a_comment():
+    lines = config_text().splitlines()
+    for name in PARAMETERS:
+        index = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name}:"))
+        assert lines[index - 1].strip().startswith("#"), f"{name} has no comment above it"

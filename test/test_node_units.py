@@ -1,0 +1,195 @@
+"""The node's parts in-process: parameter validation, counters, diagnostics, the newest-frame mailbox, the rate
+limit, transport-gap counting and run-time parameter changes (passthrough backend, no second process)."""
+
+import array
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+
+from illexp_ros.ros.diagnostics import FrameStats, diagnostic_array
+from illexp_ros.ros.node import IllExpNode, PendingFrame
+from illexp_ros.ros.parameters import PARAMETERS, RUNTIME_PARAMETERS, validate
+from illexp_ros.ros.rate_limit import RateLimiter
+
+
+@pytest.mark.parametrize("name,value,words", [
+    ("mode", "sideways", "mode must be one of"),
+    ("mode", 3, "must be a string"),
+    ("fast", "yes", "fast must be true or false"),
+    ("max_rate_hz", -1.0, "max_rate_hz must be in"),
+    ("max_rate_hz", 1e6, "max_rate_hz must be in"),
+    ("max_rate_hz", "10", "must be a number"),
+    ("internal_short_side", -3, "internal_short_side must be in"),
+    ("qos", "best_effort", "qos must be one of"),
+    ("output_encoding", "bayer_rggb8", "output_encoding must be one of"),
+    ("model", " ", "model must not be empty"),
+    ("nonsense", 1, "unknown parameter"),
+])
+def test_invalid_values_have_a_reason(name, value, words):
+    assert words in validate(name, value)
+
+
+def test_defaults_are_valid_and_runtime_set_is_the_documented_one():
+    for name, spec in PARAMETERS.items():
+        assert validate(name, spec.default) is None, name
+        assert spec.descriptor().description
+    assert set(RUNTIME_PARAMETERS) == {"mode", "fast", "max_rate_hz", "publish_exposure_map"}
+    assert validate("max_rate_hz", 10) is None  # an integer from `ros2 param set` is fine
+
+
+def test_frame_stats_account_and_rate():
+    stats = FrameStats(window=4)
+    for latency in (0.010, 0.020, 0.030, 0.040, 0.100):
+        stats.count("received")
+        stats.published(latency, None)
+    stats.count("dropped", 2)
+    stats.count("dropped_in_transport", 3)
+    stats.count("rejected")
+    snap = stats.snapshot()
+    assert (snap.received, snap.published, snap.dropped, snap.dropped_in_transport, snap.rejected) == \
+        (5, 5, 5, 3, 1)
+    assert snap.latency_p50_ms == pytest.approx(35.0)  # window of 4: 20, 30, 40, 100 ms
+    assert snap.problems_in_period == 1 and snap.received_in_period == 5
+    again = stats.snapshot()
+    assert again.received_in_period == 0 and again.fps_in == 0.0 and again.received == 5
+
+
+def test_diagnostic_levels_and_values():
+    stats = FrameStats()
+    idle = diagnostic_array(stats.snapshot(), "n", "cpu", "/cam", {"backend": "torch_cpu"},
+                            rclpy.time.Time().to_msg())
+    assert idle.status[0].level == DiagnosticStatus.WARN and "/cam" in idle.status[0].message
+    stats.count("received")
+    stats.published(0.01, 0.02)
+    ok = diagnostic_array(stats.snapshot(), "n", "cpu", "/cam", {"backend": "torch_cpu"},
+                          rclpy.time.Time().to_msg())
+    values = {kv.key: kv.value for kv in ok.status[0].values}
+    assert ok.status[0].level == DiagnosticStatus.OK
+    assert values["backend"] == "torch_cpu" and values["published"] == "1" and values["latency_p50_ms"] == "10.00"
+    stats.count("received")
+    stats.count("rejected")
+    bad = diagnostic_array(stats.snapshot(), "n", "cpu", "/cam", {}, rclpy.time.Time().to_msg())
+    assert bad.status[0].level == DiagnosticStatus.WARN and "bad" in bad.status[0].message
+
+
+@pytest.fixture
+def node():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    n = IllExpNode(context=context, parameter_overrides=[Parameter("backend", value="passthrough")])
+    try:
+        yield n
+    finally:
+        n.stop()
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def frame_msg(stamp_ns: int = 1) -> Image:
+    msg = Image(height=2, width=2, encoding="rgb8", step=6)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.data = array.array("B", range(12))
+    return msg
+
+
+def info(seq: int, gid: int = 1) -> dict:
+    return {"publication_sequence_number": seq, "publisher_gid": {"data": bytes([gid] * 16)}}
+
+
+def test_newest_frame_replaces_the_waiting_one_and_is_counted(node):
+    node.stop()  # no worker: frames stay in the mailbox
+    node._on_image(frame_msg(1), info(1))
+    node._on_image(frame_msg(2), info(2))
+    node._on_image(frame_msg(3), info(3))
+    snap = node.stats.snapshot()
+    assert snap.received == 3 and snap.dropped == 2
+    assert node._slot.msg.header.stamp.nanosec == 3
+
+
+def test_sequence_gaps_count_as_transport_drops_per_publisher(node):
+    node.stop()
+    for seq, gid in ((1, 1), (2, 1), (6, 1), (1, 2), (3, 2), (7, 1)):
+        node._on_image(frame_msg(seq), info(seq, gid))
+    snap = node.stats.snapshot()
+    assert snap.dropped_in_transport == 3 + 1  # 3..5 from publisher 1, 2 from publisher 2
+    node._on_image(frame_msg(9), {"publication_sequence_number": 0, "publisher_gid": None})
+    assert node.stats.snapshot().dropped_in_transport == 4  # unsupported by the RMW: nothing counted
+
+
+def test_max_rate_drops_extra_frames(node):
+    node.stop()
+    assert node.set_parameters([Parameter("max_rate_hz", value=5.0)])[0].successful
+    passed = 0
+    for i in range(10):
+        node._on_image(frame_msg(i + 1), {})
+        passed += node._slot is not None
+        node._slot = None  # as if the worker took it, so only the rate limit drops frames here
+    snap = node.stats.snapshot()
+    # 10 frames within a few ms at 5 Hz: only the first passes the limit; the rest are dropped.
+    assert passed == 1 and snap.received == 10 and snap.dropped == 9
+
+
+@pytest.mark.parametrize("camera_hz,limit_hz,expected_every", [(30, 15, 2), (30, 10, 3), (30, 30, 1), (30, 0, 1)])
+def test_rate_limiter_keeps_to_the_schedule_despite_jitter(camera_hz, limit_hz, expected_every):
+    limiter = RateLimiter(limit_hz)
+    jitter = np.random.default_rng(1).uniform(-0.002, 0.002, 60)
+    kept = [i for i in range(60) if limiter.accept(10.0 + i / camera_hz + jitter[i])]
+    assert kept == list(range(0, 60, expected_every))
+
+
+def test_rate_limiter_restarts_after_a_pause_and_rejects_negative_rates():
+    limiter = RateLimiter(10.0)
+    assert limiter.accept(0.0) and not limiter.accept(0.05) and limiter.accept(0.1)
+    assert limiter.accept(5.0) and not limiter.accept(5.05) and limiter.accept(5.1)  # no burst after a pause
+    with pytest.raises(ValueError):
+        RateLimiter(-1.0)
+
+
+def test_worker_publishes_and_rejects(node):
+    published = []
+    node.image_pub.publish = published.append
+    node._process(PendingFrame(frame_msg(5), time.monotonic()))
+    out = published[0]
+    assert out.header.stamp.nanosec == 5 and out.encoding == "rgb8"
+    np.testing.assert_array_equal(np.frombuffer(out.data, np.uint8), np.arange(12))
+    # The first frame of a size is counted but kept out of the latency statistics (one-off set-up work).
+    snap = node.stats.snapshot()
+    assert snap.published == 1 and np.isnan(snap.latency_p50_ms)
+    node._process(PendingFrame(frame_msg(6), time.monotonic()))
+    assert node.stats.snapshot().latency_p50_ms >= 0.0
+    bad = frame_msg(6)
+    bad.encoding = "bayer_rggb8"
+    with node._slot_cond:
+        node._slot = PendingFrame(bad, time.monotonic())
+        node._slot_cond.notify()
+    deadline = time.monotonic() + 5
+    while node.stats.snapshot().rejected == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert node.stats.snapshot().rejected == 1 and node._worker.is_alive()
+
+
+def test_runtime_parameter_changes_apply_and_invalid_ones_are_refused(node):
+    results = node.set_parameters([Parameter("mode", value="auto")])
+    assert results[0].successful and node.enhancer.mode == "auto"
+    results = node.set_parameters([Parameter("mode", value="sideways")])
+    assert not results[0].successful and "mode must be one of" in results[0].reason
+    assert node.enhancer.mode == "auto"
+    assert node.set_parameters([Parameter("publish_exposure_map", value=True)])[0].successful
+    assert node._publish_map is True
+    refused = node.set_parameters([Parameter("backend", value="torch_cpu")])[0]
+    assert not refused.successful and "read-only" in refused.reason
+
+
+def test_node_bench_arguments():
+    from illexp_ros.ros.node_bench import parse_args
+
+    args = parse_args(["--node", "--sizes", "640x480,1280x720", "--frames", "3"])
+    assert args.sizes == [(640, 480), (1280, 720)] and args.frames == 3
+    for bad in (["--sizes", "640"], ["--sizes", "641x480"], ["--frames", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
