@@ -119,6 +119,11 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                                                      ck["since_best"], ck["ema"])
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
+        if log_path.exists():  # rows an interrupted run logged after its last checkpoint are redone: drop them
+            with log_path.open(newline="") as f:
+                rows = list(csv.reader(f))
+            with log_path.open("w", newline="") as f:
+                csv.writer(f).writerows(rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step])
     elif log_path.exists():
         log_path.unlink()
     new_log = not log_path.exists()

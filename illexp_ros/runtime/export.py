@@ -1,0 +1,132 @@
+"""illexp_export: write a model file as ONNX, TorchScript or a Torch-TensorRT program for other runtimes.
+
+    illexp_export --model mixed --format onnx --out mixed.onnx
+    illexp_export --model runs/mixed/best.pt --format tensorrt --fp16 --min 320x240 --opt 640x480 \
+                  --max 1920x1088 --out mixed_trt.ep
+
+Every format takes the aligned network (IllExpNet.forward_aligned): input N x 3 x H x W float RGB in [0, 1]
+with H and W multiples of the model's stride (8 for the shipped models; replicate-pad the bottom/right and crop
+the outputs), outputs (corrected, exposure_map) of the same shape. ONNX has dynamic H/W (opset >= 17) and is
+checked with ONNX Runtime against torch after writing. TensorRT needs an NVIDIA GPU with CUDA and
+torch_tensorrt, and builds for the GPU it runs on. Errors: one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from illexp_ros.runtime.backends.tensorrt import DEFAULT_PROFILE, check_profile, parse_size, trt_unavailable_reason
+from illexp_ros.runtime.errors import EnhancerError
+from illexp_ros.runtime.model_io import load_model
+from illexp_ros.runtime.onnx_export import DEFAULT_OPSET, INPUT_NAME, AlignedForward, export_onnx
+
+FORMATS = ("onnx", "torchscript", "tensorrt")
+
+
+class ExportError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def _size_arg(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def verify_onnx(path: Path, model, hw: tuple[int, int]) -> float:
+    """Run the ONNX file in ONNX Runtime and torch on one random input; the max |difference| of the outputs."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 3, *hw), dtype=np.float32)
+    got = session.run(None, {INPUT_NAME: x})
+    with torch.inference_mode():
+        ref = model.forward_aligned(torch.from_numpy(x))
+    return max(float(np.abs(g - r.numpy()).max()) for g, r in zip(got, ref))
+
+
+def export(args: argparse.Namespace) -> str:
+    import torch
+
+    model, info = load_model(args.model)
+    multiple = model.stride_multiple
+    try:
+        profile = check_profile((args.min, args.opt, args.max), multiple)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    opt_hw = profile[1]
+
+    if args.format == "onnx":
+        if args.opset < 17:
+            raise ExportError(f"--opset must be >= 17, got {args.opset}")
+        if args.fp16:
+            raise ExportError("--fp16 is not offered for ONNX (ONNX Runtime's CPU provider has no fp16 convs); "
+                              "export fp32 and let the TensorRT execution provider run it in fp16")
+        export_onnx(model, out, args.opset, example_hw=opt_hw)
+        diff = verify_onnx(out, model, (min(opt_hw[0], 64), min(opt_hw[1], 96)))
+        return (f"wrote {out} (ONNX opset {args.opset}, dynamic H/W, multiples of {multiple}; "
+                f"ONNX Runtime vs torch max |diff| {diff:.2e})")
+
+    if args.format == "torchscript":
+        device = "cpu"
+        if args.fp16:
+            if not torch.cuda.is_available():
+                raise ExportError("--fp16 TorchScript needs a CUDA GPU (torch.cuda.is_available() is False)")
+            device = "cuda"
+        wrapper = AlignedForward(model).eval().to(device)
+        example = torch.rand(1, 3, *opt_hw, device=device)
+        if args.fp16:
+            wrapper, example = wrapper.half(), example.half()
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated but still the format
+            traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+            torch.jit.save(traced, str(out))
+        return f"wrote {out} (TorchScript, {'fp16' if args.fp16 else 'fp32'}, H/W multiples of {multiple})"
+
+    reason = trt_unavailable_reason()
+    if reason:
+        raise ExportError(f"--format tensorrt needs an NVIDIA GPU with CUDA and torch_tensorrt: {reason}")
+    if not args.fp16:
+        print("illexp_export: note: the TensorRT program is built in fp16 (the only precision the runtime uses)",
+              file=sys.stderr)
+    from illexp_ros.runtime.backends.tensorrt import build_engine, profile_tag
+
+    build_engine(model, profile, out)
+    return f"wrote {out} (Torch-TensorRT fp16, profile {profile_tag(profile)} W x H, for this GPU and TensorRT)"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="illexp_export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="mixed", help="shipped name (under, over, mixed) or a model file")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--fp16", action="store_true", help="half precision (torchscript on CUDA, tensorrt)")
+    (h0, w0), (h1, w1), (h2, w2) = DEFAULT_PROFILE
+    p.add_argument("--min", type=_size_arg, default=(h0, w0), help=f"smallest WxH (default {w0}x{h0})")
+    p.add_argument("--opt", type=_size_arg, default=(h1, w1), help=f"WxH to optimise for (default {w1}x{h1})")
+    p.add_argument("--max", type=_size_arg, default=(h2, w2), help=f"largest WxH (default {w2}x{h2})")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        print(export(args))
+    except (ExportError, EnhancerError) as exc:
+        print(f"illexp_export: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

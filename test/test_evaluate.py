@@ -1,0 +1,198 @@
+"""training/evaluate.py and training/make_synthetic_set.py: the JSON shape, a hand-computed `none` PSNR,
+model rows, the contact sheet, one-line errors with exit status 2, and a byte-identical synthetic set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from training import evaluate as ev  # noqa: E402
+
+METRIC_KEYS = {"psnr", "ssim", "mse", "mae", "sobel_iou", "canny_iou", "hist_diff", "n"}
+
+
+def write_rgb(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def make_set(root: Path, names=("under_a.png", "over_b.png"), shape=(40, 56, 3), seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    for name in names:
+        target = rng.integers(0, 256, shape, dtype=np.uint8)
+        scale = 0.4 if name.startswith("under") else 1.6
+        inp = np.clip(target.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+        write_rgb(root / "input" / name, inp)
+        write_rgb(root / "target" / name, target)
+    return root
+
+
+def hand_psnr(inp_path: Path, tgt_path: Path) -> float:
+    a = cv2.imread(str(inp_path)).astype(np.float64) / 255.0
+    b = cv2.imread(str(tgt_path)).astype(np.float64) / 255.0
+    return 10.0 * np.log10(1.0 / np.mean((a - b) ** 2))
+
+
+def test_json_shape_and_none_psnr_match_a_hand_computation(tmp_path, capsys):
+    data = make_set(tmp_path / "pairs")
+    out_json, out_md, sheet = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "sheet.png"
+    rc = ev.main(["--data", str(data), "--models", str(tmp_path / "no_models"), "--json", str(out_json),
+                  "--markdown", str(out_md), "--sheet", str(sheet), "--no-progress"])
+    assert rc == 0
+    report = json.loads(out_json.read_text())
+    assert list(report) == ["sets"] and list(report["sets"]) == ["pairs"]
+    subsets = report["sets"]["pairs"]
+    assert set(subsets) == {"all", "under", "over"}
+    for subset, methods in subsets.items():
+        assert list(methods) == ["none", "he", "clahe", "gamma", "msr"], subset  # no model files: no model rows
+        for row in methods.values():
+            assert set(row) == METRIC_KEYS
+            assert isinstance(row["n"], int) and row["n"] == (2 if subset == "all" else 1)
+            assert all(isinstance(row[k], float) for k in METRIC_KEYS - {"n"})
+
+    under = hand_psnr(data / "input" / "under_a.png", data / "target" / "under_a.png")
+    over = hand_psnr(data / "input" / "over_b.png", data / "target" / "over_b.png")
+    assert subsets["under"]["none"]["psnr"] == pytest.approx(under, abs=1e-4)
+    assert subsets["over"]["none"]["psnr"] == pytest.approx(over, abs=1e-4)
+    assert subsets["all"]["none"]["psnr"] == pytest.approx((under + over) / 2, abs=1e-4)
+    assert subsets["all"]["none"]["ssim"] < 1.0 and subsets["all"]["none"]["mse"] > 0
+
+    md = out_md.read_text()
+    assert "## pairs (2 images)" in md and "## pairs, under_* only (1 images)" in md
+    assert f"| none | {subsets['all']['none']['psnr']:.2f} |" in md.replace("**", "")
+    img = cv2.imread(str(sheet))
+    # Header strip + 2 rows; columns input, he, clahe, gamma, msr, target (`none` is the input column).
+    assert img.shape[:2] == (22 + 2 * ev.THUMB, 6 * ev.THUMB)
+    assert "skipping mixed" in capsys.readouterr().err
+
+
+def test_identical_pair_scores_perfectly_and_methods_filter(tmp_path):
+    data = tmp_path / "same"
+    img = np.random.default_rng(1).integers(0, 128, (32, 32, 3), dtype=np.uint8)  # dark: gamma changes it
+    write_rgb(data / "input" / "x.png", img)
+    write_rgb(data / "target" / "x.png", img)
+    report, _ = ev.evaluate([data], tmp_path, ["none", "gamma"], progress=False, log=lambda s: None)
+    rows = report["sets"]["same"]["all"]
+    assert list(rows) == ["none", "gamma"]
+    assert rows["none"]["psnr"] == 100.0 and rows["none"]["ssim"] == pytest.approx(1.0)
+    assert rows["none"]["hist_diff"] == 0.0 and rows["gamma"]["mse"] > 0
+
+
+def _tiny_model(path: Path) -> None:
+    from illexp_ros.core.networks import IllExpNet
+    from illexp_ros.runtime.model_io import save_model
+
+    cfg = {"attention_width": 4, "attention_depth": 2, "widths": [8, 16, 32, 64]}
+    save_model(path, IllExpNet(**cfg), cfg, path.stem)
+
+
+def test_model_rows_run_through_the_runtime(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.delenv("ILLEXP_MODELS_DIR", raising=False)
+    models = tmp_path / "models"
+    for name in ("under", "over", "mixed"):
+        _tiny_model(models / f"{name}.pt")
+    data = make_set(tmp_path / "pairs", shape=(24, 40, 3))
+    report, _ = ev.evaluate([data], models, None, progress=False, log=lambda s: None)
+    rows = report["sets"]["pairs"]["all"]
+    assert list(rows) == ["none", "he", "clahe", "gamma", "msr", "under", "over", "mixed", "auto", "mixed_fast"]
+    # A random network changes the frame, so its scores differ from the input's.
+    assert rows["mixed"]["psnr"] != rows["none"]["psnr"]
+    import os
+
+    assert "ILLEXP_MODELS_DIR" not in os.environ, "evaluate must not leak its models folder into the process"
+
+
+@pytest.mark.parametrize("case", ["missing", "no_pairs", "unpaired", "size_mismatch", "unknown_method",
+                                  "missing_model", "corrupt_model"])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case):
+    data = tmp_path / "set"
+    models = tmp_path / "models"
+    methods = ["none"]
+    if case == "missing":
+        data = tmp_path / "does_not_exist"
+    elif case == "no_pairs":
+        (data / "input").mkdir(parents=True)
+        (data / "target").mkdir(parents=True)
+    elif case == "unpaired":
+        make_set(data)
+        (data / "target" / "over_b.png").unlink()
+    elif case == "size_mismatch":
+        make_set(data)
+        write_rgb(data / "target" / "over_b.png", np.zeros((10, 10, 3), np.uint8))
+    elif case == "unknown_method":
+        make_set(data)
+        methods = ["none", "sharpen"]
+    elif case == "missing_model":
+        make_set(data)
+        methods = ["mixed"]
+    elif case == "corrupt_model":
+        make_set(data)
+        models.mkdir()
+        (models / "mixed.pt").write_bytes(b"not a model")
+        methods = ["mixed"]
+    rc = ev.main(["--data", str(data), "--models", str(models), "--methods", *methods, "--no-progress",
+                  "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_exit_status(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "training" / "evaluate.py"), "--data",
+                           str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: data folder not found: {tmp_path / 'nothing'}"]
+
+
+def test_synthetic_set_is_deterministic_and_held_out(tmp_path):
+    from training.config import load_config, resolve_data_dir
+    from training.data import list_images, split_holdout
+    from training.make_synthetic_set import SYNTHETIC_SEED, make_synthetic_set
+
+    cfg = load_config(REPO / "training" / "configs" / "mixed.yaml")
+    train_dir = resolve_data_dir(cfg.data.train_dir)
+    if not train_dir.is_dir():
+        pytest.skip(f"training photos not present at {train_dir}")
+    names = make_synthetic_set(tmp_path / "a", count=4)
+    make_synthetic_set(tmp_path / "b", count=4)
+    assert [n.split("_")[0] for n in names] == ["under", "over", "mixed", "under"]
+    for sub in ("input", "target"):
+        for name in names:
+            assert (tmp_path / "a" / sub / name).read_bytes() == (tmp_path / "b" / sub / name).read_bytes()
+    assert SYNTHETIC_SEED != cfg.data.val_seed
+    train_files, _ = split_holdout(list_images(train_dir), cfg.data.val_fraction, cfg.data.val_seed)
+    train_stems = {p.stem for p in train_files}
+    assert not {n.split("_", 1)[1].removesuffix(".png") for n in names} & train_stems
+    # Targets are the photos themselves at native size; inputs are degraded.
+    a = cv2.imread(str(tmp_path / "a" / "input" / names[0]))
+    b = cv2.imread(str(tmp_path / "a" / "target" / names[0]))
+    assert a.shape == b.shape and a.mean() < b.mean()  # an under draw darkens
+
+
+def test_model_card_rewrites_only_the_generated_section(tmp_path):
+    from training.model_card import BEGIN, END, rewrite_card
+
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text(f"# Card\n\nhand-written intro\n\n{BEGIN}\nold numbers\n{END}\n\nhand-written outro\n")
+    rewrite_card(card, f"{BEGIN}\nnew numbers\n{END}")
+    text = card.read_text()
+    assert text == f"# Card\n\nhand-written intro\n\n{BEGIN}\nnew numbers\n{END}\n\nhand-written outro\n"
+    rewrite_card(card, f"{BEGIN}\nnewer numbers\n{END}")
+    assert "newer numbers" in card.read_text() and "new numbers\n" not in card.read_text()
+
+    fresh = tmp_path / "fresh.md"  # a card without markers gets the section appended once
+    fresh.write_text("# Card\n")
+    rewrite_card(fresh, f"{BEGIN}\nx\n{END}")
+    rewrite_card(fresh, f"{BEGIN}\ny\n{END}")
+    assert fresh.read_text().count(BEGIN) == 1 and "\ny\n" in fresh.read_text()

@@ -1,0 +1,152 @@
+"""illexp_bench and illexp_export, and the export graph the TensorRT backend compiles (traced here on the CPU);
+the GPU backends themselves are exercised only where CUDA exists."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import TINY, make_tiny_model, max_diff, random_frame
+
+from illexp_ros.runtime import Enhancer
+from illexp_ros.runtime.backends.tensorrt import DEFAULT_PROFILE, export_program, trt_unavailable_reason
+from illexp_ros.runtime.bench import main as bench_main
+from illexp_ros.runtime.export import main as export_main
+from illexp_ros.runtime.model_io import load_model
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("ILLEXP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "illexp_cache"))
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tool_models") / "tiny.pt")
+
+
+def test_bench_json_has_the_documented_shape(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = bench_main(["--backend", "onnxruntime,passthrough", "--both", "--sizes", "64x48", "--frames", "3",
+                     "--warmup", "1", "--threads", "1", "--model-config", json.dumps(TINY), "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"results", "floors", "machine"}
+    assert len(report["results"]) == 4  # 2 backends x (full, fast) x 1 size
+    for r in report["results"]:
+        assert set(r) == {"backend", "fast", "size", "median_ms", "p99_ms", "fps", "peak_mem_mb"}
+        assert r["backend"] in ("onnxruntime", "passthrough") and isinstance(r["fast"], bool)
+        assert r["size"] == "64x48"
+        assert 0 < r["median_ms"] <= r["p99_ms"] and r["fps"] > 0 and r["peak_mem_mb"] > 0
+    assert {(r["backend"], r["fast"]) for r in report["results"]} == {
+        ("onnxruntime", False), ("onnxruntime", True), ("passthrough", False), ("passthrough", True)}
+    assert {f["name"] for f in report["floors"]} == {"numpy_copy", "opencv_clahe"}
+    for f in report["floors"]:
+        assert set(f) == {"name", "size", "median_ms"} and f["size"] == "64x48" and f["median_ms"] > 0
+    assert report["machine"]["cpu_count"] >= 1
+    assert "| onnxruntime | yes | 64x48 |" in capsys.readouterr().out
+
+
+def test_bench_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as err:
+        bench_main(["--sizes", "640by480"])
+    assert err.value.code == 2
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+    rc = bench_main(["--backend", "torch_cpu", "--model", "/nonexistent/m.pt", "--sizes", "32x32", "--frames", "1"])
+    assert rc == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert err_lines[-1].startswith("illexp_bench: error:") and "/nonexistent/m.pt" in err_lines[-1]
+
+
+def test_export_onnx_loads_in_onnxruntime(tmp_path, tiny_path, capsys):
+    import onnx
+    import onnxruntime as ort
+
+    out = tmp_path / "tiny.onnx"
+    assert export_main(["--model", str(tiny_path), "--format", "onnx", "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert onnx.load(str(out)).opset_import[0].version >= 17
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    model, _ = load_model(tiny_path)
+    for h, w in ((40, 56), (24, 88)):  # dynamic H and W (multiples of 8)
+        x = np.random.default_rng(h).random((1, 3, h, w), dtype=np.float32)
+        got, em = session.run(None, {"input": x})
+        with torch.inference_mode():
+            want, want_em = model.forward_aligned(torch.from_numpy(x))
+        assert got.shape == (1, 3, h, w)
+        assert np.abs(got - want.numpy()).max() < 1e-3 and np.abs(em - want_em.numpy()).max() < 1e-3  # << 1/255
+
+
+def test_export_torchscript_runs(tmp_path, tiny_path):
+    out = tmp_path / "tiny.ts"
+    assert export_main(["--model", str(tiny_path), "--format", "torchscript", "--opt", "64x48",
+                        "--out", str(out)]) == 0
+    traced = torch.jit.load(str(out))
+    model, _ = load_model(tiny_path)
+    x = torch.rand(1, 3, 32, 40)
+    with torch.inference_mode():
+        assert torch.allclose(traced(x)[0], model.forward_aligned(x)[0], atol=1e-4)
+
+
+def test_export_errors_are_one_line_with_status_2(tmp_path, tiny_path, capsys):
+    assert export_main(["--model", str(tmp_path / "missing.pt"), "--format", "onnx",
+                        "--out", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.pt" in err[0]
+    assert export_main(["--model", str(tiny_path), "--format", "onnx", "--opset", "13",
+                        "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "opset" in capsys.readouterr().err
+    assert export_main(["--model", str(tiny_path), "--format", "onnx", "--opt", "641x480",
+                        "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "multiples of 8" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(trt_unavailable_reason() is None, reason="TensorRT is available here: the error path is moot")
+def test_export_tensorrt_without_cuda_fails_clearly(tmp_path, tiny_path, capsys):
+    rc = export_main(["--model", str(tiny_path), "--format", "tensorrt", "--fp16", "--out", str(tmp_path / "t.ep")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tensorrt" in err[0] and ("CUDA" in err[0] or "torch_tensorrt" in err[0])
+    assert not (tmp_path / "t.ep").exists()
+
+
+def test_tensorrt_export_graph_has_dynamic_stride_multiple_sizes(tiny_path):
+    # What build_engine hands to torch_tensorrt.dynamo.compile, traced on the CPU in float32.
+    model, _ = load_model(tiny_path)
+    program, example, _ = export_program(model, ((16, 16), (32, 48), (64, 96)), device="cpu", half=False)
+    assert tuple(example.shape) == (1, 3, 32, 48)
+    module = program.module()
+    for h, w in ((16, 24), (64, 96), (40, 16)):
+        x = torch.rand(1, 3, h, w)
+        with torch.inference_mode():
+            got, want = module(x)[0], model.forward_aligned(x)[0]
+        assert got.shape == (1, 3, h, w) and torch.allclose(got, want, atol=1e-4)
+    assert DEFAULT_PROFILE[2] == (1088, 1920)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU with CUDA (torch.cuda.is_available() is False)")
+@pytest.mark.parametrize("fast", [False, True])
+def test_torch_cuda_matches_torch_cpu(tiny_path, fast):
+    frame = random_frame(121, 163, seed=2)
+    cuda = Enhancer.from_model(str(tiny_path), backend="torch_cuda", fast=fast, internal_short_side=48)
+    cpu = Enhancer.from_model(str(tiny_path), backend="torch_cpu", fast=fast, internal_short_side=48)
+    for _ in range(2):  # second call replays the CUDA graph
+        out = cuda.enhance(frame, "bgr")
+    assert max_diff(out, cpu.enhance(frame, "bgr")) <= 4  # fp16 network
+    assert cuda.enhance(random_frame(50, 70)).shape == (50, 70, 3)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(trt_unavailable_reason() is not None,
+                    reason=f"TensorRT backend unavailable: {trt_unavailable_reason()}")
+def test_tensorrt_matches_torch_cpu(tiny_path):
+    frame = random_frame(120, 160, seed=4)
+    trt = Enhancer.from_model(str(tiny_path), backend="tensorrt")
+    cpu = Enhancer.from_model(str(tiny_path), backend="torch_cpu")
+    assert max_diff(trt.enhance(frame), cpu.enhance(frame)) <= 4
