@@ -20,3 +20,17 @@ def cuda_available() -> bool:
 
 
 requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs an NVIDIA GPU with CUDA; none here")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Exported ONNX graphs and engines go to a per-run cache, never the user's ~/.cache."""
+    monkeypatch.setenv("ILLEXP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "illexp_cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory):
+    """A small random model file (test/tiny_models.py) for tests of plumbing, not quality."""
+    from tiny_models import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny.pt")

@@ -20,17 +20,6 @@ from illexp_ros.runtime import (
 from illexp_ros.runtime.model_io import load_model
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("ILLEXP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "illexp_cache"))
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny.pt")
-
-
 def reference_output(path, frame_rgb: np.ndarray) -> np.ndarray:
     """The model's own forward (which pads internally) on an RGB frame, rounded to uint8."""
     model, _ = load_model(path)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_tiny_model, max_diff, random_frame
+from tiny_models import max_diff, random_frame
 
 from illexp_ros.core.degradation import degrade
 from illexp_ros.core.fast import fast_forward, guided_upsample
@@ -19,17 +19,6 @@ from illexp_ros.runtime.cpu_pipeline import CpuPipeline
 from illexp_ros.runtime.guided_filter import guided_upsample_np
 from illexp_ros.runtime.model_io import load_model
 from illexp_ros.runtime.torch_pipeline import TorchFramePipeline
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("ILLEXP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "illexp_cache"))
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("fast_models") / "tiny.pt")
 
 
 def chw(a: np.ndarray) -> torch.Tensor:

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_models import TINY, make_tiny_model, max_diff, random_frame
+from tiny_models import TINY, max_diff, random_frame
 
 from illexp_ros.runtime import Enhancer
 from illexp_ros.runtime.backends.tensorrt import DEFAULT_PROFILE, export_program, trt_unavailable_reason
@@ -17,17 +17,6 @@ from illexp_ros.runtime.export import main as export_main
 from illexp_ros.runtime.model_io import load_model
 
 HAS_CUDA = torch.cuda.is_available()
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("ILLEXP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "illexp_cache"))
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tool_models") / "tiny.pt")
 
 
 def test_bench_json_has_the_documented_shape(tmp_path, capsys):
