@@ -102,7 +102,10 @@ def test_resume_continues_from_checkpoint_step(tmp_path):
     assert [r["loss_enh"] for r in rows[20:]] == [r["loss_enh"] for r in rows_b[20:]]
 
 
-def test_resume_after_interruption_logs_each_step_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_resume_after_interruption_logs_each_step_once(tmp_path, monkeypatch, failure):
+    """Ctrl-C ends the run cleanly (checkpoint at the current step); a crash leaves the last periodic
+    checkpoint and log rows after it. Either way --resume ends with each step logged once."""
     import training.train as train_module
 
     cfg = load_config(tiny_config(tmp_path, max_steps=40))
@@ -111,13 +114,18 @@ def test_resume_after_interruption_logs_each_step_once(tmp_path, monkeypatch):
 
     def interrupted_batch(self, *args):
         calls["n"] += 1
-        if calls["n"] == 26:  # Ctrl-C during step 26: checkpoint at 20, rows 21-25 already logged
-            raise KeyboardInterrupt
+        if calls["n"] == 26:  # during step 26: periodic checkpoint at 20, rows 21-25 already logged
+            raise failure
         return real_batch(self, *args)
 
     monkeypatch.setattr(train_module.PatchSource, "batch", interrupted_batch)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)
+    if failure is KeyboardInterrupt:
+        summary = train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)
+        assert summary["stop"] == "interrupted" and summary["steps"] == 25
+        assert torch.load(tmp_path / "runs" / "tiny" / "checkpoint.pt", weights_only=False)["step"] == 25
+    else:
+        with pytest.raises(failure):
+            train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)
     monkeypatch.setattr(train_module.PatchSource, "batch", real_batch)
     import gc
 

@@ -17,6 +17,7 @@ import argparse
 import csv
 import random
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -86,6 +87,10 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, export: Path | None,
           max_steps: int | None = None, progress: bool = True) -> dict:
     from tqdm import tqdm
@@ -119,6 +124,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                                                      ck["since_best"], ck["ema"])
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
+        t0 -= ck.get("elapsed", 0.0)  # times in the log and the model meta count the whole run
         if log_path.exists():  # rows an interrupted run logged after its last checkpoint are redone: drop them
             with log_path.open(newline="") as f:
                 rows = list(csv.reader(f))
@@ -135,7 +141,8 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     def save_checkpoint() -> None:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                     "best_val": best_val, "best_ema": best_ema, "since_best": since_best, "ema": ema,
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, ckpt_path)
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "elapsed": time.time() - t0}, ckpt_path)
 
     limit = max_steps or cfg.train.max_steps
     fast = cfg.train.fast_short_side
@@ -143,51 +150,58 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     stop_reason = "max_steps"
     model.train()
     bar = tqdm(total=limit, initial=step, desc=cfg.name, disable=not progress, dynamic_ncols=True)
-    while step < limit:
-        deg, ref, em_t = (torch.from_numpy(a).to(device) for a in source.batch(cfg.train.batch_size,
-                                                                               cfg.data.crop))
-        if fast:
-            out, em = fast_forward(model, deg, fast)
-            loss_att = attention_loss(em, em_t)
-        else:
-            em = model.attention(deg) if model.attention is not None else None
-            # The attention net learns from eq. 3 only (as in the paper); the map it hands on is detached.
-            enh_in = deg if em is None else torch.cat([deg, em.detach()], dim=1)
-            out = model.enhancement(enh_in)
-            loss_att = attention_loss(em, em_t) if em is not None else torch.zeros((), device=device)
-        loss_enh = enhancement_loss(out, ref)
-        loss = loss_att + loss_enh
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        value = loss.item()
-        ema = value if ema is None else cfg.train.ema * ema + (1 - cfg.train.ema) * value
-        if ema < best_ema - cfg.train.min_delta:
-            best_ema, since_best = ema, 0
-        else:
-            since_best += 1
-        val = ""
-        if step % cfg.train.val_every == 0 or step == limit:
-            val_psnr = validate(model, val_pairs, device, fast)
-            val = f"{val_psnr:.3f}"
-            if val_psnr > best_val:
-                best_val = val_psnr
-                save_model(run_dir / "best.pt", model, cfg.model, cfg.name,
-                           meta={"step": step, "val_psnr": round(val_psnr, 3), "device": device,
-                                 "config": cfg.name, "fast_short_side": fast,
-                                 "train_seconds": round(time.time() - t0, 1)})
-            bar.set_postfix(loss=f"{ema:.4f}", val_psnr=f"{val_psnr:.2f}", best=f"{best_val:.2f}")
-        writer.writerow([step, f"{loss_att.item():.6f}", f"{loss_enh.item():.6f}", f"{ema:.6f}", val,
-                         f"{time.time() - t0:.1f}"])
-        bar.update(1)
-        if step % cfg.train.checkpoint_every == 0:
-            log_f.flush()
-            save_checkpoint()
-            plot_curves(log_path, run_dir / "curves.png")
-        if since_best >= cfg.train.patience:
-            stop_reason = f"no improvement > {cfg.train.min_delta} for {cfg.train.patience} batches"
-            break
+    # Ctrl-C / SIGTERM end the run like the stopping rule does: checkpoint, curves, summary and export.
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while step < limit:
+            deg, ref, em_t = (torch.from_numpy(a).to(device) for a in source.batch(cfg.train.batch_size,
+                                                                                   cfg.data.crop))
+            if fast:
+                out, em = fast_forward(model, deg, fast)
+                loss_att = attention_loss(em, em_t)
+            else:
+                em = model.attention(deg) if model.attention is not None else None
+                # The attention net learns from eq. 3 only (as in the paper); the map it hands on is detached.
+                enh_in = deg if em is None else torch.cat([deg, em.detach()], dim=1)
+                out = model.enhancement(enh_in)
+                loss_att = attention_loss(em, em_t) if em is not None else torch.zeros((), device=device)
+            loss_enh = enhancement_loss(out, ref)
+            loss = loss_att + loss_enh
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            value = loss.item()
+            ema = value if ema is None else cfg.train.ema * ema + (1 - cfg.train.ema) * value
+            if ema < best_ema - cfg.train.min_delta:
+                best_ema, since_best = ema, 0
+            else:
+                since_best += 1
+            val = ""
+            if step % cfg.train.val_every == 0 or step == limit:
+                val_psnr = validate(model, val_pairs, device, fast)
+                val = f"{val_psnr:.3f}"
+                if val_psnr > best_val:
+                    best_val = val_psnr
+                    save_model(run_dir / "best.pt", model, cfg.model, cfg.name,
+                               meta={"step": step, "val_psnr": round(val_psnr, 3), "device": device,
+                                     "config": cfg.name, "fast_short_side": fast,
+                                     "train_seconds": round(time.time() - t0, 1)})
+                bar.set_postfix(loss=f"{ema:.4f}", val_psnr=f"{val_psnr:.2f}", best=f"{best_val:.2f}")
+            writer.writerow([step, f"{loss_att.item():.6f}", f"{loss_enh.item():.6f}", f"{ema:.6f}", val,
+                             f"{time.time() - t0:.1f}"])
+            bar.update(1)
+            if step % cfg.train.checkpoint_every == 0:
+                log_f.flush()
+                save_checkpoint()
+                plot_curves(log_path, run_dir / "curves.png")
+            if since_best >= cfg.train.patience:
+                stop_reason = f"no improvement > {cfg.train.min_delta} for {cfg.train.patience} batches"
+                break
+    except KeyboardInterrupt:
+        stop_reason = "interrupted"
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     bar.close()
     save_checkpoint()
     log_f.close()
