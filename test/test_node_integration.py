@@ -163,9 +163,10 @@ class Harness:
         return self.wait_for(settled, timeout, f"settled diagnostics from {key}")
 
     def close(self) -> None:
+        rclpy.try_shutdown(context=self.context)  # wakes spin; join it before tearing the node down
+        self.thread.join(timeout=5.0)
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
 
 def model_args(tmp_dir: Path) -> list[str]:

@@ -188,8 +188,22 @@ def test_runtime_parameter_changes_apply_and_invalid_ones_are_refused(node):
 def test_node_bench_arguments():
     from illexp_ros.ros.node_bench import parse_args
 
-    args = parse_args(["--node", "--sizes", "640x480,1280x720", "--frames", "3"])
+    args = parse_args(["--sizes", "640x480,1280x720", "--frames", "3"])
     assert args.sizes == [(640, 480), (1280, 720)] and args.frames == 3
     for bad in (["--sizes", "640"], ["--sizes", "641x480"], ["--frames", "0"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
+
+
+def test_illexp_bench_node_flag_runs_the_node_benchmark(capsys):
+    """`illexp_bench --node` is the node benchmark; without --node it is the Enhancer benchmark."""
+    from illexp_ros.bench_cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--node", "--help"])
+    out = capsys.readouterr().out
+    assert "illexp_bench --node" in out and "--transport" in out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "--transport" not in out and "--model-config" in out

@@ -42,7 +42,6 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="illexp_bench --node", description=__doc__.split("\n\n")[0])
-    p.add_argument("--node", action="store_true", help=argparse.SUPPRESS)  # as `illexp_bench --node ...`
     p.add_argument("--backends", default="passthrough,auto", help="comma-separated node backends")
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("640x480,1280x720"))
     p.add_argument("--frames", type=int, default=30, help="timed frames per size (after warm-up)")
@@ -108,9 +107,12 @@ class Client:
     def close(self) -> None:
         import rclpy
 
+        # Context first (wakes spin), then join the spin thread before destroying anything: a participant torn
+        # down while another thread still waits in it aborts the process at exit.
+        rclpy.try_shutdown(context=self.context)
+        self.thread.join(timeout=5.0)
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
 
 def start_node(backend: str, args: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen:
