@@ -3,7 +3,7 @@
   ros2 launch illexp_ros bag_replay.launch.py bag:=drive_bag image:=/camera/image_raw out:=drive_corrected
 
 `ros2 bag play` publishes reliable (matching the node's default qos); the recorder stores the corrected image
-and camera_info topics. Without ros2cli, `illexp_bag` (docs/bag.md) processes a bag offline instead.
+and camera_info topics. Without ros2cli, `illexp_bag` (README, "Bags") processes a bag offline instead.
 """
 
 from launch import LaunchDescription

@@ -4,7 +4,7 @@
 
 Arguments left empty (model, mode, backend, fast, qos) keep the value from params_file
 (config/illexp.yaml by default). FASTDDS_BUILTIN_TRANSPORTS defaults to LARGE_DATA for the node: with Fast DDS's
-default transports large frames are slow (reliable) or mostly lost (best effort); see docs/node.md.
+default transports large frames are slow (reliable) or mostly lost (best effort); see the README, "QoS and Fast DDS".
 """
 
 from launch import LaunchDescription

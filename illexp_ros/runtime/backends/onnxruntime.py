@@ -60,7 +60,7 @@ class OrtRunner:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    default_short_side = 64  # see docs/runtime.md: what reaches 60 FPS at 640x480 on a 2-core CPU
+    default_short_side = 64  # see README "Benchmark": what reaches 60 FPS at 640x480 on a 2-core CPU
 
     @staticmethod
     def unavailable_reason() -> str | None:
