@@ -114,7 +114,7 @@ class Harness:
         self.param_client = self.node.create_client(SetParameters, "/illexp_main_ns/illexp_node/set_parameters")
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
 
     def _store(self, bucket: list, item) -> None:
@@ -161,6 +161,14 @@ class Harness:
         start = len(self.diags[key])
         self.wait_for(lambda: len(self.diags[key]) >= start + 2, timeout, f"diagnostics from {key}")
         return self.wait_for(settled, timeout, f"settled diagnostics from {key}")
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass  # close() shut the context down
 
     def close(self) -> None:
         rclpy.try_shutdown(context=self.context)  # wakes spin; join it before tearing the node down

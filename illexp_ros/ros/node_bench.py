@@ -79,7 +79,7 @@ class Client:
         self.arrived: dict[int, float] = {}
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
 
     def _on_frame(self, msg) -> None:
@@ -103,6 +103,14 @@ class Client:
             if not self.cond.wait_for(lambda: stamp in self.arrived, timeout):
                 return None
             return self.arrived.pop(stamp) - sent
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass  # close() shut the context down
 
     def close(self) -> None:
         import rclpy
