@@ -34,3 +34,14 @@ def tiny_path(tmp_path_factory):
     from tiny_models import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny.pt")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (two shared cores; one thread also makes CPU training bit-reproducible)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,14 +20,7 @@ from training.config import load_config  # noqa: E402
 from training.train import main as train_main  # noqa: E402
 from training.train import train  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two shared cores; one thread also makes CPU training bit-reproducible.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_photos(folder: Path, count: int = 6, size: int = 64) -> Path:
