@@ -28,6 +28,7 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from shipped import shipped_model
 from skimage import data as skdata
 
 from illexp_ros.core import classify_exposure, degrade
@@ -36,7 +37,6 @@ from illexp_ros.core.metrics import psnr
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINED = ROOT / "models" / "mixed.pt"
 H, W = 240, 320
 NODE_START_S = 30.0
 REPLY_S = 10.0
@@ -177,21 +177,9 @@ class Harness:
         self.node.destroy_node()
 
 
-def model_args(tmp_dir: Path) -> list[str]:
-    if TRAINED.is_file():
-        return ["-p", f"model:={TRAINED}"]
-    from illexp_ros.core.networks import IllExpNet
-    from illexp_ros.runtime.model_io import save_model
-
-    path = save_model(tmp_dir / "tiny.pt", IllExpNet(attention_width=8, widths=(8, 16, 32, 64)),
-                      {"attention_width": 8, "widths": [8, 16, 32, 64]}, "tiny")
-    return ["-p", f"model:={path}"]
-
-
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("node")
-    main = start_node("illexp_main", *model_args(tmp), "-p", "backend:=torch_cpu")
+def nodes():
+    main = start_node("illexp_main", "-p", f"model:={shipped_model('mixed')}", "-p", "backend:=torch_cpu")
     comp = start_node("illexp_comp", "-p", "backend:=passthrough", "-p", "input_transport:=compressed")
     harness = Harness()
     try:
@@ -234,8 +222,6 @@ def test_corrected_frame_keeps_header_shape_and_encoding(nodes, encoding):
     corrected = pixels_of(out)
     assert corrected.shape == (H, W, 3)
     assert not np.array_equal(corrected, pixels), "the node must change an under-exposed frame"
-    if not TRAINED.is_file():
-        pytest.skip(f"PSNR check needs trained weights ({TRAINED} is not there yet)")
     corrected_rgb = corrected[..., ::-1] if encoding == "bgr8" else corrected
     assert psnr(corrected_rgb, ref) > psnr(dark, ref) + 1.0
 

@@ -8,6 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+from shipped import shipped_model
 from tiny_models import make_tiny_model, max_diff, random_frame
 
 from illexp_ros.runtime import (
@@ -261,13 +262,8 @@ def test_onnx_cache_is_reused_and_repaired(tiny_path, tmp_path, monkeypatch):
     assert enh.enhance(random_frame(16, 24)).shape == (16, 24, 3)
 
 
-def test_shipped_mixed_model_loads_when_present():
-    try:
-        enh = Enhancer.from_model("mixed", backend="onnxruntime", threads=1)
-    except ModelLoadError as exc:
-        if "unknown model" in str(exc):
-            pytest.skip("models/mixed.pt is not shipped yet (training in progress)")
-        raise
+def test_shipped_mixed_model_loads():
+    enh = Enhancer.from_model(str(shipped_model("mixed")), backend="onnxruntime", threads=1)
     frame = random_frame(48, 64)
     assert enh.enhance(frame).shape == frame.shape
 

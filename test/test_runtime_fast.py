@@ -3,18 +3,17 @@ the CPU) against the CPU pipeline, and the quality cost of fast mode with the sh
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 import torch
+from shipped import shipped_model
 from tiny_models import max_diff, random_frame
 
 from illexp_ros.core.degradation import degrade
 from illexp_ros.core.fast import fast_forward, guided_upsample
 from illexp_ros.core.metrics import psnr
-from illexp_ros.runtime import Enhancer, ModelLoadError
+from illexp_ros.runtime import Enhancer
 from illexp_ros.runtime.cpu_pipeline import CpuPipeline
 from illexp_ros.runtime.guided_filter import guided_upsample_np
 from illexp_ros.runtime.model_io import load_model
@@ -85,20 +84,11 @@ def test_enhancer_fast_mode_matches_core_fast_forward(tiny_path, tiny_model):
     assert max_diff(out, full) > 2  # fast mode really ran at the lower resolution
 
 
-def shipped_model_or_skip(name: str) -> Path:
-    from illexp_ros.runtime.model_io import resolve_model_path
-
-    try:
-        return resolve_model_path(name)
-    except ModelLoadError:
-        pytest.skip(f"models/{name}.pt is not shipped yet (training in progress); the lead adds it")
-
-
 @pytest.mark.parametrize("kind", ["under", "over"])
 def test_fast_mode_psnr_cost_on_a_synthetic_pair(kind):
     from skimage import data
 
-    path = shipped_model_or_skip("mixed")
+    path = shipped_model("mixed")
     ref = cv2.resize(data.astronaut(), (320, 240), interpolation=cv2.INTER_AREA)
     params = (1.0, 0.35, 1.6) if kind == "under" else (1.0, 1.8, 0.6)
     degraded = (degrade(ref.astype(np.float32) / 255.0, *params) * 255.0 + 0.5).astype(np.uint8)

@@ -2,27 +2,24 @@
 
 scikit-image's bundled `chelsea` photo (300 x 451) is degraded with eq. 5 at the strong ends of the
 training ranges; the `mixed` model, and `auto` routing to under / over / mixed, must each gain >= 5 dB PSNR
-over the degraded input. Skips (with the reason) only while the model files are not in models/ yet.
+over the degraded input. A missing model file fails.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from shipped import shipped_model
 
 from illexp_ros.core.degradation import degrade
 from illexp_ros.core.metrics import psnr, to_uint8
-from illexp_ros.runtime.model_io import SHIPPED_NAMES, models_dirs
+from illexp_ros.runtime.model_io import SHIPPED_NAMES
 
 DEGRADATIONS = {  # (alpha, beta, gamma)
     "under": (1.0, 0.3, 1.4),
     "over": (1.0, 2.5, 0.7),
 }
 MIN_GAIN_DB = 5.0
-
-
-def shipped(name: str) -> bool:
-    return any((d / f"{name}.pt").is_file() for d in models_dirs())
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +35,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("mode", ["mixed", "auto"])
 @pytest.mark.parametrize("kind", list(DEGRADATIONS))
 def test_shipped_model_gains_5_db(reference, mode, kind):
-    needed = ["mixed"] if mode == "mixed" else list(SHIPPED_NAMES)
-    missing = [n for n in needed if not shipped(n)]
-    if missing:
-        pytest.skip(f"models/{', '.join(m + '.pt' for m in missing)} not shipped yet (training in progress)")
+    for name in ["mixed"] if mode == "mixed" else SHIPPED_NAMES:
+        shipped_model(name)
     from illexp_ros.runtime import Enhancer
 
     alpha, beta, gamma = DEGRADATIONS[kind]
