@@ -36,19 +36,21 @@ COMMAND = "python training/model_card.py"
 def models_table(models_dir: Path) -> str:
     from illexp_ros.runtime.model_io import load_model
 
-    lines = ["| model | config | parameters | steps | device | time to best | validation PSNR | file | sha256 |",
-             "|---|---|---:|---:|---|---:|---:|---:|---|"]
-    for name in ("under", "over", "mixed"):
+    lines = ["| model | config | warm start | parameters | steps | device | time to best | validation PSNR | file "
+             "| sha256 |",
+             "|---|---|---|---:|---:|---|---:|---:|---:|---|"]
+    for name in ("under", "over", "mixed", "mixed_fast"):
         path = models_dir / f"{name}.pt"
         if not path.is_file():
-            lines.append(f"| {name} | (not shipped yet) | | | | | | | |")
+            lines.append(f"| {name} | (not shipped yet) | | | | | | | | |")
             continue
         model, info = load_model(path)
         meta = info["meta"]
         secs = meta.get("train_seconds")
         hours = f"{secs / 3600:.1f} h" if isinstance(secs, int | float) else "?"
         val = meta.get("val_psnr")
-        lines.append(f"| {name} | {meta.get('config', '?')} | {parameter_count(model):,} | {meta.get('step', '?')} "
+        lines.append(f"| {name} | {meta.get('config', '?')} | {meta.get('init_from') or '-'} "
+                     f"| {parameter_count(model):,} | {meta.get('step', '?')} "
                      f"| {meta.get('device', '?')} | {hours} | {val if val is not None else '?'} dB "
                      f"| {path.stat().st_size / 1e6:.1f} MB | `{info['sha256'][:12]}` |")
     return "\n".join(lines)
@@ -92,6 +94,10 @@ def generated_section(report: dict, models_dir: Path, count: int, seed: int, bac
         "### Shipped models",
         "",
         models_table(models_dir),
+        "",
+        "Validation PSNR is each model's own held-out validation draws (the same 34 held-out photos, degraded "
+        "with that config's kind: under, over, or mixed), so it compares checkpoints of one model, not models "
+        "with each other. Steps and time count from the warm start.",
         "",
     ]
     comparison = paper_comparison(report)

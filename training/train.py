@@ -3,6 +3,7 @@
 
     python training/train.py --config training/configs/mixed.yaml [--device cpu|cuda] [--resume]
                              [--out runs/] [--seed 0] [--threads N] [--max-steps N] [--export models/mixed.pt]
+                             [--init-from mixed] [--lr 3e-4]
 
 Writes to OUT/NAME/: checkpoint.pt (model + optimizer + RNG state, what --resume continues from), best.pt
 (weights only, in the shipped model format, best validation PSNR so far), log.csv and curves.png.
@@ -186,6 +187,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                     save_model(run_dir / "best.pt", model, cfg.model, cfg.name,
                                meta={"step": step, "val_psnr": round(val_psnr, 3), "device": device,
                                      "config": cfg.name, "fast_short_side": fast,
+                                     "init_from": cfg.train.init_from, "lr": cfg.train.lr,
                                      "train_seconds": round(time.time() - t0, 1)})
                 bar.set_postfix(loss=f"{ema:.4f}", val_psnr=f"{val_psnr:.2f}", best=f"{best_val:.2f}")
             writer.writerow([step, f"{loss_att.item():.6f}", f"{loss_enh.item():.6f}", f"{ema:.6f}", val,
@@ -241,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
     p.add_argument("--export", default=None, help="copy best weights here if they beat the file there")
+    p.add_argument("--init-from", default=None,
+                   help="override train.init_from: warm-start from this model name or file (e.g. the shipped one)")
+    p.add_argument("--lr", type=float, default=None, help="override train.lr (e.g. lower, to fine-tune)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -248,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.init_from:
+        cfg.train.init_from = args.init_from
+    if args.lr is not None:
+        if not args.lr > 0:
+            print(f"error: --lr must be > 0, got {args.lr}", file=sys.stderr)
+            return 2
+        cfg.train.lr = args.lr
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda asked for, but torch sees no CUDA GPU", file=sys.stderr)
         return 2
