@@ -160,3 +160,27 @@ def test_cli_exit_status_for_wrong_key(tmp_path):
     assert proc.returncode == 2
     assert "unknown key(s) in 'data'" in proc.stderr and "crops" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_init_from_and_lr_override_the_config(tmp_path):
+    cfg_path = tiny_config(tmp_path, max_steps=10)
+    runs = tmp_path / "runs"
+    assert train_main(["--config", str(cfg_path), "--out", str(runs), "--no-progress"]) == 0
+    start = tmp_path / "start.pt"
+    start.write_bytes((runs / "tiny" / "best.pt").read_bytes())
+    rc = train_main(["--config", str(cfg_path), "--out", str(tmp_path / "runs2"), "--no-progress",
+                     "--init-from", str(start), "--lr", "0.0005"])
+    assert rc == 0
+    from illexp_ros.runtime.model_io import load_model
+
+    _, info = load_model(tmp_path / "runs2" / "tiny" / "best.pt")
+    assert info["meta"]["init_from"] == str(start) and info["meta"]["lr"] == 0.0005
+
+
+@pytest.mark.parametrize("args, expected", [(["--init-from", "/nonexistent/start.pt"], "/nonexistent/start.pt"),
+                                            (["--lr", "0"], "--lr must be > 0")])
+def test_bad_init_from_or_lr_is_one_clear_error(tmp_path, capsys, args, expected):
+    cfg_path = tiny_config(tmp_path, max_steps=5)
+    rc = train_main(["--config", str(cfg_path), "--out", str(tmp_path / "runs"), "--no-progress", *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and expected in err, err

@@ -49,7 +49,8 @@ def models_table(models_dir: Path) -> str:
         secs = meta.get("train_seconds")
         hours = f"{secs / 3600:.1f} h" if isinstance(secs, int | float) else "?"
         val = meta.get("val_psnr")
-        lines.append(f"| {name} | {meta.get('config', '?')} | {meta.get('init_from') or '-'} "
+        start = meta.get("init_from", "not recorded") or "-"  # files from before train.py recorded it
+        lines.append(f"| {name} | {meta.get('config', '?')} | {start} "
                      f"| {parameter_count(model):,} | {meta.get('step', '?')} "
                      f"| {meta.get('device', '?')} | {hours} | {val if val is not None else '?'} dB "
                      f"| {path.stat().st_size / 1e6:.1f} MB | `{info['sha256'][:12]}` |")

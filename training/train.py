@@ -32,6 +32,7 @@ from illexp_ros.core.fast import fast_forward  # noqa: E402
 from illexp_ros.core.losses import attention_loss, enhancement_loss  # noqa: E402
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.core.networks import build_model, parameter_count  # noqa: E402
+from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
 from training.config import ConfigError, RunConfig, load_config, resolve_data_dir  # noqa: E402
 from training.data import PatchSource, fixed_pairs, list_images, split_holdout  # noqa: E402
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = train(cfg, args.device, Path(args.out), args.seed, args.resume,
                         Path(args.export) if args.export else None, args.max_steps, not args.no_progress)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, EnhancerError) as exc:  # EnhancerError: a bad init_from model
         print(f"error: {exc}", file=sys.stderr)
         return 2
     width = max(len(k) for k in summary)
