@@ -148,8 +148,11 @@ def test_auto_mode_routes_frames(shipped_dir):
 
 
 def test_default_falls_back_to_mixed_when_under_is_not_shipped(tmp_path, monkeypatch):
+    from illexp_ros.runtime import model_io
+
     make_tiny_model(tmp_path / "mixed.pt")
-    monkeypatch.setenv("ILLEXP_MODELS_DIR", str(tmp_path))
+    # Only tmp_path: the source tree's models/ ships under.pt, which must not be found here.
+    monkeypatch.setattr(model_io, "models_dirs", lambda: [tmp_path])
     lines = []
     enh = Enhancer.from_model("default", backend="torch_cpu", mode="under", logger=lines.append, threads=1)
     enh.enhance(random_frame(16, 16))
