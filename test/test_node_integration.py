@@ -25,7 +25,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from shipped import shipped_model
@@ -33,6 +32,7 @@ from skimage import data as skdata
 
 from illexp_ros.core import classify_exposure, degrade
 from illexp_ros.core.metrics import psnr
+from illexp_ros.ros.background_spin import BackgroundSpin
 
 pytestmark = pytest.mark.integration
 
@@ -112,10 +112,7 @@ class Harness:
                                       lambda m: self._store(self.infos, m), deep)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, deep)
         self.param_client = self.node.create_client(SetParameters, "/illexp_main_ns/illexp_node/set_parameters")
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self.spin = BackgroundSpin(self.node, self.context)
 
     def _store(self, bucket: list, item) -> None:
         with self.lock:
@@ -162,19 +159,8 @@ class Harness:
         self.wait_for(lambda: len(self.diags[key]) >= start + 2, timeout, f"diagnostics from {key}")
         return self.wait_for(settled, timeout, f"settled diagnostics from {key}")
 
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            self.executor.spin()
-        except ExternalShutdownException:
-            pass  # close() shut the context down
-
     def close(self) -> None:
-        rclpy.try_shutdown(context=self.context)  # wakes spin; join it before tearing the node down
-        self.thread.join(timeout=5.0)
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
+        self.spin.stop()
 
 
 @pytest.fixture(scope="module")

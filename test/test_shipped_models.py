@@ -21,15 +21,14 @@ DEGRADATIONS = {  # (alpha, beta, gamma)
 }
 MIN_GAIN_DB = 5.0
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def reference() -> np.ndarray:
     from skimage import data
 
     return data.chelsea()
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("mode", ["mixed", "auto"])

@@ -136,22 +136,20 @@ def first_message(bag: Path) -> bytes:
 def run_pipeline(bag: Path, frames: list[SampleFrame], node_cmd: list[str], node_log: Path, rate: float) -> Recorder:
     """Start the node, warm it up, replay the bag into it and collect what it publishes."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
+    from illexp_ros.ros.background_spin import BackgroundSpin
     from illexp_ros.ros.qos import image_qos
 
     rec = Recorder()
     with open(node_log, "w") as log_file:
         node_proc = subprocess.Popen(node_cmd, stdout=log_file, stderr=subprocess.STDOUT)
     rclpy.init(args=[])
-    executor = SingleThreadedExecutor()
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spin = None
     try:
-        node = rclpy.create_node("illexp_demo")
-        executor.add_node(node)
-        spinner.start()
+        spin = BackgroundSpin(rclpy.create_node("illexp_demo"))
+        node = spin.node
         publisher = node.create_publisher(Image, INPUT_TOPIC, image_qos("reliable"))
         # Deep reliable history on our side: the recorder must not lose what the node published.
         record_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
@@ -200,9 +198,9 @@ def run_pipeline(bag: Path, frames: list[SampleFrame], node_cmd: list[str], node
         time.sleep(0.2)  # the exposure map of the last frame follows its corrected image
     finally:
         _stop_node(node_proc)
-        executor.shutdown(timeout_sec=1.0)
+        if spin is not None:
+            spin.stop()
         rclpy.try_shutdown()
-        spinner.join(timeout=2.0)
     return rec
 
 

@@ -61,10 +61,10 @@ class Client:
 
     def __init__(self, qos_name: str) -> None:
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
+        from illexp_ros.ros.background_spin import BackgroundSpin
         from illexp_ros.ros.qos import image_qos
 
         self.Image = Image
@@ -77,10 +77,7 @@ class Client:
         self.node.create_subscription(Image, "/bench/corrected/image", self._on_frame, receive_qos)
         self.cond = threading.Condition()
         self.arrived: dict[int, float] = {}
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self.spin = BackgroundSpin(self.node, self.context)
 
     def _on_frame(self, msg) -> None:
         now = time.perf_counter()
@@ -104,23 +101,8 @@ class Client:
                 return None
             return self.arrived.pop(stamp) - sent
 
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            self.executor.spin()
-        except ExternalShutdownException:
-            pass  # close() shut the context down
-
     def close(self) -> None:
-        import rclpy
-
-        # Context first (wakes spin), then join the spin thread before destroying anything: a participant torn
-        # down while another thread still waits in it aborts the process at exit.
-        rclpy.try_shutdown(context=self.context)
-        self.thread.join(timeout=5.0)
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
+        self.spin.stop()
 
 
 def start_node(backend: str, args: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen:
