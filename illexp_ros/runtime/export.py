@@ -8,7 +8,7 @@ Every format takes the aligned network (IllExpNet.forward_aligned): input N x 3 
 with H and W multiples of the model's stride (8 for the shipped models; replicate-pad the bottom/right and crop
 the outputs), outputs (corrected, exposure_map) of the same shape. ONNX has dynamic H/W (opset >= 17) and is
 checked with ONNX Runtime against torch after writing. TensorRT needs an NVIDIA GPU with CUDA and
-torch_tensorrt, and builds for the GPU it runs on. Errors: one line on stderr, exit status 2.
+torch_tensorrt >= 2.11, and builds for the GPU it runs on. Errors: one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -100,7 +100,14 @@ def export(args: argparse.Namespace) -> str:
               file=sys.stderr)
     from illexp_ros.runtime.backends.tensorrt import build_engine, profile_tag
 
-    build_engine(model, profile, out)
+    try:
+        build_engine(model, profile, out)
+    except EnhancerError:
+        raise  # already one line (a broken install, a failed check of the saved file); main() prints it
+    except Exception as exc:  # noqa: BLE001 - compiler and TensorRT errors have no common type, and are long
+        text = str(exc).strip()
+        raise ExportError(f"TensorRT build failed: {type(exc).__name__}"
+                          + (f": {text.splitlines()[0]}" if text else "")) from exc
     return f"wrote {out} (Torch-TensorRT fp16, profile {profile_tag(profile)} W x H, for this GPU and TensorRT)"
 
 
