@@ -1,5 +1,6 @@
 """training/evaluate.py and training/make_synthetic_set.py: the JSON shape, a hand-computed `none` PSNR,
-model rows, the contact sheet, one-line errors with exit status 2, and a byte-identical synthetic set."""
+model rows, the contact sheet, the `default` method (the node's params file), --identity, one-line errors with
+exit status 2, and a byte-identical synthetic set."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def test_json_shape_and_none_psnr_match_a_hand_computation(tmp_path, capsys):
     img = cv2.imread(str(sheet))
     # Header strip + 2 rows; columns input, he, clahe, gamma, msr, target (`none` is the input column).
     assert img.shape[:2] == (22 + 2 * ev.THUMB, 6 * ev.THUMB)
-    assert "skipping mixed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipping mixed" in err and "skipping default" in err  # the shipped config needs mixed.pt
 
 
 def test_identical_pair_scores_perfectly_and_methods_filter(tmp_path):
@@ -104,12 +106,142 @@ def test_model_rows_run_through_the_runtime(tmp_path, monkeypatch):
     data = make_set(tmp_path / "pairs", shape=(24, 40, 3))
     report, _ = ev.evaluate([data], models, None, progress=False, log=lambda s: None)
     rows = report["sets"]["pairs"]["all"]
-    assert list(rows) == ["none", "he", "clahe", "gamma", "msr", "under", "over", "mixed", "auto", "mixed_fast"]
+    assert list(rows) == ["none", "he", "clahe", "gamma", "msr", "under", "over", "mixed", "auto", "mixed_fast",
+                          "default"]
     # A random network changes the frame, so its scores differ from the input's.
     assert rows["mixed"]["psnr"] != rows["none"]["psnr"]
     import os
 
     assert "ILLEXP_MODELS_DIR" not in os.environ, "evaluate must not leak its models folder into the process"
+
+
+def write_params(path: Path, params: dict | None = None, text: str | None = None) -> Path:
+    """A ROS 2 parameters file for illexp_node with `params` under ros__parameters (or raw `text`)."""
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text if text is not None else yaml.safe_dump({"/**/illexp_node": {"ros__parameters": params}}))
+    return path
+
+
+def _tiny_models(models: Path) -> None:
+    for name in ("under", "over", "mixed"):  # each randomly initialised: the three give different outputs
+        _tiny_model(models / f"{name}.pt")
+
+
+def test_default_method_corrects_as_the_node_params_file_says(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.delenv("ILLEXP_MODELS_DIR", raising=False)
+    models = tmp_path / "models"
+    _tiny_models(models)
+    data = make_set(tmp_path / "pairs", shape=(24, 40, 3))
+
+    def rows(params: dict) -> dict:
+        cfg = write_params(tmp_path / f"params_{len(list(tmp_path.glob('params_*')))}.yaml", params)
+        report, _ = ev.evaluate([data], models, ["under", "mixed", "default"], progress=False,
+                                log=lambda s: None, node_config=cfg)
+        return report["sets"]["pairs"]["all"]
+
+    full_under = rows({"model": "default", "mode": "under", "fast": False, "qos": "reliable"})
+    assert full_under["default"] == full_under["under"]  # every metric identical: same model, same mode
+    assert full_under["default"] != full_under["mixed"]
+    fast_under = rows({"model": "default", "mode": "under", "fast": True, "internal_short_side": 8})
+    assert fast_under["default"]["psnr"] != fast_under["under"]["psnr"]  # reduced resolution + upsampling
+    other_side = rows({"model": "default", "mode": "under", "fast": True, "internal_short_side": 16})
+    assert other_side["default"]["psnr"] != fast_under["default"]["psnr"]  # internal_short_side is used
+    # Keys the file lacks take the node's defaults: model default, mode mixed.
+    only_fast = rows({"fast": False})
+    assert only_fast["default"] == only_fast["mixed"]
+    named = rows({"model": "over", "mode": "under", "fast": False})  # a shipped name: that model, every mode
+    assert named["default"] != named["under"]
+
+
+def test_default_reads_the_node_params_file_at_run_time(tmp_path):
+    import yaml
+
+    shipped = yaml.safe_load((REPO / "config" / "illexp.yaml").read_text())["/**/illexp_node"]["ros__parameters"]
+    node = ev.read_node_params(REPO / "config" / "illexp.yaml")
+    assert (node.model, node.mode, node.fast, node.internal_short_side) == (
+        shipped["model"], shipped["mode"], shipped["fast"], shipped["internal_short_side"])
+    assert ev.read_node_params(write_params(tmp_path / "a.yaml", {"mode": "auto", "fast": False})).mode == "auto"
+    # Keys as ROS matches them: no leading slash, a /** wildcard, later sections override earlier ones;
+    # another node's section and a namespaced one do not apply to /illexp_node.
+    text = ("/**:\n  ros__parameters:\n    mode: over\n    fast: false\n"
+            "other_node:\n  ros__parameters:\n    mode: auto\n"
+            "ns:\n  illexp_node:\n    ros__parameters:\n      mode: auto\n"
+            "illexp_node:\n  ros__parameters:\n    internal_short_side: 32\n")
+    node = ev.read_node_params(write_params(tmp_path / "b.yaml", text=text))
+    assert (node.model, node.mode, node.fast, node.internal_short_side) == ("default", "over", False, 32)
+
+
+def test_node_defaults_and_rules_match_the_node():
+    params = pytest.importorskip("illexp_ros.ros.parameters")  # imports rclpy: skipped without ROS
+    assert ev.NODE_DEFAULTS == {name: params.PARAMETERS[name].default for name in ev.NODE_DEFAULTS}
+    assert ev.NODE_MODES == params.MODES and ev.NODE_MAX_SHORT_SIDE == params.MAX_SHORT_SIDE
+    samples = ["mixed", "auto", "sideways", "", " ", "models/x.pt", True, False, 0, 1, 64, 4096, 4097, -1, 1.5,
+               None]
+    for name in ev.NODE_DEFAULTS:
+        for value in samples:
+            assert (ev._node_param_error(name, value) is None) == (params.validate(name, value) is None), \
+                (name, value)
+
+
+def test_identity_feeds_the_target_and_scores_against_it(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    from illexp_ros.core.metrics import all_metrics
+    from illexp_ros.runtime import Enhancer
+
+    monkeypatch.delenv("ILLEXP_MODELS_DIR", raising=False)
+    models = tmp_path / "models"
+    _tiny_models(models)
+    data = make_set(tmp_path / "pairs", shape=(24, 40, 3))
+    out_json, out_md = tmp_path / "id.json", tmp_path / "id.md"
+    rc = ev.main(["--data", str(data), "--models", str(models), "--methods", "none", "gamma", "mixed",
+                  "--identity", "--no-progress", "--json", str(out_json), "--markdown", str(out_md)])
+    assert rc == 0
+    report = json.loads(out_json.read_text())
+    assert list(report["sets"]) == ["pairs:identity"]
+    ident = report["sets"]["pairs:identity"]["all"]
+    assert ident["none"]["psnr"] == 100.0 and ident["none"]["mse"] == 0.0  # metrics floor the MSE: 100 dB
+    assert ident["none"]["ssim"] == pytest.approx(1.0) and ident["none"]["hist_diff"] == 0.0
+    assert "pairs:identity" in capsys.readouterr().out
+    assert "## pairs:identity [identity check" in out_md.read_text()
+
+    normal, _ = ev.evaluate([data], models, ["none", "mixed"], progress=False, log=lambda s: None)
+    rows = normal["sets"]["pairs"]["all"]
+    assert rows["none"]["psnr"] < 40  # the inputs are degraded copies of the targets
+    assert rows["mixed"]["psnr"] != ident["mixed"]["psnr"]
+    # The model ran on the targets and was scored against them.
+    with Enhancer.from_model(str(models / "mixed.pt"), backend="torch_cpu", mode="mixed") as enh:
+        psnrs = []
+        for name in ("under_a.png", "over_b.png"):
+            tgt = cv2.cvtColor(cv2.imread(str(data / "target" / name)), cv2.COLOR_BGR2RGB)
+            psnrs.append(all_metrics(enh.enhance(tgt, color_order="rgb"), tgt)["psnr"])
+    assert ident["mixed"]["psnr"] == pytest.approx(np.mean(psnrs), abs=1e-6)
+
+
+@pytest.mark.parametrize("case", ["missing", "not_yaml", "not_utf8", "no_section", "other_node", "not_mapping",
+                                  "bad_mode", "fast_not_bool", "short_side_range", "short_side_float",
+                                  "empty_model"])
+def test_bad_node_params_file_is_one_line_and_exit_2(tmp_path, capsys, case):
+    data = make_set(tmp_path / "set")
+    cfg = tmp_path / "params.yaml"
+    ros = "/**/illexp_node:\n  ros__parameters:\n"
+    text = {"not_yaml": ros + "    mode: [under\n", "no_section": "mode: under\nfast: false\n",
+            "other_node": "/**/camera:\n  ros__parameters:\n    mode: under\n",
+            "not_mapping": ros + "    - mode\n", "bad_mode": ros + "    mode: sideways\n",
+            "fast_not_bool": ros + "    fast: 1\n", "short_side_range": ros + "    internal_short_side: 5000\n",
+            "short_side_float": ros + "    internal_short_side: 64.0\n", "empty_model": ros + "    model: ''\n"}
+    if case == "not_utf8":
+        cfg.write_bytes(b"\xff\xfe\x00bad")
+    elif case != "missing":
+        write_params(cfg, text=text[case])
+    rc = ev.main(["--data", str(data), "--models", str(tmp_path / "models"), "--methods", "none", "default",
+                  "--node-config", str(cfg), "--no-progress", "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and str(cfg) in err, err
+    assert not (tmp_path / "r.json").exists()
 
 
 @pytest.mark.parametrize("case", ["missing", "no_pairs", "unpaired", "size_mismatch", "unknown_method",
