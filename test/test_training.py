@@ -102,7 +102,7 @@ def test_resume_after_interruption_logs_each_step_once(tmp_path, monkeypatch, fa
     import training.train as train_module
 
     cfg = load_config(tiny_config(tmp_path, max_steps=40))
-    real_batch = train_module.PatchSource.batch
+    real_batch = train_module.TensorPatchSource.batch
     calls = {"n": 0}
 
     def interrupted_batch(self, *args):
@@ -111,7 +111,7 @@ def test_resume_after_interruption_logs_each_step_once(tmp_path, monkeypatch, fa
             raise failure
         return real_batch(self, *args)
 
-    monkeypatch.setattr(train_module.PatchSource, "batch", interrupted_batch)
+    monkeypatch.setattr(train_module.TensorPatchSource, "batch", interrupted_batch)
     if failure is KeyboardInterrupt:
         summary = train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)
         assert summary["stop"] == "interrupted" and summary["steps"] == 25
@@ -119,7 +119,7 @@ def test_resume_after_interruption_logs_each_step_once(tmp_path, monkeypatch, fa
     else:
         with pytest.raises(failure):
             train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)
-    monkeypatch.setattr(train_module.PatchSource, "batch", real_batch)
+    monkeypatch.setattr(train_module.TensorPatchSource, "batch", real_batch)
     import gc
 
     gc.collect()  # closes the interrupted run's log file, as the end of the process would

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from illexp_ros.core.networks import HEADS, MODEL_CONFIG_KEYS, PADDING_MODES
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,6 +34,14 @@ class DataConfig:
     gamma_over: tuple[float, float] = (1 / 1.5, 1.0)
     noise: bool = False
     jpeg_quality: tuple[int, int] | None = None
+    # The draws beyond the paper's (training/data.py, TensorPatchSource): a camera's frames are mostly fine or
+    # mildly off, and a corrector that only ever saw strong degradations over-corrects those.
+    well_prob: float = 0.0  # share of well-exposed pairs (input = target): learn to leave a good frame alone
+    mild_prob: float = 0.0  # share of mild draws (mild_beta / mild_gamma, split into under / over as above)
+    mild_beta: tuple[float, float] = (0.7, 1.4)
+    mild_gamma: tuple[float, float] = (0.85, 1.18)
+    noise_prob: float = 0.0  # share of degraded pairs with shot + read noise (strengths drawn per sample)
+    val_kinds: tuple[str, ...] | None = None  # validation draws; None = all that `kind` trains on
 
 
 @dataclass
@@ -46,6 +56,11 @@ class TrainConfig:
     checkpoint_every: int = 100
     init_from: str | None = None  # warm start: a model name or path (e.g. the shipped one)
     fast_short_side: int | None = None  # fine-tune through fast mode at this internal short side
+    minutes: float = 0.0  # wall-clock budget of the run (0 = none, max_steps only); the LR schedule spans it
+    schedule: str = "cosine"  # cosine (lr -> lr * lr_min_ratio over max_steps or the budget) | constant
+    lr_min_ratio: float = 0.02
+    stop: str = "val_plateau"  # val_plateau | paper (smoothed-loss patience) | none
+    val_patience: int = 10  # val_plateau: validations without a better score before stopping
 
 
 @dataclass
@@ -56,8 +71,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-_PAIR_KEYS = {"alpha", "beta_under", "gamma_under", "beta_over", "gamma_over", "jpeg_quality"}
-_MODEL_KEYS = {"attention_width", "attention_depth", "widths", "use_attention", "use_acab"}
+_PAIR_KEYS = {"alpha", "beta_under", "gamma_under", "beta_over", "gamma_over", "jpeg_quality", "mild_beta",
+              "mild_gamma"}
+_MODEL_KEYS = set(MODEL_CONFIG_KEYS)
+VAL_KINDS = ("under", "over", "mixed", "mild", "well")
 
 
 def _fill(cls, raw: dict, section: str):
@@ -70,7 +87,11 @@ def _fill(cls, raw: dict, section: str):
     obj = cls()
     for key, value in raw.items():
         default = getattr(obj, key)
-        if key in _PAIR_KEYS and value is not None:
+        if key == "val_kinds" and value is not None:
+            if not (isinstance(value, list | tuple) and value and all(v in VAL_KINDS for v in value)):
+                raise ConfigError(f"'{section}.val_kinds' must be a list of {list(VAL_KINDS)}, got {value!r}")
+            value = tuple(value)
+        elif key in _PAIR_KEYS and value is not None:
             if not (isinstance(value, list | tuple) and len(value) == 2):
                 raise ConfigError(f"'{section}.{key}' must be a [low, high] pair, got {value!r}")
             value = tuple(value)
@@ -94,8 +115,25 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'data.crop' must be a multiple of 8 and >= 16, got {d.crop}")
     if not 0 < d.val_fraction < 1:
         raise ConfigError(f"'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
-    if not 0 <= d.mixed_region_prob <= 1:
-        raise ConfigError(f"'data.mixed_region_prob' must be in [0, 1], got {d.mixed_region_prob}")
+    for key in ("mixed_region_prob", "well_prob", "mild_prob", "noise_prob"):
+        if not 0 <= getattr(d, key) <= 1:
+            raise ConfigError(f"'data.{key}' must be in [0, 1], got {getattr(d, key)}")
+    if d.well_prob + d.mild_prob > 1:
+        raise ConfigError(f"'data.well_prob' + 'data.mild_prob' must be <= 1, got {d.well_prob + d.mild_prob}")
+    if not d.mild_beta[0] <= 1 <= d.mild_beta[1] or not d.mild_gamma[0] <= 1 <= d.mild_gamma[1]:
+        raise ConfigError("'data.mild_beta' and 'data.mild_gamma' must each contain 1 (split into under / over)")
+    if t.schedule not in ("cosine", "constant"):
+        raise ConfigError(f"'train.schedule' must be cosine or constant, got {t.schedule!r}")
+    if t.stop not in ("val_plateau", "paper", "none"):
+        raise ConfigError(f"'train.stop' must be val_plateau, paper or none, got {t.stop!r}")
+    if t.minutes < 0 or not 0 < t.lr_min_ratio <= 1:
+        raise ConfigError("'train.minutes' must be >= 0 and 'train.lr_min_ratio' in (0, 1]")
+    if t.val_patience < 1:
+        raise ConfigError(f"'train.val_patience' must be >= 1, got {t.val_patience}")
+    if cfg.model.get("padding", "zeros") not in PADDING_MODES:
+        raise ConfigError(f"'model.padding' must be one of {list(PADDING_MODES)}, got {cfg.model['padding']!r}")
+    if cfg.model.get("head", "rgb") not in HEADS:
+        raise ConfigError(f"'model.head' must be one of {list(HEADS)}, got {cfg.model['head']!r}")
     for key in ("batch_size", "max_steps", "patience", "val_every", "checkpoint_every"):
         if getattr(t, key) < 1:
             raise ConfigError(f"'train.{key}' must be >= 1, got {getattr(t, key)}")
@@ -129,6 +167,28 @@ def load_config(path: str | Path) -> RunConfig:
         model=dict(raw.get("model") or {}),
         train=_fill(TrainConfig, raw.get("train") or {}, "train"),
     )
+    return validate(cfg)
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """`SECTION.KEY=VALUE` strings (VALUE parsed as YAML, e.g. data.well_prob=0.35, model.head=tone) applied
+    with the same checks as the file, then the whole config validated again."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in ("data", "model", "train"):
+            raise ConfigError(f"override {item!r} must look like data.KEY=VALUE, model.KEY=VALUE or train.KEY=VALUE")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc})") from exc
+        if section == "model":
+            cfg.model[name] = value
+            continue
+        current = getattr(cfg, section)
+        raw = {f.name: getattr(current, f.name) for f in fields(current)}
+        raw[name] = value
+        setattr(cfg, section, _fill(type(current), raw, section))
     return validate(cfg)
 
 

@@ -11,13 +11,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from illexp_ros.core.degradation import (
+    ExposureParams,
     ExposureSampler,
     add_sensor_noise,
+    add_sensor_noise_batch,
+    degrade_batch,
     degrade_mixed,
     jpeg_roundtrip,
     mixed_exposure_mask,
+    mixed_exposure_mask_batch,
 )
 from illexp_ros.core.exposure import exposure_map
 
@@ -133,4 +138,156 @@ def fixed_pairs(files: list[Path], data_cfg, seed: int, crop: int | None, kind: 
         else:
             deg = sampler.sample(draw_kind).apply(ref)
         out.append((f"{draw_kind}_{path.stem}", deg, ref))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# Batched synthesis on the training device (what train.py uses).
+def mild_sampler_from(data_cfg, rng: np.random.Generator) -> ExposureSampler:
+    """Mild draws: mild_beta / mild_gamma split at 1 into under (both down) and over (both up) halves."""
+    return ExposureSampler(alpha=data_cfg.alpha, beta_under=(data_cfg.mild_beta[0], 1.0),
+                           gamma_under=(1.0, data_cfg.mild_gamma[1]), beta_over=(1.0, data_cfg.mild_beta[1]),
+                           gamma_over=(data_cfg.mild_gamma[0], 1.0), rng=rng)
+
+
+def draw_kinds(data_cfg) -> tuple[str, ...]:
+    """The kinds of pair a config trains on (and validates on, unless val_kinds says otherwise)."""
+    kinds = ["under", "over", "mixed"] if data_cfg.kind == "mixed" else [data_cfg.kind]
+    if data_cfg.kind != "mixed" or data_cfg.mixed_region_prob == 0:
+        kinds = [k for k in kinds if k != "mixed"]
+    if data_cfg.mild_prob > 0:
+        kinds.append("mild")
+    if data_cfg.well_prob > 0:
+        kinds.append("well")
+    return tuple(data_cfg.val_kinds or kinds)
+
+
+class TensorPatchSource:
+    """Random crops (with flips) of the photos, held on `device` as uint8, degraded there in whole batches.
+
+    Per sample, one of: well-exposed (input = target, map = 0) with well_prob; a mild draw with mild_prob; else a
+    strong draw of `kind` (kind mixed: under or over, or with mixed_region_prob an under/over split across a soft
+    edge). noise_prob of the degraded samples get shot + read noise. Crop positions and draw parameters come
+    from a numpy generator (cheap, checkpointable); pixel noise from a torch generator on the device.
+    """
+
+    def __init__(self, files: list[Path], data_cfg, seed: int, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.images = [torch.from_numpy(read_rgb(p)).to(self.device).permute(2, 0, 1).contiguous() for p in files]
+        self.cfg = data_cfg
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(seed)
+        self.strong = sampler_from(data_cfg, self.rng)
+        self.mild = mild_sampler_from(data_cfg, self.rng)
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "gen": self.gen.get_state()}
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.gen.set_state(state["gen"].cpu() if hasattr(state["gen"], "cpu") else state["gen"])
+
+    def _crop(self, img: torch.Tensor, size: int) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        if h < size or w < size:
+            scale = size / min(h, w)
+            img = torch.nn.functional.interpolate(img[None].float(), size=(max(size, round(h * scale)),
+                                                  max(size, round(w * scale))), mode="area")[0].round().byte()
+            h, w = img.shape[-2:]
+        y = int(self.rng.integers(0, h - size + 1))
+        x = int(self.rng.integers(0, w - size + 1))
+        patch = img[:, y:y + size, x:x + size]
+        if self.rng.random() < 0.5:
+            patch = patch.flip(-1)
+        if self.rng.random() < 0.5:
+            patch = patch.flip(-2)
+        return patch
+
+    def _params(self, kinds: list[str]) -> tuple[torch.Tensor, ...]:
+        """Per-sample (alpha, beta, gamma) of the frame's draw and of the second draw that a mixed-region sample
+        blends in across its edge (under, then over, for those); identity for well-exposed samples."""
+        first, second = [], []
+        for k in kinds:
+            if k == "well":
+                first.append(ExposureParams(1.0, 1.0, 1.0))
+                second.append(ExposureParams(1.0, 1.0, 1.0))
+                continue
+            sampler = self.mild if k.startswith("mild") else self.strong
+            side = k.removeprefix("mild_")
+            first.append(sampler.sample("under" if side == "mixed" else side))
+            second.append(sampler.sample("over" if side == "mixed" else side))
+
+        def col(draws: list[ExposureParams], name: str) -> torch.Tensor:
+            values = np.array([getattr(d, name) for d in draws], np.float32).reshape(-1, 1, 1, 1)
+            return torch.from_numpy(values).to(self.device)
+
+        return tuple(col(d, n) for d in (first, second) for n in ("alpha", "beta", "gamma"))
+
+    def _kinds(self, n: int) -> list[str]:
+        cfg = self.cfg
+        kinds = []
+        for _ in range(n):
+            r = self.rng.random()
+            side = cfg.kind if cfg.kind != "mixed" else ("under" if self.rng.random() < 0.5 else "over")
+            if r < cfg.well_prob:
+                kinds.append("well")
+            elif r < cfg.well_prob + cfg.mild_prob:
+                kinds.append(f"mild_{side}")
+            elif cfg.kind == "mixed" and self.rng.random() < cfg.mixed_region_prob:
+                kinds.append("mixed")
+            else:
+                kinds.append(side)
+        return kinds
+
+    @torch.no_grad()
+    def batch(self, batch_size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(degraded, reference, target exposure map), each B x 3 x crop x crop float32 on the device."""
+        ref = torch.stack([self._crop(self.images[int(self.rng.integers(len(self.images)))], crop)
+                           for _ in range(batch_size)]).float().div_(255.0)
+        kinds = self._kinds(batch_size)
+        ua, ub, ug, oa, ob, og = self._params(kinds)
+        deg = degrade_batch(ref, ua, ub, ug)
+        is_mixed = torch.tensor([k == "mixed" for k in kinds], device=self.device).view(-1, 1, 1, 1)
+        if bool(is_mixed.any()):
+            mask = mixed_exposure_mask_batch(batch_size, crop, crop, self.gen, self.device) * is_mixed
+            deg = deg * (1.0 - mask) + degrade_batch(ref, oa, ob, og) * mask
+        if self.cfg.noise_prob > 0:
+            noisy = np.array([k != "well" and self.rng.random() < self.cfg.noise_prob for k in kinds])
+            # Strengths: shot up to 0.01 (a bright daylight sensor has ~1e-4), read up to 0.01 (a dim one).
+            shot = torch.from_numpy((self.rng.uniform(0, 0.01, batch_size) * noisy).astype(np.float32))
+            read = torch.from_numpy((self.rng.uniform(0, 0.01, batch_size) * noisy).astype(np.float32))
+            deg = add_sensor_noise_batch(deg, shot.to(self.device).view(-1, 1, 1, 1),
+                                         read.to(self.device).view(-1, 1, 1, 1), self.gen)
+        return deg, ref, exposure_map(deg, ref, self.cfg.kind)
+
+
+def validation_sets(files: list[Path], data_cfg, seed: int, crop: int | None,
+                    max_images: int | None = None) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """Fixed validation pairs per kind of draw (draw_kinds): {kind: [(name, degraded, reference)]}, built with
+    numpy from a seed so they are the same on every device and run."""
+    out = {}
+    for i, kind in enumerate(draw_kinds(data_cfg)):
+        rng = np.random.default_rng(seed + 7919 * i)
+        strong, mild = sampler_from(data_cfg, rng), mild_sampler_from(data_cfg, rng)
+        pairs = []
+        for j, path in enumerate(files[:max_images] if max_images else files):
+            ref = read_rgb(path).astype(np.float32) / 255.0
+            if crop:
+                h, w = ref.shape[:2]
+                c = min(crop, h, w) // 8 * 8
+                y, x = (h - c) // 2, (w - c) // 2
+                ref = ref[y:y + c, x:x + c]
+            side = data_cfg.kind if data_cfg.kind != "mixed" else ("under", "over")[j % 2]
+            if kind == "well":
+                deg = ref.copy()
+            elif kind == "mild":
+                deg = mild.sample(side).apply(ref)
+            elif kind == "mixed":
+                h, w = ref.shape[:2]
+                deg = degrade_mixed(ref, strong.sample("under"), strong.sample("over"), mixed_exposure_mask(h, w, rng))
+            else:
+                deg = strong.sample(kind).apply(ref)
+            pairs.append((f"{kind}_{path.stem}", deg, ref))
+        out[kind] = pairs
     return out

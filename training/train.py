@@ -1,21 +1,29 @@
 #!/usr/bin/env python3
 """Train an IllExpNet (attention net with eq. 3, enhancement net with eq. 4) on synthetic eq. 5 pairs.
 
-    python training/train.py --config training/configs/mixed.yaml [--device cpu|cuda] [--resume]
-                             [--out runs/] [--seed 0] [--threads N] [--max-steps N] [--export models/mixed.pt]
-                             [--init-from mixed] [--lr 3e-4]
+    python training/train.py --config training/configs/mixed.yaml [--device cpu|cuda] [--amp] [--resume]
+                             [--out runs/] [--seed 0] [--threads N] [--max-steps N] [--minutes M]
+                             [--export models/mixed.pt] [--init-from mixed] [--lr 3e-4] [--batch-size B]
+                             [--crop C] [--val-every N] [--checkpoint-every N] [--stop RULE] [--train-dir DIR]
 
-Writes to OUT/NAME/: checkpoint.pt (model + optimizer + RNG state, what --resume continues from), best.pt
-(weights only, in the shipped model format, best validation PSNR so far), log.csv and curves.png.
-Stops when the smoothed training loss has not improved by more than `min_delta` for `patience` batches (the
-paper's rule: 300 batches, 1e-5), or at max_steps. With --export, best.pt is copied there at the end if its
-validation PSNR beats the file already there (evaluated on the same validation split).
+Writes to OUT/NAME/: checkpoint.pt (model + optimizer + data-generator state, what --resume continues from),
+best.pt (weights only, in the shipped model format, best validation score so far), log.csv and curves.png.
+
+The recipe: Adam with a cosine learning rate from train.lr down to lr * lr_min_ratio over max_steps or the
+wall-clock budget (--minutes), whichever ends first; batches synthesised on the training device
+(training/data.py, TensorPatchSource); validation every val_every steps on fixed held-out draws of each kind
+(under, over, mixed-region, mild, well-exposed), logged per kind. The score that picks best.pt is the mean of
+the per-kind PSNRs (each capped at 40 dB). Stopping (train.stop): `val_plateau` (val_patience validations
+without a better score), `paper` (the smoothed loss has not improved by min_delta for `patience` batches: the
+paper's rule) or `none`. With --export, best.pt is copied there at the end if its validation score beats the
+file already there (evaluated on the same validation pairs).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import random
 import shutil
 import signal
@@ -34,8 +42,15 @@ from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.core.networks import build_model, parameter_count  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
-from training.config import ConfigError, RunConfig, load_config, resolve_data_dir  # noqa: E402
-from training.data import PatchSource, fixed_pairs, list_images, split_holdout  # noqa: E402
+from training.config import (  # noqa: E402
+    VAL_KINDS,
+    ConfigError,
+    RunConfig,
+    apply_overrides,  # noqa: E402
+    load_config,
+    resolve_data_dir,
+)
+from training.data import TensorPatchSource, list_images, split_holdout, validation_sets  # noqa: E402
 
 
 def seed_everything(seed: int) -> None:
@@ -50,16 +65,31 @@ def forward(model, x: torch.Tensor, fast_short_side: int | None):
     return model(x)
 
 
+PSNR_CAP = 40.0  # per-kind validation PSNR counts at most this much in the score (a near-identity would dominate)
+
+
 @torch.no_grad()
-def validate(model, pairs, device: str, fast_short_side: int | None) -> float:
+def validate(model, val_sets: dict, device: str, fast_short_side: int | None, chunk: int = 8) -> dict[str, float]:
+    """Mean PSNR per kind of draw on the fixed validation pairs, and `score`: the mean over kinds of each kind's
+    PSNR capped at PSNR_CAP, which checkpoint selection, stopping and export compare."""
+    was_training = model.training
     model.eval()
-    scores = []
-    for _, deg, ref in pairs:
-        x = torch.from_numpy(deg.transpose(2, 0, 1)[None].copy()).to(device)
-        out, _ = forward(model, x, fast_short_side)
-        scores.append(psnr(out[0].permute(1, 2, 0).float().cpu().numpy(), ref))
-    model.train()
-    return float(np.mean(scores))
+    result = {}
+    for kind, pairs in val_sets.items():
+        scores = []
+        for i in range(0, len(pairs), chunk):
+            group = pairs[i:i + chunk]
+            same = len({p[1].shape for p in group}) == 1
+            batches = [group] if same else [[p] for p in group]
+            for b in batches:
+                x = torch.from_numpy(np.stack([p[1] for p in b]).transpose(0, 3, 1, 2).copy()).to(device)
+                out, _ = forward(model, x, fast_short_side)
+                out = out.float().permute(0, 2, 3, 1).cpu().numpy()
+                scores += [psnr(o, p[2]) for o, p in zip(out, b)]
+        result[kind] = float(np.mean(scores))
+    result["score"] = float(np.mean([min(v, PSNR_CAP) for v in result.values()]))
+    model.train(was_training)
+    return result
 
 
 def plot_curves(csv_path: Path, png_path: Path) -> None:
@@ -72,18 +102,21 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
     if not rows:
         return
     steps = [int(r["step"]) for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
     ax[0].plot(steps, [float(r["loss_ema"]) for r in rows], label="total (EMA)")
-    ax[0].plot(steps, [float(r["loss_att"]) for r in rows], label="attention eq.3", alpha=0.6)
-    ax[0].plot(steps, [float(r["loss_enh"]) for r in rows], label="enhancement eq.4", alpha=0.6)
+    ax[0].plot(steps, [float(r["loss_att"]) for r in rows], label="attention eq.3", alpha=0.5)
+    ax[0].plot(steps, [float(r["loss_enh"]) for r in rows], label="enhancement eq.4", alpha=0.5)
     ax[0].set_yscale("log")
     ax[0].set_xlabel("step")
-    ax[0].legend()
-    vals = [(int(r["step"]), float(r["val_psnr"])) for r in rows if r["val_psnr"]]
-    if vals:
-        ax[1].plot(*zip(*vals), marker=".")
+    ax[0].legend(fontsize=8)
+    for col in ("val_psnr", *(f"val_{k}" for k in VAL_KINDS)):
+        vals = [(int(r["step"]), min(float(r[col]), 50.0)) for r in rows if r.get(col)]
+        if vals:
+            ax[1].plot(*zip(*vals), marker=".", label="score" if col == "val_psnr" else col[4:],
+                       linewidth=2.5 if col == "val_psnr" else 1.0)
     ax[1].set_xlabel("step")
     ax[1].set_ylabel("validation PSNR (dB)")
+    ax[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
@@ -93,8 +126,38 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def learning_rate(cfg: RunConfig, step: int, elapsed: float) -> float:
+    """Cosine from lr to lr * lr_min_ratio over train.max_steps or the time budget, whichever ends first. The
+    schedule follows the config's max_steps, not a --max-steps cap, so a run cut short and resumed (or
+    continued with a larger cap) stays on the same curve."""
+    t = cfg.train
+    if t.schedule == "constant":
+        return t.lr
+    progress = step / t.max_steps
+    if t.minutes > 0:
+        progress = max(progress, elapsed / (60.0 * t.minutes))
+    progress = min(progress, 1.0)
+    low = t.lr * t.lr_min_ratio
+    return low + 0.5 * (t.lr - low) * (1.0 + math.cos(math.pi * progress))
+
+
+LOG_HEADER = ["step", "loss_att", "loss_enh", "loss_ema", "lr", "val_psnr", *(f"val_{k}" for k in VAL_KINDS),
+              "elapsed_s"]
+
+
+def warm_start(model, init_from: str) -> str:
+    """Load a model file's weights; a tone-head model started from an rgb-head file gets its output layer
+    zeroed (the identity), since the same layer means something else there. Returns a note for the meta."""
+    init, info = load_model(init_from)
+    model.load_state_dict(init.state_dict())
+    if getattr(model.enhancement, "head", "rgb") == "tone" and info["model_config"].get("head", "rgb") != "tone":
+        model.enhancement.reset_output_layer()
+        return f"{init_from} (body only: output layer reset for the tone head)"
+    return str(init_from)
+
+
 def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, export: Path | None,
-          max_steps: int | None = None, progress: bool = True) -> dict:
+          max_steps: int | None = None, progress: bool = True, amp: bool = False) -> dict:
     from tqdm import tqdm
 
     t0 = time.time()
@@ -103,29 +166,38 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     run_dir.mkdir(parents=True, exist_ok=True)
     files = list_images(resolve_data_dir(cfg.data.train_dir))
     train_files, held = split_holdout(files, cfg.data.val_fraction, cfg.data.val_seed)
-    val_pairs = fixed_pairs(held, cfg.data, seed=cfg.data.val_seed, crop=cfg.data.val_crop,
-                            max_images=cfg.data.max_val_images)
-    rng = np.random.default_rng(seed)
-    source = PatchSource(train_files, cfg.data, rng)
+    val_sets = validation_sets(held, cfg.data, seed=cfg.data.val_seed, crop=cfg.data.val_crop,
+                               max_images=cfg.data.max_val_images)
+    source = TensorPatchSource(train_files, cfg.data, seed, device)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
 
     model = build_model(cfg.model).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    init_note = None
     if cfg.train.init_from and not resume:
-        init, _ = load_model(cfg.train.init_from)
-        model.load_state_dict(init.state_dict())
+        init_note = warm_start(model, cfg.train.init_from)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)  # the paper: Adam, default betas
-    step, best_val, best_ema, since_best, ema = 0, -np.inf, np.inf, 0, None
+    step, best_val, best_ema, since_best, ema, val_since_best = 0, -np.inf, np.inf, 0, None, 0
     ckpt_path = run_dir / "checkpoint.pt"
     log_path = run_dir / "log.csv"
     if resume:
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if "source" not in ck:
+            raise ValueError(f"--resume: {ckpt_path} was written by an older train.py; start a new run "
+                             "(--init-from its best.pt)")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, best_val, best_ema, since_best, ema = (ck["step"], ck["best_val"], ck["best_ema"],
                                                      ck["since_best"], ck["ema"])
-        rng.bit_generator.state = ck["rng"]
+        val_since_best = ck.get("val_since_best", 0)
+        source.set_state(ck["source"])
         torch.set_rng_state(ck["torch_rng"])
+        init_note = ck.get("init_note")
         t0 -= ck.get("elapsed", 0.0)  # times in the log and the model meta count the whole run
         if log_path.exists():  # rows an interrupted run logged after its last checkpoint are redone: drop them
             with log_path.open(newline="") as f:
@@ -138,36 +210,47 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     log_f = log_path.open("a", newline="")
     writer = csv.writer(log_f)
     if new_log:
-        writer.writerow(["step", "loss_att", "loss_enh", "loss_ema", "val_psnr", "elapsed_s"])
+        writer.writerow(LOG_HEADER)
 
     def save_checkpoint() -> None:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                     "best_val": best_val, "best_ema": best_ema, "since_best": since_best, "ema": ema,
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "elapsed": time.time() - t0}, ckpt_path)
+                    "val_since_best": val_since_best, "source": source.state(), "init_note": init_note,
+                    "torch_rng": torch.get_rng_state(), "elapsed": time.time() - t0}, ckpt_path)
 
     limit = max_steps or cfg.train.max_steps
     fast = cfg.train.fast_short_side
     n_params = parameter_count(model)
     stop_reason = "max_steps"
+    last_val: dict[str, float] = {}
     model.train()
     bar = tqdm(total=limit, initial=step, desc=cfg.name, disable=not progress, dynamic_ncols=True)
     # Ctrl-C / SIGTERM end the run like the stopping rule does: checkpoint, curves, summary and export.
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while step < limit:
-            deg, ref, em_t = (torch.from_numpy(a).to(device) for a in source.batch(cfg.train.batch_size,
-                                                                                   cfg.data.crop))
-            if fast:
-                out, em = fast_forward(model, deg, fast)
-                loss_att = attention_loss(em, em_t)
-            else:
-                em = model.attention(deg) if model.attention is not None else None
-                # The attention net learns from eq. 3 only (as in the paper); the map it hands on is detached.
-                enh_in = deg if em is None else torch.cat([deg, em.detach()], dim=1)
-                out = model.enhancement(enh_in)
-                loss_att = attention_loss(em, em_t) if em is not None else torch.zeros((), device=device)
-            loss_enh = enhancement_loss(out, ref)
+            elapsed = time.time() - t0
+            if cfg.train.minutes > 0 and elapsed >= 60.0 * cfg.train.minutes:
+                stop_reason = f"time budget ({cfg.train.minutes:g} min)"
+                break
+            lr = learning_rate(cfg, step, elapsed)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            deg, ref, em_t = source.batch(cfg.train.batch_size, cfg.data.crop)
+            if cuda:
+                deg = deg.contiguous(memory_format=torch.channels_last)
+            # bf16 autocast on the GPU only (8-14x slower on CPUs without bf16 units); losses in fp32.
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and cuda):
+                if fast:
+                    out, em = fast_forward(model, deg, fast)
+                    enh_in = None
+                else:
+                    em = model.attention(deg) if model.attention is not None else None
+                    # The attention net learns from eq. 3 only (as in the paper); the map it hands on is detached.
+                    enh_in = deg if em is None else torch.cat([deg, em.detach()], dim=1)
+                    out = model.enhancement(enh_in)
+            loss_att = attention_loss(em.float(), em_t) if em is not None else torch.zeros((), device=device)
+            loss_enh = enhancement_loss(out.float(), ref)
             loss = loss_att + loss_enh
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -179,27 +262,34 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                 best_ema, since_best = ema, 0
             else:
                 since_best += 1
-            val = ""
+            val_cells = [""] * (1 + len(VAL_KINDS))
             if step % cfg.train.val_every == 0 or step == limit:
-                val_psnr = validate(model, val_pairs, device, fast)
-                val = f"{val_psnr:.3f}"
-                if val_psnr > best_val:
-                    best_val = val_psnr
+                last_val = validate(model, val_sets, device, fast)
+                val_cells = [f"{last_val['score']:.3f}"] + [
+                    f"{last_val[k]:.3f}" if k in last_val else "" for k in VAL_KINDS]
+                if last_val["score"] > best_val:
+                    best_val, val_since_best = last_val["score"], 0
                     save_model(run_dir / "best.pt", model, cfg.model, cfg.name,
-                               meta={"step": step, "val_psnr": round(val_psnr, 3), "device": device,
-                                     "config": cfg.name, "fast_short_side": fast,
-                                     "init_from": cfg.train.init_from, "lr": cfg.train.lr,
+                               meta={"step": step, "val_psnr": round(last_val["score"], 3),
+                                     "val_by_kind": {k: round(v, 2) for k, v in last_val.items() if k != "score"},
+                                     "device": device, "config": cfg.name, "fast_short_side": fast,
+                                     "init_from": init_note, "lr": cfg.train.lr,
                                      "train_seconds": round(time.time() - t0, 1)})
-                bar.set_postfix(loss=f"{ema:.4f}", val_psnr=f"{val_psnr:.2f}", best=f"{best_val:.2f}")
-            writer.writerow([step, f"{loss_att.item():.6f}", f"{loss_enh.item():.6f}", f"{ema:.6f}", val,
-                             f"{time.time() - t0:.1f}"])
+                else:
+                    val_since_best += 1
+                bar.set_postfix(loss=f"{ema:.4f}", val=f"{last_val['score']:.2f}", best=f"{best_val:.2f}")
+            writer.writerow([step, f"{loss_att.item():.6f}", f"{loss_enh.item():.6f}", f"{ema:.6f}", f"{lr:.3g}",
+                             *val_cells, f"{time.time() - t0:.1f}"])
             bar.update(1)
             if step % cfg.train.checkpoint_every == 0:
                 log_f.flush()
                 save_checkpoint()
                 plot_curves(log_path, run_dir / "curves.png")
-            if since_best >= cfg.train.patience:
+            if cfg.train.stop == "paper" and since_best >= cfg.train.patience:
                 stop_reason = f"no improvement > {cfg.train.min_delta} for {cfg.train.patience} batches"
+                break
+            if cfg.train.stop == "val_plateau" and val_since_best >= cfg.train.val_patience:
+                stop_reason = f"validation plateau ({cfg.train.val_patience} validations without a better score)"
                 break
     except KeyboardInterrupt:
         stop_reason = "interrupted"
@@ -212,19 +302,21 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     summary = {"name": cfg.name, "steps": step, "best_val_psnr": round(float(best_val), 3), "stop": stop_reason,
                "parameters": n_params, "device": device, "seconds": round(time.time() - t0, 1),
                "run_dir": str(run_dir)}
+    if last_val:
+        summary["last_val_by_kind"] = " ".join(f"{k} {v:.2f}" for k, v in last_val.items() if k != "score")
     if export is not None and (run_dir / "best.pt").exists():
-        summary["exported"] = maybe_export(run_dir / "best.pt", export, val_pairs, device, fast)
+        summary["exported"] = maybe_export(run_dir / "best.pt", export, val_sets, device, fast)
     return summary
 
 
-def maybe_export(best: Path, target: Path, val_pairs, device: str, fast: int | None) -> str:
+def maybe_export(best: Path, target: Path, val_sets: dict, device: str, fast: int | None) -> str:
     """Copy best.pt over target only if it scores higher on the same validation pairs."""
     new_model, _ = load_model(best)
-    new_score = validate(new_model.to(device), val_pairs, device, fast)
+    new_score = validate(new_model.to(device), val_sets, device, fast)["score"]
     if target.exists():
         try:
             old_model, _ = load_model(target)
-            old_score = validate(old_model.to(device), val_pairs, device, fast)
+            old_score = validate(old_model.to(device), val_sets, device, fast)["score"]
         except Exception:  # noqa: BLE001 - an unreadable old file is simply replaced
             old_score = -np.inf
         if old_score >= new_score:
@@ -247,6 +339,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init-from", default=None,
                    help="override train.init_from: warm-start from this model name or file (e.g. the shipped one)")
     p.add_argument("--lr", type=float, default=None, help="override train.lr (e.g. lower, to fine-tune)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="override train.minutes: wall-clock budget (the cosine schedule spans it)")
+    p.add_argument("--batch-size", type=int, default=None, help="override train.batch_size")
+    p.add_argument("--crop", type=int, default=None, help="override data.crop (multiple of 8)")
+    p.add_argument("--val-every", type=int, default=None, help="override train.val_every")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="override train.checkpoint_every")
+    p.add_argument("--stop", default=None, help="override train.stop: val_plateau | paper | none")
+    p.add_argument("--train-dir", default=None, help="override data.train_dir (the clean photos)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config value, e.g. --set data.well_prob=0.35 (repeatable)")
+    p.add_argument("--name", default=None, help="override the run name (the folder under --out)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -264,11 +368,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda asked for, but torch sees no CUDA GPU", file=sys.stderr)
         return 2
+    if args.amp and not args.device.startswith("cuda"):
+        print("error: --amp is for --device cuda (bf16 autocast is 8-14x slower on CPUs without bf16 units)",
+              file=sys.stderr)
+        return 2
+    for key, section, value in (("minutes", cfg.train, args.minutes), ("batch_size", cfg.train, args.batch_size),
+                                ("crop", cfg.data, args.crop), ("val_every", cfg.train, args.val_every),
+                                ("checkpoint_every", cfg.train, args.checkpoint_every),
+                                ("stop", cfg.train, args.stop), ("train_dir", cfg.data, args.train_dir)):
+        if value is not None:
+            setattr(section, key, value)
+    if args.name:
+        cfg.name = args.name
+    try:
+        apply_overrides(cfg, args.set)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         summary = train(cfg, args.device, Path(args.out), args.seed, args.resume,
-                        Path(args.export) if args.export else None, args.max_steps, not args.no_progress)
+                        Path(args.export) if args.export else None, args.max_steps, not args.no_progress,
+                        amp=args.amp)
     except (FileNotFoundError, ValueError, EnhancerError) as exc:  # EnhancerError: a bad init_from model
         print(f"error: {exc}", file=sys.stderr)
         return 2

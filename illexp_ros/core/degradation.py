@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import torch
 
 PAPER_ALPHA = (0.9, 1 / 0.9)
 PAPER_BETA = (0.5, 2.0)
@@ -102,3 +103,34 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0
+
+
+# ------------------------------------------------------------------------------------------------------
+# Batched torch versions (training): the same eq. 5, mask and noise on whole batches, on any device, so a GPU
+# run synthesises its pairs where it trains and the CPU run keeps numpy work off the training loop.
+def degrade_batch(reference: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
+                  gamma: torch.Tensor) -> torch.Tensor:
+    """Eq. 5 on N x C x H x W in [0, 1] with per-sample parameters (each shaped N x 1 x 1 x 1)."""
+    return (beta * (alpha * reference).clamp_min(0.0).pow(gamma)).clamp(0.0, 1.0)
+
+
+def mixed_exposure_mask_batch(n: int, height: int, width: int, generator: torch.Generator,
+                              device: torch.device | str) -> torch.Tensor:
+    """N x 1 x H x W soft edges, as mixed_exposure_mask (random angle, offset and softness per sample)."""
+    u = torch.rand((n, 3, 1, 1), generator=generator, device=device)
+    theta = u[:, 0:1] * (2 * np.pi)
+    offset = (u[:, 1:2] - 0.5) * 0.5
+    softness = 0.03 + u[:, 2:3] * 0.17
+    yy = torch.linspace(-0.5, 0.5, height, device=device).view(1, 1, height, 1)
+    xx = torch.linspace(-0.5, 0.5, width, device=device).view(1, 1, 1, width)
+    proj = xx * torch.cos(theta) + yy * torch.sin(theta) - offset
+    return torch.sigmoid(proj / softness)
+
+
+def add_sensor_noise_batch(image: torch.Tensor, shot: torch.Tensor, read: torch.Tensor,
+                           generator: torch.Generator) -> torch.Tensor:
+    """Shot + read noise as add_sensor_noise, per-sample strengths (N x 1 x 1 x 1). Added after the exposure
+    change, so relative to the signal it is strongest in the darkest frames, as on a real sensor."""
+    sigma = (image.clamp(0, 1) * shot + read * read).sqrt()
+    noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
+    return (image + noise * sigma).clamp(0.0, 1.0)

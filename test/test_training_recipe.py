@@ -1,0 +1,200 @@
+"""The training recipe beyond the paper: the tone head, edge padding, batched synthesis with well-exposed and
+mild draws, the per-kind validation sets, the learning-rate schedule and the prepared GPU run (dry run)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from test_training import write_photos  # noqa: E402
+
+from illexp_ros.core.networks import IllExpNet  # noqa: E402
+from training.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
+from training.data import TensorPatchSource, draw_kinds, validation_sets  # noqa: E402
+from training.train import learning_rate  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+TINY = {"attention_width": 4, "attention_depth": 7, "widths": [8, 8, 16, 16]}
+
+
+def randomise_output_layer(model: IllExpNet, seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    torch.nn.init.normal_(model.enhancement.fusion[3].weight, std=0.5)
+    torch.nn.init.normal_(model.enhancement.fusion[3].bias, std=0.5)
+
+
+def test_tone_head_starts_as_the_identity():
+    model = IllExpNet(**TINY, head="tone", padding="replicate").eval()
+    x = torch.rand(2, 3, 40, 56)
+    out, em = model(x)
+    torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
+    assert em.shape == x.shape
+
+
+def test_rgb_head_does_not_start_as_the_identity():
+    # The contrast that makes the previous test mean something: the paper's head re-synthesises the frame.
+    model = IllExpNet(**TINY).eval()
+    x = torch.rand(1, 3, 40, 56)
+    assert (model(x)[0] - x).abs().mean() > 0.05
+
+
+def test_tone_head_keeps_a_grey_frame_grey_and_changes_it():
+    model = IllExpNet(**TINY, head="tone", padding="replicate").eval()
+    randomise_output_layer(model)
+    grey = torch.rand(1, 1, 48, 64).expand(1, 3, 48, 64).contiguous()
+    with torch.no_grad():
+        out, _ = model(grey)
+    assert (out - grey).abs().mean() > 0.01, "the randomised head must change the frame"
+    spread = out.amax(dim=1) - out.amin(dim=1)
+    assert float(spread.max()) < 1e-5
+
+
+def test_tone_head_keeps_the_colour_ratios_under_pure_gain():
+    model = IllExpNet(**TINY, head="tone", padding="replicate").eval()
+    with torch.no_grad():
+        model.enhancement.fusion[3].bias.copy_(torch.tensor([0.5, 0.0, 0.0]))  # gain e^0.5, no offset / saturation
+    x = torch.rand(1, 3, 32, 32) * 0.5 + 0.05
+    out, _ = model(x)
+    gain = float(np.exp(4.0 * np.tanh(0.5 / 4.0)))
+    torch.testing.assert_close(out, (x * gain).clamp(0, 1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("padding, flat", [("replicate", True), ("zeros", False)])
+def test_flat_frame_gives_a_flat_map_only_with_edge_padding(padding, flat):
+    """A seam is a border effect: with zero padding a dilated conv sees black up to `dilation` pixels from each
+    border. A flat frame shows it (its map should be flat); edge padding removes it exactly."""
+    model = IllExpNet(**TINY, padding=padding).eval()
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):  # non-trivial statistics, as after training
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 1.5)
+    with torch.no_grad():
+        _, em = model(torch.full((1, 3, 96, 128), 0.4))
+    assert (float(em.std(dim=(2, 3)).max()) < 1e-5) == flat
+
+
+def data_cfg(**kw) -> DataConfig:
+    cfg = DataConfig(crop=32, val_crop=32, max_val_images=3)
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = write_photos(tmp_path_factory.mktemp("photos"), count=4, size=48)
+    return sorted(folder.glob("*.png"))
+
+
+def test_well_exposed_pairs_are_the_identity(photos):
+    src = TensorPatchSource(photos, data_cfg(well_prob=1.0), seed=0)
+    deg, ref, em = src.batch(4, 32)
+    assert deg.shape == ref.shape == em.shape == (4, 3, 32, 32)
+    assert torch.equal(deg, ref) and float(em.abs().max()) == 0.0
+
+
+def test_mild_draws_stay_mild_and_strong_ones_do_not(photos):
+    mild = TensorPatchSource(photos, data_cfg(mild_prob=1.0), seed=0)
+    strong = TensorPatchSource(photos, data_cfg(kind="under", beta_under=(0.05, 0.2)), seed=0)
+    d_mild, r_mild, _ = mild.batch(16, 32)
+    d_strong, r_strong, _ = strong.batch(16, 32)
+    mild_change = (d_mild - r_mild).abs().mean(dim=(1, 2, 3))
+    strong_change = (d_strong - r_strong).abs().mean(dim=(1, 2, 3))
+    assert float(mild_change.mean()) < 0.15 and float(mild_change.max()) < 0.3
+    assert float(strong_change.min()) > 0.3
+    assert float(d_strong.mean()) < float(r_strong.mean())  # under-exposure only darkens
+
+
+def test_mixed_region_draws_darken_one_side_and_brighten_the_other(photos):
+    src = TensorPatchSource(photos, data_cfg(mixed_region_prob=1.0), seed=3)
+    deg, ref, _ = src.batch(8, 32)
+    diff = (deg - ref).mean(dim=1).flatten(1)
+    assert bool(((diff.amin(dim=1) < -0.05) & (diff.amax(dim=1) > 0.05)).all())
+
+
+def test_noise_only_on_degraded_pairs_and_batches_repeat_per_seed(photos):
+    cfg = data_cfg(well_prob=0.5, noise_prob=1.0)
+    a = TensorPatchSource(photos, cfg, seed=5)
+    b = TensorPatchSource(photos, cfg, seed=5)
+    for _ in range(2):
+        for x, y in zip(a.batch(6, 32), b.batch(6, 32)):
+            assert torch.equal(x, y)
+    deg, ref, _ = a.batch(16, 32)
+    same = [(bool(torch.equal(d, r))) for d, r in zip(deg, ref)]
+    assert any(same) and not all(same)
+
+
+def test_state_round_trip_repeats_the_next_batch(photos):
+    src = TensorPatchSource(photos, data_cfg(noise_prob=1.0, mixed_region_prob=0.5), seed=1)
+    src.batch(3, 32)
+    state = src.state()
+    first = src.batch(3, 32)
+    src.set_state(state)
+    for x, y in zip(first, src.batch(3, 32)):
+        assert torch.equal(x, y)
+
+
+def test_validation_sets_hold_each_kind_the_config_trains_on(photos):
+    sets = validation_sets(photos, data_cfg(well_prob=0.2, mild_prob=0.2), seed=1, crop=32, max_images=3)
+    assert list(sets) == ["under", "over", "mixed", "mild", "well"]
+    assert all(len(v) == 3 for v in sets.values())
+    for _, deg, ref in sets["well"]:
+        assert np.array_equal(deg, ref)
+    assert draw_kinds(data_cfg(kind="under", mild_prob=0.1)) == ("under", "mild")
+    again = validation_sets(photos, data_cfg(well_prob=0.2, mild_prob=0.2), seed=1, crop=32)
+    assert all(np.array_equal(a[1], b[1]) for k in sets for a, b in zip(sets[k], again[k]))
+
+
+def test_cosine_schedule_spans_steps_or_the_time_budget():
+    cfg = RunConfig(name="x", train=TrainConfig(lr=1e-3, max_steps=1000, lr_min_ratio=0.02))
+    assert learning_rate(cfg, 0, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 500, 0.0) == pytest.approx(0.5 * (1e-3 + 2e-5))
+    assert learning_rate(cfg, 1000, 0.0) == pytest.approx(2e-5)
+    cfg.train.minutes = 10.0
+    assert learning_rate(cfg, 10, 600.0) == pytest.approx(2e-5)  # the budget is spent: the end of the curve
+    cfg.train.schedule = "constant"
+    assert learning_rate(cfg, 999, 600.0) == 1e-3
+
+
+def test_gpu_run_dry_run_brings_back_weights_logs_and_bench(tmp_path):
+    """training/gpu_run.sh --dry-run: the prepared GPU run, end to end, on this CPU with a tiny model."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh"), "--dry-run"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert {p.name for p in out.iterdir()} == {"models.tar", "logs.tar.gz", "bench.json", "cuda_tests.log",
+                                              "machine.txt", "summary.txt"}
+    summary = (out / "summary.txt").read_text()
+    for name in ("mixed_fast", "mixed_fast_well", "mixed", "under", "over"):
+        assert f"train {name}: ok (steps 2;" in summary, summary
+    assert "bench: ok" in summary and "FAILED" not in summary
+    with tarfile.open(out / "models.tar") as tar:
+        tar.extractall(tmp_path / "models", filter="data")
+    from illexp_ros.runtime.model_io import load_model
+
+    for name in ("mixed_fast", "mixed_fast_well", "mixed", "under", "over"):
+        _, info = load_model(tmp_path / "models" / f"{name}.pt")
+        assert info["model_config"]["head"] == "tone" and "body only" in info["meta"]["init_from"]
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        names = tar.getnames()
+    assert "./mixed/log.csv" in names and "./mixed/curves.png" in names
+    assert len(list(out.iterdir())) <= 8  # what the device tool brings back
+
+
+def test_gpu_run_rejects_unknown_arguments():
+    proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh"), "--wet-run"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and "usage" in proc.stderr
+
+

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# The prepared GPU run: everything a borrowed NVIDIA GPU is for, in one command of at most ~9 minutes.
+#
+#   on the device machine (README "Training on a GPU" has the exact call):  bash training/gpu_run.sh
+#   here, on the CPU, with a tiny model and budget (make test runs this):     bash training/gpu_run.sh --dry-run
+#
+# Steps: 1. machine facts and the wheels brought in .whl/; 2. trains mixed_fast (and a variant of it), mixed,
+# under and over concurrently on the one GPU (bf16 autocast, channels_last, batches synthesised on the GPU) for
+# GPU_TRAIN_MINUTES each, warm-started from the shipped models; 3. the CUDA tests (test/test_cuda_backend.py and
+# the cuda-marked runtime tests) on the new models; 4. illexp_bench of torch_cuda, full and fast, at 640x480,
+# 1280x720 and 1920x1080; 5. packs into $OUT: models.tar (best.pt of each run, the shipped format),
+# logs.tar.gz (log.csv, curves.png, stdout of each run), bench.json, cuda_tests.log, machine.txt, summary.txt.
+# A failing step is recorded in summary.txt and the next one still runs: the weights must come back.
+#
+# Needs: $OUT (the device tool sets it; the dry run makes a temporary one), the clean training photos in
+# $TRAIN_DIR (default .gpu_data/train, a copy of ../shared/data/train: ../shared does not travel), and
+# pytorch-msssim as a wheel in .whl/ (not in the GPU image).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+DRY=0
+if [ "${1:-}" = "--dry-run" ]; then DRY=1; elif [ -n "${1:-}" ]; then echo "usage: $0 [--dry-run]" >&2; exit 2; fi
+
+if [ "$DRY" = 1 ]; then
+    PY=${PYTHON:-$REPO/.venv/bin/python}
+    OUT=${OUT:-$(mktemp -d)}
+    DEVICE=cpu
+    MINUTES=${GPU_TRAIN_MINUTES:-5}
+    TRAIN_ARGS=(--max-steps 2 --batch-size 2 --crop 64 --val-every 1 --checkpoint-every 1 --threads 1)
+    BENCH_ARGS=(--backend torch_cpu --both --sizes 96x64 --frames 2 --warmup 1 --threads 1 --no-floors)
+    TRAIN_DIR=${TRAIN_DIR:-$REPO/../shared/data/train}
+else
+    PY=${PYTHON:-python3}
+    : "${OUT:?OUT must name the folder whose files come back}"
+    DEVICE=cuda
+    MINUTES=${GPU_TRAIN_MINUTES:-6}
+    TRAIN_ARGS=(--amp --val-every 250 --checkpoint-every 2000 --stop none --threads 2)
+    BENCH_ARGS=(--backend torch_cuda --both --sizes 640x480,1280x720,1920x1080 --frames 50)
+    TRAIN_DIR=${TRAIN_DIR:-$REPO/.gpu_data/train}
+fi
+WORK=$(mktemp -d)
+RUNS=$WORK/runs
+NEW_MODELS=$WORK/models
+mkdir -p "$OUT" "$RUNS" "$NEW_MODELS"
+SUMMARY=$OUT/summary.txt
+: >"$SUMMARY"
+note() { echo "$*" | tee -a "$SUMMARY"; }
+STARTED=$(date +%s)
+elapsed() { echo $(($(date +%s) - STARTED)); }
+
+# 1. The machine, and the wheels it lacks.
+{
+    date -u
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || echo "no nvidia-smi"
+    "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda",
+torch.version.cuda, "gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'
+    nproc
+} >"$OUT/machine.txt" 2>&1
+if [ "$DRY" = 0 ] && ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
+        .whl/*.whl >>"$OUT/machine.txt" 2>&1 || note "wheel install failed (see machine.txt)"
+    export PYTHONPATH=$WORK/site
+fi
+export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
+if [ "$DRY" = 1 ] && [ ! -d "$TRAIN_DIR" ]; then
+    # A clone without ../shared: a few scikit-image photos stand in for the training set.
+    TRAIN_DIR=$WORK/photos
+    "$PY" - "$TRAIN_DIR" <<'EOF'
+import sys
+from pathlib import Path
+
+import cv2
+from skimage import data
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True)
+for name in ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry"):
+    img = getattr(data, name)()
+    img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else img
+    cv2.imwrite(str(out / f"{name}.png"), cv2.cvtColor(cv2.resize(img, (160, 128)), cv2.COLOR_RGB2BGR))
+EOF
+fi
+if [ ! -d "$TRAIN_DIR" ]; then
+    note "error: no training photos at $TRAIN_DIR (copy ../shared/data/train to .gpu_data/train and carry .gpu_data)"
+    exit 2
+fi
+note "machine: $(grep -E "^python" "$OUT/machine.txt")"
+
+CONFIGS=training/configs
+INIT_MIXED=mixed
+INIT_FAST=mixed_fast
+if [ "$DRY" = 1 ]; then
+    # The real configs with a tiny network and validation set, warm-started from tiny rgb-head files (so the
+    # body-only warm start of the tone head runs too).
+    CONFIGS=$WORK/configs
+    INIT_MIXED=$WORK/init/mixed.pt
+    INIT_FAST=$WORK/init/mixed_fast.pt
+    "$PY" - "$CONFIGS" "$WORK/init" <<'EOF'
+import sys
+from pathlib import Path
+
+import yaml
+
+from illexp_ros.core.networks import build_model
+from illexp_ros.runtime.model_io import save_model
+
+configs, init = Path(sys.argv[1]), Path(sys.argv[2])
+configs.mkdir(parents=True)
+tiny = {"attention_width": 4, "attention_depth": 3, "widths": [8, 8, 16, 16]}
+for name in ("mixed_fast", "mixed", "under", "over"):
+    cfg = yaml.safe_load(Path(f"training/configs/{name}.yaml").read_text())
+    cfg["model"].update(tiny)
+    cfg["data"].update(max_val_images=2, val_crop=64)
+    (configs / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+for name in ("mixed", "mixed_fast"):
+    save_model(init / f"{name}.pt", build_model(tiny), tiny, name, {"note": "dry run"})
+EOF
+fi
+
+# 2. Training: the shipped models at once on the one GPU (each a small fraction of an H100/H200), plus a variant
+#    of the fast model with more well-exposed pairs; train.py's validation score picks between the two later.
+#    name  config  warm-start  batch  crop  extra train.py arguments (GPU sizes; the dry run overrides them)
+RUN_TABLE="mixed_fast mixed_fast $INIT_FAST 32 320
+mixed_fast_well mixed_fast $INIT_FAST 32 320 --set data.well_prob=0.35 --set data.mild_prob=0.2
+mixed mixed $INIT_MIXED 12 256
+under under $INIT_MIXED 12 256
+over over $INIT_MIXED 12 256"
+pids=()
+while read -r name config init batch crop extra; do
+    sizes=(--batch-size "$batch" --crop "$crop")
+    [ "$DRY" = 1 ] && sizes=()
+    # shellcheck disable=SC2086 # extra is a list of arguments
+    "$PY" training/train.py --config "$CONFIGS/$config.yaml" --name "$name" --device "$DEVICE" --out "$RUNS" \
+        --minutes "$MINUTES" --init-from "$init" --train-dir "$TRAIN_DIR" --no-progress \
+        "${sizes[@]}" "${TRAIN_ARGS[@]}" $extra >"$RUNS/$name.stdout" 2>&1 &
+    pids+=("$!:$name")
+done <<<"$RUN_TABLE"
+for entry in "${pids[@]}"; do
+    pid=${entry%%:*}
+    name=${entry#*:}
+    if wait "$pid"; then
+        note "train $name: ok ($(grep -E '^(steps|best_val_psnr|last_val_by_kind) ' "$RUNS/$name.stdout" | tr -s ' ' |
+            tr '\n' ';'))"
+    else
+        note "train $name: FAILED, last lines: $(tail -3 "$RUNS/$name.stdout" | tr '\n' ' ')"
+    fi
+    [ -f "$RUNS/$name/best.pt" ] && cp "$RUNS/$name/best.pt" "$NEW_MODELS/$name.pt"
+done
+pack() {
+    tar -cf "$OUT/models.tar" -C "$NEW_MODELS" . 2>/dev/null
+    (cd "$RUNS" && tar -czf "$OUT/logs.tar.gz" --exclude='*.pt' .) 2>/dev/null
+}
+pack  # the weights come back even if a later step runs past the time limit
+note "training done at $(elapsed) s"
+
+# 3. CUDA tests on the new models (skipped with a reason where there is no GPU).
+export ILLEXP_MODELS_DIR=$NEW_MODELS
+for name in mixed under over; do  # the runtime's default set needs all three: fill gaps with the shipped ones
+    [ -f "$NEW_MODELS/$name.pt" ] || cp "models/$name.pt" "$NEW_MODELS/$name.pt"
+done
+[ -f "$NEW_MODELS/mixed_fast.pt" ] || cp models/mixed_fast.pt "$NEW_MODELS/mixed_fast.pt"
+if "$PY" -m pytest -q -p no:cacheprovider -m cuda test/test_cuda_backend.py test/test_runtime_tools.py \
+    >"$OUT/cuda_tests.log" 2>&1; then
+    note "cuda tests: $(tail -1 "$OUT/cuda_tests.log")"
+else
+    note "cuda tests: FAILED: $(tail -1 "$OUT/cuda_tests.log")"
+fi
+
+# 4. Latency of the torch_cuda backend (and torch_cpu in the dry run) with the new models.
+if "$PY" -m illexp_ros.bench_cli "${BENCH_ARGS[@]}" --json "$OUT/bench.json" >"$WORK/bench.log" 2>&1; then
+    note "bench: ok"
+    tail -12 "$WORK/bench.log" >>"$SUMMARY"
+else
+    note "bench: FAILED: $(tail -3 "$WORK/bench.log" | tr '\n' ' ')"
+fi
+cp "$WORK/bench.log" "$RUNS/bench.log" 2>/dev/null
+
+# 5. Pack (again, with the bench log) and say where things are.
+pack
+note "done in $(elapsed) s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+rm -rf "$WORK"
