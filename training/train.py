@@ -220,9 +220,28 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
 
     limit = max_steps or cfg.train.max_steps
     fast = cfg.train.fast_short_side
+    last_val: dict[str, float] = {}
+    last_val_step = -1
+
+    def validate_and_keep() -> list[str]:
+        """Validate, keep best.pt if the score improved; returns the log cells."""
+        nonlocal last_val, last_val_step, best_val, val_since_best
+        last_val, last_val_step = validate(model, val_sets, device, fast), step
+        if last_val["score"] > best_val:
+            best_val, val_since_best = last_val["score"], 0
+            save_model(run_dir / "best.pt", model, cfg.model, cfg.name,
+                       meta={"step": step, "val_psnr": round(last_val["score"], 3),
+                             "val_by_kind": {k: round(v, 2) for k, v in last_val.items() if k != "score"},
+                             "device": device, "config": cfg.name, "fast_short_side": fast,
+                             "init_from": init_note, "lr": cfg.train.lr,
+                             "train_seconds": round(time.time() - t0, 1)})
+        else:
+            val_since_best += 1
+        bar.set_postfix(loss=f"{ema:.4f}", val=f"{last_val['score']:.2f}", best=f"{best_val:.2f}")
+        return [f"{last_val['score']:.3f}"] + [f"{last_val[k]:.3f}" if k in last_val else "" for k in VAL_KINDS]
+
     n_params = parameter_count(model)
     stop_reason = "max_steps"
-    last_val: dict[str, float] = {}
     model.train()
     bar = tqdm(total=limit, initial=step, desc=cfg.name, disable=not progress, dynamic_ncols=True)
     # Ctrl-C / SIGTERM end the run like the stopping rule does: checkpoint, curves, summary and export.
@@ -264,20 +283,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                 since_best += 1
             val_cells = [""] * (1 + len(VAL_KINDS))
             if step % cfg.train.val_every == 0 or step == limit:
-                last_val = validate(model, val_sets, device, fast)
-                val_cells = [f"{last_val['score']:.3f}"] + [
-                    f"{last_val[k]:.3f}" if k in last_val else "" for k in VAL_KINDS]
-                if last_val["score"] > best_val:
-                    best_val, val_since_best = last_val["score"], 0
-                    save_model(run_dir / "best.pt", model, cfg.model, cfg.name,
-                               meta={"step": step, "val_psnr": round(last_val["score"], 3),
-                                     "val_by_kind": {k: round(v, 2) for k, v in last_val.items() if k != "score"},
-                                     "device": device, "config": cfg.name, "fast_short_side": fast,
-                                     "init_from": init_note, "lr": cfg.train.lr,
-                                     "train_seconds": round(time.time() - t0, 1)})
-                else:
-                    val_since_best += 1
-                bar.set_postfix(loss=f"{ema:.4f}", val=f"{last_val['score']:.2f}", best=f"{best_val:.2f}")
+                val_cells = validate_and_keep()
             writer.writerow([step, f"{loss_att.item():.6f}", f"{loss_enh.item():.6f}", f"{ema:.6f}", f"{lr:.3g}",
                              *val_cells, f"{time.time() - t0:.1f}"])
             bar.update(1)
@@ -291,6 +297,8 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
             if cfg.train.stop == "val_plateau" and val_since_best >= cfg.train.val_patience:
                 stop_reason = f"validation plateau ({cfg.train.val_patience} validations without a better score)"
                 break
+        if step > max(last_val_step, 0):  # a run ended by its time budget: its last weights are validated too
+            writer.writerow([step, "", "", f"{ema:.6f}", "", *validate_and_keep(), f"{time.time() - t0:.1f}"])
     except KeyboardInterrupt:
         stop_reason = "interrupted"
     finally:
