@@ -198,3 +198,16 @@ def test_gpu_run_rejects_unknown_arguments():
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
+
+
+def test_camera_draws_scale_linear_light(photos):
+    from illexp_ros.core.degradation import expose, linear_to_srgb, srgb_to_linear
+
+    x = torch.linspace(0, 1, 101)
+    torch.testing.assert_close(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(srgb_to_linear(expose(x, -1.0)), srgb_to_linear(x) / 2, atol=1e-6, rtol=0)
+    assert float(expose(torch.tensor(0.5), 3.0)) == pytest.approx(1.0, abs=1e-6)  # +3 stops: mid grey -> white
+    np.testing.assert_allclose(expose(np.array([0.5]), -2.0), expose(torch.tensor([0.5]), -2.0).numpy(), atol=1e-6)
+    src = TensorPatchSource(photos, data_cfg(kind="under", camera_prob=1.0, camera_stops_under=(-3.0, -3.0)), seed=0)
+    deg, ref, _ = src.batch(4, 32)
+    torch.testing.assert_close(srgb_to_linear(deg), srgb_to_linear(ref) / 8, atol=1e-5, rtol=0)

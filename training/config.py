@@ -41,6 +41,11 @@ class DataConfig:
     mild_beta: tuple[float, float] = (0.7, 1.4)
     mild_gamma: tuple[float, float] = (0.85, 1.18)
     noise_prob: float = 0.0  # share of degraded pairs with shot + read noise (strengths drawn per sample)
+    # Camera exposure draws (core.degradation.expose: a stop change in linear light, clipped, sRGB-encoded) in
+    # place of eq. 5 for this share of the strong under / over draws: how a bracketed capture really differs.
+    camera_prob: float = 0.0
+    camera_stops_under: tuple[float, float] = (-5.0, -1.0)
+    camera_stops_over: tuple[float, float] = (1.0, 3.0)
     val_kinds: tuple[str, ...] | None = None  # validation draws; None = all that `kind` trains on
 
 
@@ -74,7 +79,7 @@ class RunConfig:
 _PAIR_KEYS = {"alpha", "beta_under", "gamma_under", "beta_over", "gamma_over", "jpeg_quality", "mild_beta",
               "mild_gamma"}
 _MODEL_KEYS = set(MODEL_CONFIG_KEYS)
-VAL_KINDS = ("under", "over", "mixed", "mild", "well")
+VAL_KINDS = ("under", "over", "mixed", "camera", "mild", "well")
 
 
 def _fill(cls, raw: dict, section: str):
@@ -87,7 +92,11 @@ def _fill(cls, raw: dict, section: str):
     obj = cls()
     for key, value in raw.items():
         default = getattr(obj, key)
-        if key == "val_kinds" and value is not None:
+        if key in ("camera_stops_under", "camera_stops_over") and value is not None:
+            if not (isinstance(value, list | tuple) and len(value) == 2 and value[0] <= value[1]):
+                raise ConfigError(f"'{section}.{key}' must be a [low, high] pair of stops, got {value!r}")
+            value = (float(value[0]), float(value[1]))
+        elif key == "val_kinds" and value is not None:
             if not (isinstance(value, list | tuple) and value and all(v in VAL_KINDS for v in value)):
                 raise ConfigError(f"'{section}.val_kinds' must be a list of {list(VAL_KINDS)}, got {value!r}")
             value = tuple(value)
@@ -115,13 +124,15 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'data.crop' must be a multiple of 8 and >= 16, got {d.crop}")
     if not 0 < d.val_fraction < 1:
         raise ConfigError(f"'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
-    for key in ("mixed_region_prob", "well_prob", "mild_prob", "noise_prob"):
+    for key in ("mixed_region_prob", "well_prob", "mild_prob", "noise_prob", "camera_prob"):
         if not 0 <= getattr(d, key) <= 1:
             raise ConfigError(f"'data.{key}' must be in [0, 1], got {getattr(d, key)}")
     if d.well_prob + d.mild_prob > 1:
         raise ConfigError(f"'data.well_prob' + 'data.mild_prob' must be <= 1, got {d.well_prob + d.mild_prob}")
     if not d.mild_beta[0] <= 1 <= d.mild_beta[1] or not d.mild_gamma[0] <= 1 <= d.mild_gamma[1]:
         raise ConfigError("'data.mild_beta' and 'data.mild_gamma' must each contain 1 (split into under / over)")
+    if not d.camera_stops_under[1] <= 0 <= d.camera_stops_over[0]:
+        raise ConfigError("'data.camera_stops_under' must be <= 0 and 'data.camera_stops_over' >= 0 (stops)")
     if t.schedule not in ("cosine", "constant"):
         raise ConfigError(f"'train.schedule' must be cosine or constant, got {t.schedule!r}")
     if t.stop not in ("val_plateau", "paper", "none"):

@@ -20,6 +20,7 @@ from illexp_ros.core.degradation import (
     add_sensor_noise_batch,
     degrade_batch,
     degrade_mixed,
+    expose,
     jpeg_roundtrip,
     mixed_exposure_mask,
     mixed_exposure_mask_batch,
@@ -155,6 +156,8 @@ def draw_kinds(data_cfg) -> tuple[str, ...]:
     kinds = ["under", "over", "mixed"] if data_cfg.kind == "mixed" else [data_cfg.kind]
     if data_cfg.kind != "mixed" or data_cfg.mixed_region_prob == 0:
         kinds = [k for k in kinds if k != "mixed"]
+    if data_cfg.camera_prob > 0:
+        kinds.append("camera")
     if data_cfg.mild_prob > 0:
         kinds.append("mild")
     if data_cfg.well_prob > 0:
@@ -167,7 +170,8 @@ class TensorPatchSource:
 
     Per sample, one of: well-exposed (input = target, map = 0) with well_prob; a mild draw with mild_prob; else a
     strong draw of `kind` (kind mixed: under or over, or with mixed_region_prob an under/over split across a soft
-    edge). noise_prob of the degraded samples get shot + read noise. Crop positions and draw parameters come
+    edge; with camera_prob a stop change in linear light, core.degradation.expose, instead of eq. 5).
+    noise_prob of the degraded samples get shot + read noise. Crop positions and draw parameters come
     from a numpy generator (cheap, checkpointable); pixel noise from a torch generator on the device.
     """
 
@@ -209,7 +213,7 @@ class TensorPatchSource:
         blends in across its edge (under, then over, for those); identity for well-exposed samples."""
         first, second = [], []
         for k in kinds:
-            if k == "well":
+            if k == "well" or k.startswith("camera"):  # camera draws use expose(), not eq. 5
                 first.append(ExposureParams(1.0, 1.0, 1.0))
                 second.append(ExposureParams(1.0, 1.0, 1.0))
                 continue
@@ -236,9 +240,15 @@ class TensorPatchSource:
                 kinds.append(f"mild_{side}")
             elif cfg.kind == "mixed" and self.rng.random() < cfg.mixed_region_prob:
                 kinds.append("mixed")
+            elif self.rng.random() < cfg.camera_prob:
+                kinds.append(f"camera_{side}")
             else:
                 kinds.append(side)
         return kinds
+
+    def _stops(self, side: str) -> float:
+        bounds = self.cfg.camera_stops_under if side == "under" else self.cfg.camera_stops_over
+        return float(self.rng.uniform(bounds[0], bounds[1]))
 
     @torch.no_grad()
     def batch(self, batch_size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -252,6 +262,11 @@ class TensorPatchSource:
         if bool(is_mixed.any()):
             mask = mixed_exposure_mask_batch(batch_size, crop, crop, self.gen, self.device) * is_mixed
             deg = deg * (1.0 - mask) + degrade_batch(ref, oa, ob, og) * mask
+        camera = [i for i, k in enumerate(kinds) if k.startswith("camera")]
+        if camera:
+            stops = torch.tensor([self._stops(kinds[i].removeprefix("camera_")) for i in camera],
+                                 device=self.device).view(-1, 1, 1, 1)
+            deg[camera] = expose(ref[camera], stops)
         if self.cfg.noise_prob > 0:
             noisy = np.array([k != "well" and self.rng.random() < self.cfg.noise_prob for k in kinds])
             # Strengths: shot up to 0.01 (a bright daylight sensor has ~1e-4), read up to 0.01 (a dim one).
@@ -281,6 +296,9 @@ def validation_sets(files: list[Path], data_cfg, seed: int, crop: int | None,
             side = data_cfg.kind if data_cfg.kind != "mixed" else ("under", "over")[j % 2]
             if kind == "well":
                 deg = ref.copy()
+            elif kind == "camera":
+                bounds = data_cfg.camera_stops_under if side == "under" else data_cfg.camera_stops_over
+                deg = expose(ref, float(rng.uniform(*bounds))).astype(np.float32)
             elif kind == "mild":
                 deg = mild.sample(side).apply(ref)
             elif kind == "mixed":

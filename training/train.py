@@ -101,11 +101,12 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
     rows = list(csv.DictReader(csv_path.open()))
     if not rows:
         return
-    steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
-    ax[0].plot(steps, [float(r["loss_ema"]) for r in rows], label="total (EMA)")
-    ax[0].plot(steps, [float(r["loss_att"]) for r in rows], label="attention eq.3", alpha=0.5)
-    ax[0].plot(steps, [float(r["loss_enh"]) for r in rows], label="enhancement eq.4", alpha=0.5)
+    train_rows = [r for r in rows if r["loss_att"]]  # the closing validation row of a run has no losses
+    steps = [int(r["step"]) for r in train_rows]
+    ax[0].plot(steps, [float(r["loss_ema"]) for r in train_rows], label="total (EMA)")
+    ax[0].plot(steps, [float(r["loss_att"]) for r in train_rows], label="attention eq.3", alpha=0.5)
+    ax[0].plot(steps, [float(r["loss_enh"]) for r in train_rows], label="enhancement eq.4", alpha=0.5)
     ax[0].set_yscale("log")
     ax[0].set_xlabel("step")
     ax[0].legend(fontsize=8)

@@ -96,6 +96,28 @@ def add_sensor_noise(image: np.ndarray, rng: np.random.Generator, shot: float = 
     return np.clip(image + rng.standard_normal(image.shape).astype(np.float32) * sigma, 0, 1).astype(np.float32)
 
 
+# Camera exposure (beyond the paper): eq. 5 bends the gamma-encoded values directly; a camera that is set k stops
+# too dark or too bright scales the *linear* light by 2^k and then encodes it, clipping in linear light (per
+# channel, which is why blown highlights go white). Same sRGB curve both ways (IEC 61966-2-1).
+def srgb_to_linear(x):
+    """sRGB-encoded values in [0, 1] -> linear light (numpy or torch)."""
+    lib = torch if isinstance(x, torch.Tensor) else np
+    return lib.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x):
+    """Linear light in [0, 1] -> sRGB-encoded values (numpy or torch)."""
+    lib = torch if isinstance(x, torch.Tensor) else np
+    x = x.clip(0.0, 1.0) if lib is np else x.clamp(0.0, 1.0)
+    return lib.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055)
+
+
+def expose(reference, stops):
+    """The frame a camera gives `stops` EV darker (< 0) or brighter (> 0): scale in linear light, clip, encode.
+    reference: sRGB in [0, 1]; stops: a float, or an N x 1 x 1 x 1 tensor for a batch."""
+    return linear_to_srgb(srgb_to_linear(reference) * 2.0 ** stops)
+
+
 def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     """Encode/decode an RGB float image as JPEG in memory (compression artefacts of cheap cameras)."""
     u8 = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
