@@ -257,23 +257,29 @@ class TensorPatchSource:
                            for _ in range(batch_size)]).float().div_(255.0)
         kinds = self._kinds(batch_size)
         ua, ub, ug, oa, ob, og = self._params(kinds)
-        deg = degrade_batch(ref, ua, ub, ug)
-        is_mixed = torch.tensor([k == "mixed" for k in kinds], device=self.device).view(-1, 1, 1, 1)
-        if bool(is_mixed.any()):
-            mask = mixed_exposure_mask_batch(batch_size, crop, crop, self.gen, self.device) * is_mixed
-            deg = deg * (1.0 - mask) + degrade_batch(ref, oa, ob, og) * mask
+        # Each step only on the samples it concerns (measured: the whole-batch version spent a third of its time
+        # on noise and eq. 5 for samples that then discarded them).
+        deg = ref.clone()
+        eq5 = [i for i, k in enumerate(kinds) if k != "well" and not k.startswith("camera")]
+        if eq5:
+            deg[eq5] = degrade_batch(ref[eq5], ua[eq5], ub[eq5], ug[eq5])
+        mixed = [i for i, k in enumerate(kinds) if k == "mixed"]
+        if mixed:
+            mask = mixed_exposure_mask_batch(len(mixed), crop, crop, self.gen, self.device)
+            deg[mixed] = deg[mixed] * (1.0 - mask) + degrade_batch(ref[mixed], oa[mixed], ob[mixed], og[mixed]) * mask
         camera = [i for i, k in enumerate(kinds) if k.startswith("camera")]
         if camera:
             stops = torch.tensor([self._stops(kinds[i].removeprefix("camera_")) for i in camera],
                                  device=self.device).view(-1, 1, 1, 1)
             deg[camera] = expose(ref[camera], stops)
         if self.cfg.noise_prob > 0:
-            noisy = np.array([k != "well" and self.rng.random() < self.cfg.noise_prob for k in kinds])
-            # Strengths: shot up to 0.01 (a bright daylight sensor has ~1e-4), read up to 0.01 (a dim one).
-            shot = torch.from_numpy((self.rng.uniform(0, 0.01, batch_size) * noisy).astype(np.float32))
-            read = torch.from_numpy((self.rng.uniform(0, 0.01, batch_size) * noisy).astype(np.float32))
-            deg = add_sensor_noise_batch(deg, shot.to(self.device).view(-1, 1, 1, 1),
-                                         read.to(self.device).view(-1, 1, 1, 1), self.gen)
+            noisy = [i for i, k in enumerate(kinds) if k != "well" and self.rng.random() < self.cfg.noise_prob]
+            if noisy:
+                # Strengths: shot up to 0.01 (a bright daylight sensor has ~1e-4), read up to 0.01 (a dim one).
+                shot = torch.from_numpy(self.rng.uniform(0, 0.01, len(noisy)).astype(np.float32))
+                read = torch.from_numpy(self.rng.uniform(0, 0.01, len(noisy)).astype(np.float32))
+                deg[noisy] = add_sensor_noise_batch(deg[noisy], shot.to(self.device).view(-1, 1, 1, 1),
+                                                    read.to(self.device).view(-1, 1, 1, 1), self.gen)
         return deg, ref, exposure_map(deg, ref, self.cfg.kind)
 
 
