@@ -152,10 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         report, seconds = evaluate(sets, Path(args.models), None, args.backend, out / "sheet.png", 8,
                                    not args.no_progress, log=lambda s: print(s, file=sys.stderr))
         # The identity check: each real set's well-exposed targets fed as input must come back nearly unchanged.
-        identity, _ = evaluate([Path(args.eval_root) / s for s in EVAL_SETS], Path(args.models),
+        identity, identity_seconds = evaluate([Path(args.eval_root) / s for s in EVAL_SETS], Path(args.models),
                                list(IDENTITY_METHODS), args.backend, None, 0, not args.no_progress,
                                log=lambda s: print(s, file=sys.stderr), identity=True)
         report["sets"].update(identity["sets"])
+        seconds.update(identity_seconds)
     except (EvaluationError, EnhancerError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
