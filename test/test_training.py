@@ -184,3 +184,22 @@ def test_bad_init_from_or_lr_is_one_clear_error(tmp_path, capsys, args, expected
     rc = train_main(["--config", str(cfg_path), "--out", str(tmp_path / "runs"), "--no-progress", *args])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and expected in err, err
+
+
+def test_set_overrides_reach_the_run_and_bad_ones_are_one_error(tmp_path, capsys):
+    cfg_path = tiny_config(tmp_path, max_steps=2)
+    rc = train_main(["--config", str(cfg_path), "--out", str(tmp_path / "runs"), "--no-progress", "--name", "renamed",
+                     "--set", "model.head=tone", "--set", "model.padding=replicate", "--set", "data.well_prob=1.0"])
+    assert rc == 0
+    from illexp_ros.runtime.model_io import load_model
+
+    _, info = load_model(tmp_path / "runs" / "renamed" / "best.pt")
+    assert info["model_config"]["head"] == "tone" and info["model_config"]["padding"] == "replicate"
+    # Only well-exposed pairs and an identity-initialised tone head: the well-exposed validation is near perfect.
+    assert info["meta"]["val_by_kind"]["well"] > 35
+    for bad, expected in ((["--set", "data.nope=1"], "nope"), (["--set", "data.well_prob=2"], "well_prob"),
+                          (["--set", "well_prob=0.1"], "data.KEY=VALUE"),
+                          (["--set", "model.head=paint"], "model.head")):
+        rc = train_main(["--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress", *bad])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and expected in err, err
