@@ -32,8 +32,6 @@ class DataConfig:
     gamma_under: tuple[float, float] = (1.0, 1.5)
     beta_over: tuple[float, float] = (1.0, 2.0)
     gamma_over: tuple[float, float] = (1 / 1.5, 1.0)
-    noise: bool = False
-    jpeg_quality: tuple[int, int] | None = None
     # The draws beyond the paper's (training/data.py, TensorPatchSource): a camera's frames are mostly fine or
     # mildly off, and a corrector that only ever saw strong degradations over-corrects those.
     well_prob: float = 0.0  # share of well-exposed pairs (input = target): learn to leave a good frame alone
@@ -76,7 +74,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-_PAIR_KEYS = {"alpha", "beta_under", "gamma_under", "beta_over", "gamma_over", "jpeg_quality", "mild_beta",
+_PAIR_KEYS = {"alpha", "beta_under", "gamma_under", "beta_over", "gamma_over", "mild_beta",
               "mild_gamma"}
 _MODEL_KEYS = set(MODEL_CONFIG_KEYS)
 VAL_KINDS = ("under", "over", "mixed", "camera", "mild", "well")
