@@ -58,6 +58,17 @@ def sampler_from(data_cfg, rng: np.random.Generator) -> ExposureSampler:
                            beta_over=data_cfg.beta_over, gamma_over=data_cfg.gamma_over, rng=rng)
 
 
+def read_reference(path: Path, crop: int | None) -> np.ndarray:
+    """A photo as float RGB in [0, 1]; with crop, its centre crop of that size (rounded down to a multiple of 8)."""
+    ref = read_rgb(path).astype(np.float32) / 255.0
+    if crop:
+        h, w = ref.shape[:2]
+        c = min(crop, h, w) // 8 * 8
+        y, x = (h - c) // 2, (w - c) // 2
+        ref = ref[y:y + c, x:x + c]
+    return ref
+
+
 def fixed_pairs(files: list[Path], data_cfg, seed: int, crop: int | None, kind: str | None = None,
                 max_images: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Deterministic (name, degraded, reference) pairs, float H x W x 3 - for validation and the synthetic
@@ -67,12 +78,7 @@ def fixed_pairs(files: list[Path], data_cfg, seed: int, crop: int | None, kind: 
     kind = kind or data_cfg.kind
     out = []
     for i, path in enumerate(files[:max_images] if max_images else files):
-        ref = read_rgb(path).astype(np.float32) / 255.0
-        if crop:
-            h, w = ref.shape[:2]
-            c = min(crop, h, w) // 8 * 8
-            y, x = (h - c) // 2, (w - c) // 2
-            ref = ref[y:y + c, x:x + c]
+        ref = read_reference(path, crop)
         draw_kind = kind
         if kind == "mixed":
             draw_kind = ("under", "over", "mixed")[i % 3]
@@ -230,18 +236,13 @@ def validation_sets(files: list[Path], data_cfg, seed: int, crop: int | None,
                     max_images: int | None = None) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
     """Fixed validation pairs per kind of draw (draw_kinds): {kind: [(name, degraded, reference)]}, built with
     numpy from a seed so they are the same on every device and run."""
+    refs = [(path, read_reference(path, crop)) for path in (files[:max_images] if max_images else files)]
     out = {}
     for i, kind in enumerate(draw_kinds(data_cfg)):
         rng = np.random.default_rng(seed + 7919 * i)
         strong, mild = sampler_from(data_cfg, rng), mild_sampler_from(data_cfg, rng)
         pairs = []
-        for j, path in enumerate(files[:max_images] if max_images else files):
-            ref = read_rgb(path).astype(np.float32) / 255.0
-            if crop:
-                h, w = ref.shape[:2]
-                c = min(crop, h, w) // 8 * 8
-                y, x = (h - c) // 2, (w - c) // 2
-                ref = ref[y:y + c, x:x + c]
+        for j, (path, ref) in enumerate(refs):
             side = data_cfg.kind if data_cfg.kind != "mixed" else ("under", "over")[j % 2]
             if kind == "well":
                 deg = ref.copy()

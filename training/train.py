@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import random
 import shutil
@@ -381,16 +382,15 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --amp is for --device cuda (bf16 autocast is 8-14x slower on CPUs without bf16 units)",
               file=sys.stderr)
         return 2
-    for key, section, value in (("minutes", cfg.train, args.minutes), ("batch_size", cfg.train, args.batch_size),
-                                ("crop", cfg.data, args.crop), ("val_every", cfg.train, args.val_every),
-                                ("checkpoint_every", cfg.train, args.checkpoint_every),
-                                ("stop", cfg.train, args.stop), ("train_dir", cfg.data, args.train_dir)):
-        if value is not None:
-            setattr(section, key, value)
+    # The named flags are shorthands for --set, so they get the same checks as the file.
+    named = {"train.minutes": args.minutes, "train.batch_size": args.batch_size, "data.crop": args.crop,
+             "train.val_every": args.val_every, "train.checkpoint_every": args.checkpoint_every,
+             "train.stop": args.stop, "data.train_dir": args.train_dir}
+    overrides = [f"{key}={json.dumps(value)}" for key, value in named.items() if value is not None]
     if args.name:
         cfg.name = args.name
     try:
-        apply_overrides(cfg, args.set)
+        apply_overrides(cfg, overrides + args.set)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -63,6 +63,7 @@ ExposureClass = Literal["under", "over", "well", "mixed"]
 # and the paper's mildest draws (beta near 1, gamma near 1) are, rightly, often left alone as 'well'.
 # Mixed frames are the hardest: a soft tunnel-exit edge is caught when both dark and blown-out areas
 # exceed 12 % of the frame (about a third of our synthetic mixed draws; ~1 % of clean photos).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # Rec. 601 (RGB order); the tone head of core.networks uses the same
 DARK_LEVEL = 0.15
 BRIGHT_LEVEL = 0.85
 MIXED_AREA = 0.12
@@ -71,7 +72,8 @@ MIXED_AREA = 0.12
 def exposure_statistics(rgb: np.ndarray) -> dict[str, float]:
     """Luma statistics of an H x W x 3 RGB frame (uint8 or float): mean, dark and bright fractions."""
     img = _as_float(np.asarray(rgb))
-    luma = img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114 if img.ndim == 3 else img
+    w = LUMA_WEIGHTS
+    luma = img[..., 0] * w[0] + img[..., 1] * w[1] + img[..., 2] * w[2] if img.ndim == 3 else img
     return {
         "mean": float(luma.mean()),
         "dark": float((luma < DARK_LEVEL).mean()),

@@ -43,12 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from illexp_ros.core.exposure import LUMA_WEIGHTS
+
 STRIDE_MULTIPLE = 8
 PADDING_MODES = ("zeros", "replicate")
 HEADS = ("rgb", "tone")
 LOG_GAIN_MAX = 4.0  # tone head: gain in [e^-4, e^4] ~ [0.018, 55], enough for the darkest training draws
 LOG_SATURATION_MAX = 1.0  # tone head: saturation scale in [1/e, e]
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # Rec. 601, as core.exposure.exposure_statistics
 
 
 def conv2d(in_ch: int, out_ch: int, kernel: int = 3, dilation: int = 1, stride: int = 1, bias: bool = True,
