@@ -64,6 +64,9 @@ def play_messages(path: str | Path, topic: str, publish: Callable[[bytes], None]
             return published
 
 
+ACK_TIMEOUT_S = 5.0
+
+
 def wait_for_subscribers(publisher: Any, timeout: float, count: int = 1) -> bool:
     deadline = time.monotonic() + timeout
     while publisher.get_subscription_count() < count:
@@ -91,6 +94,12 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
         start = time.monotonic()
         count = play_messages(path, topic, publisher.publish, rate=rate, loop=loop)
         elapsed = time.monotonic() - start
+        # Reliable subscribers may still be fetching the last message(s): leaving now would drop them (seen on a
+        # loaded machine). Bounded, and immediate for best-effort QoS.
+        from rclpy.duration import Duration
+
+        if not publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
+            print(f"illexp_bag play: the last messages were not acknowledged within {ACK_TIMEOUT_S:g} s")
         print(f"published {count} messages on {publisher.topic_name} in {elapsed:.1f} s "
               f"({count / elapsed if elapsed > 0 else 0.0:.1f} Hz)")
         node.destroy_node()
