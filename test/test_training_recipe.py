@@ -176,14 +176,14 @@ def test_gpu_run_dry_run_brings_back_weights_logs_and_bench(tmp_path):
     assert {p.name for p in out.iterdir()} == {"models.tar", "logs.tar.gz", "bench.json", "cuda_tests.log",
                                               "machine.txt", "summary.txt"}
     summary = (out / "summary.txt").read_text()
-    for name in ("mixed_fast", "mixed_fast_well", "mixed", "under", "over"):
+    for name in ("mixed", "under", "over"):
         assert f"train {name}: ok (steps 2;" in summary, summary
     assert "bench: ok" in summary and "FAILED" not in summary
     with tarfile.open(out / "models.tar") as tar:
         tar.extractall(tmp_path / "models", filter="data")
     from illexp_ros.runtime.model_io import load_model
 
-    for name in ("mixed_fast", "mixed_fast_well", "mixed", "under", "over"):
+    for name in ("mixed", "under", "over"):
         _, info = load_model(tmp_path / "models" / f"{name}.pt")
         assert info["model_config"]["head"] == "tone" and "body only" in info["meta"]["init_from"]
     with tarfile.open(out / "logs.tar.gz") as tar:

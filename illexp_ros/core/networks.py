@@ -37,11 +37,13 @@ Two choices beyond the paper, both model-config keys (files without them load as
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from illexp_ros.core.exposure import LUMA_WEIGHTS
 
@@ -263,6 +265,54 @@ class IllExpNet(nn.Module):
         xp, h, w = pad_to_multiple(x, self.stride_multiple)
         out, em = self.forward_aligned(xp)
         return out[..., :h, :w], em[..., :h, :w]
+
+
+class ChannelAffine(nn.Module):
+    """x * scale + shift per channel: an eval-mode BatchNorm with no preceding conv to fold into."""
+
+    def __init__(self, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        with torch.no_grad():
+            scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+            shift = bn.bias.double() - bn.running_mean.double() * scale
+        self.register_buffer("scale", scale.float().view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.float().view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` for inference, with every BatchNorm folded away: into the conv before it
+    (conv -> BN in one nn.Sequential), else into a per-channel affine. Same function up to float rounding.
+
+    Why: a BatchNorm's running variance can exceed the float16 range (65504; activations with a standard
+    deviation above ~256 do, measured in the shipped paper-sized nets), and the fp16 backends (torch_cuda,
+    TensorRT, ONNX fp16) would then divide by infinity. Folded in float64 the conv weights and the affine stay
+    small. It also saves the BatchNorm passes on every backend.
+    """
+    folded = copy.deepcopy(model).eval()
+    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
+        for i, layer in enumerate(seq):
+            if not isinstance(layer, nn.BatchNorm2d):
+                continue
+            prev = seq[i - 1] if i > 0 else None
+            if isinstance(prev, nn.Conv2d):
+                seq[i - 1] = _fuse_conv_bn(prev, layer)
+                seq[i] = nn.Identity()
+            else:
+                seq[i] = ChannelAffine(layer)
+    for name, child in list(folded.named_modules()):  # a BatchNorm outside an nn.Sequential (none today)
+        if isinstance(child, nn.BatchNorm2d):
+            parent = folded.get_submodule(name.rpartition(".")[0]) if "." in name else folded
+            setattr(parent, name.rpartition(".")[2], ChannelAffine(child))
+    return folded
+
+
+def _fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """torch's conv+BN fusion, done in float64 so a huge running variance loses no precision."""
+    fused = fuse_conv_bn_eval(copy.deepcopy(conv).double(), copy.deepcopy(bn).double())
+    return fused.float()
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from illexp_ros.core.exposure import classify_exposure
+from illexp_ros.core.networks import fold_batchnorm
 from illexp_ros.runtime.backends import AUTO_ORDER, Backend, Runner, backend_class, unavailable_reason
 from illexp_ros.runtime.errors import BackendUnavailableError, EnhancerError, ModelLoadError
 from illexp_ros.runtime.model_io import load_model, resolve_model_path
@@ -241,7 +242,9 @@ class Enhancer:
                     trained = info.get("meta", {}).get("fast_short_side")
                     if isinstance(trained, int) and trained > 0:
                         self._trained_short_side[path] = trained
-                self._runners[path] = self._backend.load(model, info)
+                # BatchNorm folded into the convs: exact up to rounding, fewer passes, and no running
+                # variance to overflow the fp16 backends (core.networks.fold_batchnorm).
+                self._runners[path] = self._backend.load(fold_batchnorm(model) if model is not None else None, info)
             self._route_paths[key] = path
 
     # -- frames --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from illexp_ros.core.networks import fold_batchnorm
 from illexp_ros.runtime.backends.tensorrt import DEFAULT_PROFILE, check_profile, parse_size, trt_unavailable_reason
 from illexp_ros.runtime.errors import EnhancerError
 from illexp_ros.runtime.model_io import load_model
@@ -56,6 +57,7 @@ def export(args: argparse.Namespace) -> str:
     import torch
 
     model, info = load_model(args.model)
+    model = fold_batchnorm(model)  # as the runtime runs it: no BatchNorm variance to overflow fp16
     multiple = model.stride_multiple
     try:
         profile = check_profile((args.min, args.opt, args.max), multiple)
