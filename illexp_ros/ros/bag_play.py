@@ -1,7 +1,8 @@
 """`illexp_bag play`: publish a bag's messages on one topic over DDS at their recorded pace.
 
 The bag's serialized bytes are published as they are (rclpy's raw publish), so what subscribers get is exactly
-what was recorded, headers included. rclpy is imported inside the functions that need it: the rest of the bag
+what was recorded, headers included (a ROS 1 bag's messages are converted to CDR first; the header's seq, which
+ROS 2 does not have, is dropped). rclpy is imported inside the functions that need it: the rest of the bag
 tool works on machines without a DDS set-up.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from illexp_ros.ros.bag_source import BagError, checked_messages, image_connections, open_bag
+from illexp_ros.ros.bag_source import BagError, cdr_converter, checked_messages, image_connections, open_bag
 
 OnPublish = Callable[[int, bytes], None]  # (bag timestamp ns, serialized message)
 
@@ -47,8 +48,10 @@ def play_messages(path: str | Path, topic: str, publish: Callable[[bytes], None]
     while True:
         with open_bag(path) as reader:
             conns = image_connections(reader, path, topic)
+            to_cdr = {c.id: cdr_converter(reader, c) for c in conns}  # a ROS 1 bag's messages become CDR
             wall0 = bag0 = None
-            for _, timestamp, data in checked_messages(reader, path, conns):
+            for conn, timestamp, raw in checked_messages(reader, path, conns):
+                data = to_cdr[conn.id](raw)
                 if should_stop():
                     return published
                 if bag0 is None:

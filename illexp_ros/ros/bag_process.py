@@ -1,8 +1,11 @@
-"""`illexp_bag process`: copy a ROS 2 bag and add a corrected Image for every image on one topic.
+"""`illexp_bag process`: copy a bag (ROS 2, or ROS 1 converted to ROS 2) and add a corrected Image for every
+image on one topic.
 
 Every original message is written back as the raw serialized bytes read from IN, on a connection with the
 same topic, type, message definition, type hash, serialization format and offered QoS profiles, at the same
-bag timestamp. The corrected frames go to `<topic>/corrected` (sensor_msgs/Image, header copied from the
+bag timestamp. A ROS 1 bag's messages are converted as `rosbags-convert` converts them (Kilted message types,
+CDR; the header's seq, which ROS 2 lacks, is dropped) and OUT is a ROS 2 bag (mcap unless --storage says so).
+The corrected frames go to `<topic>/corrected` (sensor_msgs/Image, header copied from the
 input message, same bag timestamp, the input topic's QoS).
 
 OUT is written inside a hidden work directory beside it and renamed into place only when complete, so an
@@ -38,6 +41,7 @@ from illexp_ros.ros.bag_source import (
     checked_messages,
     decode_message,
     image_connections,
+    one_line,
     open_bag,
     storage_of,
 )
@@ -130,14 +134,21 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
         frames = messages = 0
         with atomic_output(out_path, force) as staged:
             with Writer(staged, version=BAG_VERSION, storage_plugin=STORAGES[storage]) as writer:
-                out_conns = _copy_connections(reader, writer)
+                copy = _copy_connections(reader, writer) if reader.is2 else _convert_connections(reader, writer)
                 corrected = writer.add_connection(
                     out_topic, IMAGE_TYPE, typestore=TYPESTORE,
-                    offered_qos_profiles=list(image_conns[0].ext.offered_qos_profiles))
+                    offered_qos_profiles=list(copy[image_conns[0].id][0].ext.offered_qos_profiles))
                 bar = tqdm(total=n_images, unit="frame", desc=f"correcting {topic}", disable=not progress)
                 with bar:
                     for conn, timestamp, data in checked_messages(reader, in_path):
-                        writer.write(out_conns[conn.id], timestamp, data)
+                        out_conn, to_cdr = copy[conn.id]
+                        try:
+                            writer.write(out_conn, timestamp, to_cdr(data))
+                        except BagError:
+                            raise
+                        except Exception as exc:  # noqa: BLE001 - rosbags' conversion of a corrupt payload
+                            raise BagError(f"corrupt {conn.msgtype} message on {conn.topic} at t={timestamp} ns "
+                                           f"in {in_path}: {one_line(exc)}") from exc
                         messages += 1
                         if conn.topic != topic:
                             continue
@@ -158,8 +169,21 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                               time.perf_counter() - start, storage)
 
 
-def _copy_connections(reader: Any, writer: Writer) -> dict[int, Any]:
-    """Input connection id -> output connection with the same topic, type, definition, hash and QoS."""
+def _convert_connections(reader: Any, writer: Writer) -> dict[int, tuple[Any, Callable[[Any], Any]]]:
+    """A ROS 1 bag: input connection id -> (output connection, ROS 1 -> CDR converter), made by rosbags'
+    converter (what `rosbags-convert` does): Kilted definitions for the types Kilted has (fields migrated where
+    they differ, e.g. CameraInfo's D/K/R/P), the bag's own definitions for the rest, latched topics as
+    transient-local. Its own type store, since unknown types get registered in it."""
+    from rosbags.convert.converter import create_connections_converters
+    from rosbags.typesys import Stores, get_typestore
+
+    connmap, convmap = create_connections_converters(reader.connections, get_typestore(Stores.ROS2_KILTED),
+                                                     reader, writer)
+    return {c.id: (connmap[(c.id, c.owner)], convmap[c.msgtype]) for c in reader.connections}
+
+
+def _copy_connections(reader: Any, writer: Writer) -> dict[int, tuple[Any, Callable[[Any], Any]]]:
+    """Input connection id -> (output connection with the same topic, type, definition, hash and QoS, identity)."""
     out: dict[int, Any] = {}
     by_key: dict[tuple, Any] = {}
     for conn in reader.connections:
@@ -177,4 +201,8 @@ def _copy_connections(reader: Any, writer: Writer) -> dict[int, Any]:
             serialization_format=ext.serialization_format,
             offered_qos_profiles=list(ext.offered_qos_profiles))
         by_key[key] = out[conn.id] = new
-    return out
+    return {cid: (conn, _same_bytes) for cid, conn in out.items()}
+
+
+def _same_bytes(data: Any) -> Any:
+    return data

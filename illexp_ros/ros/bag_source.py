@@ -1,4 +1,7 @@
-"""Opening a ROS 2 bag for reading (rosbags AnyReader) and finding its image topic, with one-line errors.
+"""Opening a bag for reading (rosbags AnyReader) and finding its image topic, with one-line errors.
+
+A ROS 2 bag (directory, or one .mcap / .db3 file) or a ROS 1 bag (one .bag file): rosbags reads both. Messages of
+a ROS 1 bag are ROS 1 serialized; `cdr_converter` turns them into the CDR bytes a ROS 2 subscriber or bag expects.
 
 Every failure a user can cause (wrong path, not a bag, corrupt file, empty bag, wrong topic) becomes a
 BagError whose message is the single line the command-line tools print before exiting with status 2.
@@ -6,7 +9,7 @@ BagError whose message is the single line the command-line tools print before ex
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,16 @@ class BagError(Exception):
     """A bag that cannot be used as asked; the message is one line naming the bag and the problem."""
 
 
+def is_ros1_bag(path: Path) -> bool:
+    return Path(path).is_file() and Path(path).suffix == ".bag"
+
+
 def storage_of(path: Path) -> str:
-    """'mcap' or 'sqlite3': the storage plugin a bag (directory or single file) uses."""
+    """'mcap' or 'sqlite3': the storage plugin a bag (directory or single file) uses; for a ROS 1 bag, the
+    storage a ROS 2 copy of it gets by default: mcap, rosbag2's default since Iron."""
     path = Path(path)
+    if is_ros1_bag(path):
+        return "mcap"
     files = [path] if path.is_file() else sorted(path.iterdir())
     if any(f.suffix == ".mcap" for f in files):
         return "mcap"
@@ -32,14 +42,12 @@ def storage_of(path: Path) -> str:
 
 @contextmanager
 def open_bag(path: str | Path) -> Iterator[AnyReader]:
-    """An open AnyReader on a ROS 2 bag directory (or a single .mcap / .db3 file)."""
+    """An open AnyReader on a ROS 2 bag directory (or a single .mcap / .db3 file) or a ROS 1 .bag file."""
     path = Path(path)
     if not path.exists():
         raise BagError(f"bag not found: {path}")
     if path.is_dir() and not (path / "metadata.yaml").is_file():
         raise BagError(f"{path} is not a ROS 2 bag: no metadata.yaml in it")
-    if path.suffix == ".bag":
-        raise BagError(f"{path} is a ROS 1 bag; convert it with `rosbags-convert` first")
     try:
         reader = AnyReader([path])
         reader.open()
@@ -98,3 +106,20 @@ def decode_message(reader: AnyReader, data: bytes, conn: Connection, path: Path)
         return reader.deserialize(data, conn.msgtype)
     except Exception as exc:  # noqa: BLE001 - a corrupt payload
         raise BagError(f"corrupt {conn.msgtype} message on {conn.topic} in {path}: {one_line(exc)}") from exc
+
+
+def cdr_converter(reader: AnyReader, conn: Connection) -> Callable[[bytes | memoryview], bytes]:
+    """Serialized message of `conn` -> the CDR bytes of the same message in the Kilted type store: the identity
+    for a ROS 2 bag, rosbags' ROS 1 -> CDR conversion (std_msgs/Header loses its seq) for a ROS 1 bag. For the
+    image types, whose Kilted definitions match ROS 1's apart from the header."""
+    if reader.is2:
+        return bytes
+    from illexp_ros.ros.bag_images import TYPESTORE
+
+    def convert(data: bytes | memoryview) -> bytes:
+        try:
+            return bytes(TYPESTORE.ros1_to_cdr(data, conn.msgtype))
+        except Exception as exc:  # noqa: BLE001 - a corrupt payload
+            raise BagError(f"corrupt ROS 1 {conn.msgtype} message on {conn.topic}: {one_line(exc)}") from exc
+
+    return convert

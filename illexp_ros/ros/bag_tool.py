@@ -1,6 +1,7 @@
-"""`illexp_bag`: process, replay and inspect ROS 2 bags (sqlite3 or mcap) without rosbag2.
+"""`illexp_bag`: process, replay and inspect ROS 2 bags (sqlite3 or mcap) and ROS 1 bags, without rosbag2.
 
   illexp_bag process IN OUT --topic /cam/image_raw   # OUT = IN + corrected frames on /cam/image_raw/corrected
+                                                     # (IN may be a ROS 1 .bag: OUT is its ROS 2 conversion)
   illexp_bag play IN --topic /cam/image_raw           # publish the images live at their recorded pace
   illexp_bag sheet IN --topic /cam/image_raw --out sheet.png   # before / after / exposure-map contact sheet
 
@@ -38,11 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("process", help="copy a bag, adding a corrected Image for every image on --topic")
-    p.add_argument("input", metavar="IN", help="input bag (directory, or a single .mcap / .db3 file)")
+    p.add_argument("input", metavar="IN",
+                   help="input bag: a ROS 2 bag (directory, or a single .mcap / .db3 file) or a ROS 1 .bag")
     p.add_argument("output", metavar="OUT", help="output bag directory (must not exist unless --force)")
     p.add_argument("--topic", required=True, help="Image or CompressedImage topic to correct")
     p.add_argument("--out-topic", help="topic of the corrected images (default: <topic>/corrected)")
-    p.add_argument("--storage", choices=("sqlite3", "mcap"), help="storage of OUT (default: that of IN)")
+    p.add_argument("--storage", choices=("sqlite3", "mcap"),
+                   help="storage of OUT (default: that of IN; mcap for a ROS 1 bag)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_args(p)
