@@ -27,11 +27,11 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "illexp_node = illexp_ros.ros.node:main",
-            "illexp_bag = illexp_ros.ros.bag_tool:main",
+            "illexp_node = illexp_ros.ros.node.illexp_node:main",
+            "illexp_bag = illexp_ros.ros.bags.tool:main",
             "illexp_export = illexp_ros.runtime.export:main",
             "illexp_bench = illexp_ros.bench_cli:main",
-            "illexp_demo = illexp_ros.ros.demo:main",
+            "illexp_demo = illexp_ros.ros.demo.demo:main",
         ],
     },
 )

@@ -11,7 +11,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--node" in argv:
-        from illexp_ros.ros.node_bench import main as node_main
+        from illexp_ros.ros.demo.node_bench import main as node_main
 
         return node_main([a for a in argv if a != "--node"])
     from illexp_ros.runtime.bench import main as runtime_main

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from illexp_ros.ros.bag_images import (
+from illexp_ros.ros.bags.images import (
     IMAGE_TYPE,
     TYPESTORE,
     deserialize,

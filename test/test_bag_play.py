@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rosbags.rosbag2 import Reader
 
-from illexp_ros.ros.sample_data import IMAGE_TOPIC, write_sample_bag
+from illexp_ros.ros.demo.sample_data import IMAGE_TOPIC, write_sample_bag
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def test_play_publishes_the_recorded_messages_in_order(tmp_path: Path) -> None:
         node.create_subscription(Image, "/replayed", received.append, qos, raw=True)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        proc = subprocess.Popen([sys.executable, "-m", "illexp_ros.ros.bag_tool", "play", str(bag),
+        proc = subprocess.Popen([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag),
                                  "--topic", IMAGE_TOPIC, "--out-topic", "/replayed", "--wait", "60"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
@@ -59,7 +59,7 @@ def test_play_publishes_the_recorded_messages_in_order(tmp_path: Path) -> None:
 def test_play_rejects_a_bag_without_the_topic(tmp_path: Path) -> None:
     bag = tmp_path / "bag"
     write_sample_bag(bag, frames=1, size=(48, 64))
-    result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bag_tool", "play", str(bag), "--topic", "/x"],
+    result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic", "/x"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

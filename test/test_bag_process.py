@@ -16,14 +16,14 @@ import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from illexp_ros.core.networks import IllExpNet
-from illexp_ros.ros import bag_tool
-from illexp_ros.ros.bag_images import IMAGE_TYPE, TYPESTORE, deserialize
-from illexp_ros.ros.sample_data import IMAGE_TOPIC, write_sample_bag
+from illexp_ros.ros.bags import tool as bag_tool
+from illexp_ros.ros.bags.images import IMAGE_TYPE, TYPESTORE, deserialize
+from illexp_ros.ros.demo.sample_data import IMAGE_TOPIC, write_sample_bag
 from illexp_ros.runtime.model_io import save_model
 
 SIZE = (48, 64)  # small frames: these tests are about bags, not image quality
 CORRECTED = f"{IMAGE_TOPIC}/corrected"
-TOOL = [sys.executable, "-m", "illexp_ros.ros.bag_tool"]
+TOOL = [sys.executable, "-m", "illexp_ros.ros.bags.tool"]
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ def test_ctrl_c_midway_leaves_nothing(tmp_path: Path, tiny_model: Path) -> None:
 
 
 def test_bag_processing_does_not_import_rclpy() -> None:
-    code = ("import sys, illexp_ros.ros.bag_tool, illexp_ros.ros.bag_process, illexp_ros.ros.bag_sheet; "
+    code = ("import sys, illexp_ros.ros.bags.tool, illexp_ros.ros.bags.process, illexp_ros.ros.bags.sheet; "
             "print('rclpy' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr

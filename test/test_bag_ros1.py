@@ -16,7 +16,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag1 import Writer as Writer1
 from rosbags.typesys import Stores, get_typestore
 
-from illexp_ros.ros import bag_tool
+from illexp_ros.ros.bags import tool as bag_tool
 from illexp_ros.runtime.model_io import save_model
 
 NOETIC = get_typestore(Stores.ROS1_NOETIC)
@@ -180,7 +180,7 @@ def test_sheet_reads_a_ros1_bag(tmp_path: Path, tiny_model: Path) -> None:
 def test_bad_ros1_bags_are_one_line_exit_2(tmp_path: Path, tiny_model: Path, make, expected: str) -> None:
     src = tmp_path / "bad.bag"
     make(src)
-    proc = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bag_tool", "process", str(src),
+    proc = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "process", str(src),
                            str(tmp_path / "out"), "--topic", TOPICS["color"], "--backend", "passthrough",
                            "--model", str(tiny_model), "--no-progress"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
@@ -208,7 +208,7 @@ def test_play_publishes_a_ros1_bags_images_as_ros2_messages(tmp_path: Path) -> N
         node.create_subscription(Image, "/replayed_ros1", received.append, qos)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        proc = subprocess.Popen([sys.executable, "-m", "illexp_ros.ros.bag_tool", "play", str(src),
+        proc = subprocess.Popen([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(src),
                                  "--topic", TOPICS["color"], "--out-topic", "/replayed_ros1", "--wait", "60"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from illexp_ros.core.networks import IllExpNet
-from illexp_ros.ros import bag_tool
-from illexp_ros.ros.bag_sheet import GAP, HEADER_HEIGHT, LABEL_WIDTH, evenly_spaced
-from illexp_ros.ros.sample_data import IMAGE_TOPIC, write_sample_bag
+from illexp_ros.ros.bags import tool as bag_tool
+from illexp_ros.ros.bags.sheet import GAP, HEADER_HEIGHT, LABEL_WIDTH, evenly_spaced
+from illexp_ros.ros.demo.sample_data import IMAGE_TOPIC, write_sample_bag
 from illexp_ros.runtime.model_io import save_model
 
 

@@ -19,7 +19,7 @@ import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from illexp_ros.ros.background_spin import BackgroundSpin
+from illexp_ros.ros.node.background_spin import BackgroundSpin
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +31,11 @@ IN_TOPIC = "/colcon_cam/image_raw"
 
 
 def source_files() -> list[str]:
-    """The package as a user's checkout has it: the files git tracks (a clean clone), else the source tree."""
+    """The package as a clone of it has it: the files git tracks, and new ones it does not ignore (so a
+    developer's uncommitted file counts, but no build output, virtualenv or cache does)."""
     try:
-        out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30)
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, check=True, timeout=30)
         files = [f for f in out.stdout.decode().split("\0") if f]
     except (OSError, subprocess.CalledProcessError):
         files = []

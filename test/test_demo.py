@@ -13,7 +13,7 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from illexp_ros.core.networks import IllExpNet
-from illexp_ros.ros.demo import CORRECTED_TOPIC, MAP_TOPIC
+from illexp_ros.ros.demo.demo import CORRECTED_TOPIC, MAP_TOPIC
 from illexp_ros.runtime.model_io import models_dirs, save_model
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path) -> None:
                            {"attention_width": 8, "widths": [8, 16, 32, 64]}, "tiny")
         args = ["--model", str(model)]
     out = tmp_path / "demo_out"
-    result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.demo", "--quick", "--out", str(out), *args],
+    result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.demo.demo", "--quick", "--out", str(out), *args],
                             capture_output=True, text=True, timeout=200)
     assert result.returncode == 0, result.stdout + result.stderr
 

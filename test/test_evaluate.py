@@ -175,7 +175,7 @@ def test_default_reads_the_node_params_file_at_run_time(tmp_path):
 
 
 def test_node_defaults_and_rules_match_the_node():
-    params = pytest.importorskip("illexp_ros.ros.parameters")  # imports rclpy: skipped without ROS
+    params = pytest.importorskip("illexp_ros.ros.node.parameters")  # imports rclpy: skipped without ROS
     assert ev.NODE_DEFAULTS == {name: params.PARAMETERS[name].default for name in ev.NODE_DEFAULTS}
     assert ev.NODE_MODES == params.MODES and ev.NODE_MAX_SHORT_SIDE == params.MAX_SHORT_SIDE
     samples = ["mixed", "auto", "sideways", "", " ", "models/x.pt", True, False, 0, 1, 64, 4096, 4097, -1, 1.5,

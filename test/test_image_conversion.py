@@ -8,7 +8,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from illexp_ros.ros.image_conversion import (
+from illexp_ros.ros.node.image_conversion import (
     SUPPORTED_ENCODINGS,
     ImageFormatError,
     compressed_to_frame,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from illexp_ros.ros.node import NODE_NAME
-from illexp_ros.ros.parameters import PARAMETERS, validate
+from illexp_ros.ros.node.illexp_node import NODE_NAME
+from illexp_ros.ros.node.parameters import PARAMETERS, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))

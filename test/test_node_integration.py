@@ -32,7 +32,7 @@ from skimage import data as skdata
 
 from illexp_ros.core import classify_exposure, degrade
 from illexp_ros.core.metrics import psnr
-from illexp_ros.ros.background_spin import BackgroundSpin
+from illexp_ros.ros.node.background_spin import BackgroundSpin
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ REPLY_S = 10.0
 
 
 def node_command(name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "illexp_ros.ros.node", "--ros-args", "--params-file",
+    return [sys.executable, "-m", "illexp_ros.ros.node.illexp_node", "--ros-args", "--params-file",
             str(ROOT / "config" / "illexp.yaml"), "-r", f"__ns:=/{name}_ns",
             "-r", "image:=/cam/image_raw", "-r", "camera_info:=/cam/camera_info", *extra]
 

@@ -11,10 +11,10 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
-from illexp_ros.ros.diagnostics import FrameStats, diagnostic_array
-from illexp_ros.ros.node import IllExpNode, PendingFrame
-from illexp_ros.ros.parameters import PARAMETERS, RUNTIME_PARAMETERS, validate
-from illexp_ros.ros.rate_limit import RateLimiter
+from illexp_ros.ros.node.diagnostics import FrameStats, diagnostic_array
+from illexp_ros.ros.node.illexp_node import IllExpNode, PendingFrame
+from illexp_ros.ros.node.parameters import PARAMETERS, RUNTIME_PARAMETERS, validate
+from illexp_ros.ros.node.rate_limit import RateLimiter
 
 
 @pytest.mark.parametrize("name,value,words", [
@@ -186,7 +186,7 @@ def test_runtime_parameter_changes_apply_and_invalid_ones_are_refused(node):
 
 
 def test_node_bench_arguments():
-    from illexp_ros.ros.node_bench import parse_args
+    from illexp_ros.ros.demo.node_bench import parse_args
 
     args = parse_args(["--sizes", "640x480,1280x720", "--frames", "3"])
     assert args.sizes == [(640, 480), (1280, 720)] and args.frames == 3

@@ -14,8 +14,8 @@ all three files), `mixed_fast` (mixed in fast mode: network at reduced resolutio
 repository's config/illexp.yaml). That file is read at run time (section `/**/illexp_node:
 ros__parameters:`, or any key that matches a node named illexp_node in the root namespace, ROS wildcards
 `/**` and `*` included; several matching sections merge in file order); its `model`, `mode`, `fast` and
-`internal_short_side` build the Enhancer exactly as illexp_ros/ros/node.py does, a key it lacks takes the
-node's default (illexp_ros/ros/parameters.py), other keys are not used. `model: default` and shipped names
+`internal_short_side` build the Enhancer exactly as illexp_ros/ros/node/illexp_node.py does, a key it lacks takes the
+node's default (illexp_ros/ros/node/parameters.py), other keys are not used. `model: default` and shipped names
 are looked up in --models (default needs the file(s) of its mode there: under.pt / over.pt / mixed.pt, all
 three for auto; in fast mode a <name>_fast.pt next to one replaces it, as in the node); a path is taken
 relative to the working directory. The file's `backend` is not used: every model method runs through
@@ -70,7 +70,7 @@ THUMB = 128  # contact-sheet cell size (long side, px)
 IDENTITY_SUFFIX = ":identity"  # set key of an --identity run
 DEFAULT_NODE_CONFIG = REPO / "config" / "illexp.yaml"
 NODE_NAME = "illexp_node"
-# The node's defaults for the keys `default` uses (illexp_ros/ros/parameters.py PARAMETERS; that module
+# The node's defaults for the keys `default` uses (illexp_ros/ros/node/parameters.py PARAMETERS; that module
 # imports rclpy, so they are repeated here and a test checks that both agree).
 NODE_DEFAULTS = {"model": "default", "mode": "mixed", "fast": True, "internal_short_side": 0}
 NODE_MODES = ("under", "over", "mixed", "auto")
@@ -165,7 +165,7 @@ def _node_sections(doc: dict, prefix: str = "") -> list[tuple[str, object]]:
 
 
 def _node_param_error(name: str, value: object) -> str | None:
-    """The reason the node refuses `value` for `name` (same rules as illexp_ros.ros.parameters.validate)."""
+    """The reason the node refuses `value` for `name` (same rules as illexp_ros.ros.node.parameters.validate)."""
     if name == "fast":
         return None if isinstance(value, bool) else f"fast must be true or false (got {value!r})"
     if name == "internal_short_side":
@@ -278,8 +278,8 @@ def build_methods(names: list[str], models_dir: Path, backend: str, closers: lis
         elif name == "mixed_fast":
             enh = Enhancer.from_model(str(files["mixed"]), backend=backend, mode="mixed", fast=True)
         elif name == "default":
-            # As illexp_ros/ros/node.py builds it, on --backend instead of the file's backend. A shipped name
-            # becomes its file in --models, so nothing is picked up from another models folder.
+            # As illexp_ros/ros/node/illexp_node.py builds it, on --backend instead of the file's backend. A shipped
+            # name becomes its file in --models, so nothing is picked up from another models folder.
             model = node.model if node.model == "default" else str(_model_path(node.model, models_dir))
             enh = Enhancer.from_model(model=model, backend=backend, mode=node.mode, fast=node.fast,
                                       internal_short_side=node.internal_short_side)

@@ -25,17 +25,17 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from illexp_ros.ros.diagnostics import FrameStats, diagnostic_array, summary_line
-from illexp_ros.ros.image_conversion import (
+from illexp_ros.ros.node.diagnostics import FrameStats, diagnostic_array, summary_line
+from illexp_ros.ros.node.image_conversion import (
     ImageFormatError,
     array_to_image,
     compressed_to_frame,
     frame_to_image,
     image_to_frame,
 )
-from illexp_ros.ros.parameters import PARAMETERS, RUNTIME_PARAMETERS, validate
-from illexp_ros.ros.qos import DIAGNOSTICS_QOS, image_qos
-from illexp_ros.ros.rate_limit import RateLimiter
+from illexp_ros.ros.node.parameters import PARAMETERS, RUNTIME_PARAMETERS, validate
+from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, image_qos
+from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
 
 NODE_NAME = "illexp_node"

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
-from illexp_ros.ros.image_conversion import (
+from illexp_ros.ros.node.image_conversion import (
     Frame,
     ImageFormatError,
     compressed_to_frame,

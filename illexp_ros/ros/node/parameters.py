@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 
-from illexp_ros.ros.image_conversion import SUPPORTED_ENCODINGS
-from illexp_ros.ros.qos import QOS_NAMES
+from illexp_ros.ros.node.image_conversion import SUPPORTED_ENCODINGS
+from illexp_ros.ros.node.qos import QOS_NAMES
 
 MODES = ("under", "over", "mixed", "auto")
 BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passthrough")

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from illexp_ros.ros.bag_source import BagError
+from illexp_ros.ros.bags.source import BagError
 
 BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passthrough")
 MODES = ("under", "over", "mixed", "auto")
@@ -86,18 +86,18 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "process":
-        from illexp_ros.ros.bag_process import process_bag
+        from illexp_ros.ros.bags.process import process_bag
 
         summary = process_bag(args.input, args.output, args.topic, enhancer_factory(args),
                               out_topic=args.out_topic, storage=args.storage, force=args.force,
                               progress=not args.no_progress)
         print(summary.line())
     elif args.command == "play":
-        from illexp_ros.ros.bag_play import play_command
+        from illexp_ros.ros.bags.play import play_command
 
         return play_command(args.input, args.topic, args.out_topic, args.rate, args.loop, args.qos, args.wait)
     elif args.command == "sheet":
-        from illexp_ros.ros.bag_sheet import sheet_command
+        from illexp_ros.ros.bags.sheet import sheet_command
 
         print(f"wrote {sheet_command(args.input, args.topic, args.out, args.frames, enhancer_factory(args))}")
     return 0
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` cleans up like Ctrl-C
-    from illexp_ros.ros.image_conversion import ImageFormatError
+    from illexp_ros.ros.node.image_conversion import ImageFormatError
     from illexp_ros.runtime.errors import EnhancerError
 
     try:

@@ -28,7 +28,7 @@ from skimage import data as skdata
 
 from illexp_ros.core import ExposureParams, degrade_mixed
 from illexp_ros.core.metrics import to_uint8
-from illexp_ros.ros.bag_images import (
+from illexp_ros.ros.bags.images import (
     COMPRESSED_TYPE,
     IMAGE_TYPE,
     TYPESTORE,

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from rosbags.rosbag2 import StoragePlugin, Writer
 from tqdm import tqdm
 
-from illexp_ros.ros.bag_images import (
+from illexp_ros.ros.bags.images import (
     IMAGE_TYPE,
     TYPESTORE,
     ImageFormatError,
@@ -36,7 +36,7 @@ from illexp_ros.ros.bag_images import (
     output_encoding,
     serialize,
 )
-from illexp_ros.ros.bag_source import (
+from illexp_ros.ros.bags.source import (
     BagError,
     checked_messages,
     decode_message,

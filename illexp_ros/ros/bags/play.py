@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from illexp_ros.ros.bag_source import BagError, cdr_converter, checked_messages, image_connections, open_bag
+from illexp_ros.ros.bags.source import BagError, cdr_converter, checked_messages, image_connections, open_bag
 
 OnPublish = Callable[[int, bytes], None]  # (bag timestamp ns, serialized message)
 
@@ -86,7 +86,7 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
     msgtype = topic_type(path, topic)  # validate the bag before touching DDS
     import rclpy
 
-    from illexp_ros.ros.qos import image_qos
+    from illexp_ros.ros.node.qos import image_qos
 
     rclpy.init()
     try:

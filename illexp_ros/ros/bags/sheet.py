@@ -10,8 +10,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from illexp_ros.ros.bag_images import message_to_frame, stamp_ns
-from illexp_ros.ros.bag_source import BagError, checked_messages, decode_message, image_connections, open_bag
+from illexp_ros.ros.bags.images import message_to_frame, stamp_ns
+from illexp_ros.ros.bags.source import BagError, checked_messages, decode_message, image_connections, open_bag
 
 LABEL_WIDTH = 120
 HEADER_HEIGHT = 24

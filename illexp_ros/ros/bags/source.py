@@ -17,7 +17,7 @@ from typing import Any
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import Connection
 
-from illexp_ros.ros.bag_images import IMAGE_TYPES
+from illexp_ros.ros.bags.images import IMAGE_TYPES
 
 
 class BagError(Exception):
@@ -114,7 +114,7 @@ def cdr_converter(reader: AnyReader, conn: Connection) -> Callable[[bytes | memo
     image types, whose Kilted definitions match ROS 1's apart from the header."""
     if reader.is2:
         return bytes
-    from illexp_ros.ros.bag_images import TYPESTORE
+    from illexp_ros.ros.bags.images import TYPESTORE
 
     def convert(data: bytes | memoryview) -> bytes:
         try:

@@ -4,7 +4,7 @@ The node runs in its own process (as in deployment); this process publishes one 
 the corrected frame with the same stamp (ping-pong, so the number is latency, not throughput under overload).
 `passthrough` is the floor: the ROS transport both ways plus conversion, with no network.
 
-  python -m illexp_ros.ros.node_bench --backends passthrough,auto --sizes 640x480,1280x720 --frames 30
+  python -m illexp_ros.ros.demo.node_bench --backends passthrough,auto --sizes 640x480,1280x720 --frames 30
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "config" / "illexp.yaml"
 START_TIMEOUT_S = 60.0
 REPLY_TIMEOUT_S = 10.0
@@ -64,8 +64,8 @@ class Client:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
-        from illexp_ros.ros.background_spin import BackgroundSpin
-        from illexp_ros.ros.qos import image_qos
+        from illexp_ros.ros.node.background_spin import BackgroundSpin
+        from illexp_ros.ros.node.qos import image_qos
 
         self.Image = Image
         self.context = rclpy.Context()
@@ -106,7 +106,7 @@ class Client:
 
 
 def start_node(backend: str, args: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "illexp_ros.ros.node", "--ros-args", "--params-file", str(CONFIG),
+    cmd = [sys.executable, "-m", "illexp_ros.ros.node.illexp_node", "--ros-args", "--params-file", str(CONFIG),
            "-r", "__ns:=/bench", "-r", "image:=/bench/image_raw", "-p", f"backend:={backend}",
            "-p", f"qos:={args.qos}", "--log-level", "warn"]
     if args.model:

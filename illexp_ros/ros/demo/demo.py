@@ -1,6 +1,6 @@
 """`illexp_demo` (what `make demo` runs): the whole pipeline on a generated sample bag, end to end over DDS.
 
-1. writes the sample bag (illexp_ros.ros.sample_data: a camera driving out of a tunnel) to OUT/sample_bag;
+1. writes the sample bag (illexp_ros.ros.demo.sample_data: a camera driving out of a tunnel) to OUT/sample_bag;
 2. starts `illexp_node` as its own process with config/illexp.yaml (exposure map publishing on);
 3. replays the bag's images into it at their recorded pace (bag_play) and records what comes back;
 4. writes OUT/corrected.mcap (corrected images + exposure maps as received) and OUT/sheet.png, and prints
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from illexp_ros.core.metrics import psnr
-from illexp_ros.ros.bag_images import (
+from illexp_ros.ros.bags.images import (
     IMAGE_TYPE,
     TYPESTORE,
     deserialize,
@@ -38,10 +38,10 @@ from illexp_ros.ros.bag_images import (
     serialized_stamp_ns,
     stamp_ns,
 )
-from illexp_ros.ros.bag_images import message_to_frame as _decode
-from illexp_ros.ros.bag_play import play_messages
-from illexp_ros.ros.bag_sheet import colorize_map, evenly_spaced, render_sheet
-from illexp_ros.ros.sample_data import IMAGE_TOPIC, SampleFrame, write_sample_bag
+from illexp_ros.ros.bags.images import message_to_frame as _decode
+from illexp_ros.ros.bags.play import play_messages
+from illexp_ros.ros.bags.sheet import colorize_map, evenly_spaced, render_sheet
+from illexp_ros.ros.demo.sample_data import IMAGE_TOPIC, SampleFrame, write_sample_bag
 
 NAMESPACE = "/illexp_demo"
 INPUT_TOPIC = f"{NAMESPACE}/image_raw"
@@ -64,7 +64,7 @@ def log(text: str) -> None:
 
 def config_file() -> Path:
     """config/illexp.yaml of the source tree, else share/illexp_ros/config of a colcon install."""
-    here = Path(__file__).resolve().parents[2] / "config" / "illexp.yaml"
+    here = Path(__file__).resolve().parents[3] / "config" / "illexp.yaml"
     if here.is_file():
         return here
     try:
@@ -80,7 +80,7 @@ def config_file() -> Path:
 
 def node_command(config: Path, overrides: dict[str, str]) -> list[str]:
     exe = Path(sys.executable).parent / "illexp_node"
-    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "illexp_ros.ros.node"]
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "illexp_ros.ros.node.illexp_node"]
     cmd += ["--ros-args", "--params-file", str(config),
             "-r", f"image:={INPUT_TOPIC}", "-r", f"corrected/image:={CORRECTED_TOPIC}",
             "-r", f"exposure_map:={MAP_TOPIC}",
@@ -124,7 +124,7 @@ def with_stamp(raw: bytes, stamp: int) -> bytes:
 
 
 def first_message(bag: Path) -> bytes:
-    from illexp_ros.ros.bag_source import checked_messages, image_connections, open_bag
+    from illexp_ros.ros.bags.source import checked_messages, image_connections, open_bag
 
     with open_bag(bag) as reader:
         conns = image_connections(reader, bag, IMAGE_TOPIC)
@@ -139,8 +139,8 @@ def run_pipeline(bag: Path, frames: list[SampleFrame], node_cmd: list[str], node
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from illexp_ros.ros.background_spin import BackgroundSpin
-    from illexp_ros.ros.qos import image_qos
+    from illexp_ros.ros.node.background_spin import BackgroundSpin
+    from illexp_ros.ros.node.qos import image_qos
 
     rec = Recorder()
     with open(node_log, "w") as log_file:
@@ -268,7 +268,7 @@ def write_recording(rec: Recorder, path: Path) -> Path:
     (a single-file bag: rosbags, illexp_bag and MCAP tools read it without a metadata.yaml)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from illexp_ros.ros.sample_data import CAMERA_QOS
+    from illexp_ros.ros.demo.sample_data import CAMERA_QOS
 
     stage = path.parent / f".{path.stem}.partial-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
