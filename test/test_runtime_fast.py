@@ -99,3 +99,49 @@ def test_fast_mode_psnr_cost_on_a_synthetic_pair(kind):
     print(f"{kind}: degraded {psnr(degraded, ref):.2f} dB, full {full_psnr:.2f} dB, fast "
           f"(short side {enh.internal_short_side}, model {enh.model_name}) {fast_psnr:.2f} dB")
     assert full_psnr - fast_psnr <= 1.5
+
+
+def reference_fast_path(pipeline: CpuPipeline, frame: np.ndarray, bgr: bool, short_side: int) -> np.ndarray:
+    """Fast mode as the CPU pipeline computed it before its full-resolution passes were banded and fused
+    (README "Benchmark"): the whole frame in float, one area resize, the guided upsampling in float, then
+    clamp and round. Same network call as the pipeline."""
+    from illexp_ros.core.fast import internal_size
+    from illexp_ros.runtime.cpu_pipeline import channels_first_view, channels_last_view, fill_replicate_pad, padded
+
+    h, w = frame.shape[:2]
+    hl, wl = internal_size(h, w, short_side)
+    full = frame.astype(np.float32) / np.float32(255.0)
+    low_in = cv2.resize(full, (wl, hl), interpolation=cv2.INTER_AREA)
+    net_in = np.empty((1, 3, padded(hl, pipeline.multiple), padded(wl, pipeline.multiple)), np.float32)
+    net_in[0, :, :hl, :wl] = channels_first_view(low_in, bgr)
+    fill_replicate_pad(net_in, hl, wl)
+    out, _ = pipeline.network(net_in)
+    low_out = np.ascontiguousarray(channels_last_view(out[0, :, :hl, :wl], bgr))
+    corrected = guided_upsample_np(low_in, low_out, full)
+    return np.round(np.clip(corrected, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def real_photo(width: int, height: int, name: str) -> np.ndarray:
+    from skimage import data as skdata
+
+    rgb = getattr(skdata, name)()
+    return np.ascontiguousarray(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)[..., ::-1])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720), (1920, 1080), (1283, 721)])
+def test_banded_fast_path_matches_the_reference_within_rounding(size, workers):
+    """The banded, fused fast path (threads over row bands) against the plain float computation, with the
+    shipped fast model on real photographs: every pixel within 1/255. (1283 x 721: no band borders line up
+    with the area cells, one band.)"""
+    model, _ = load_model(shipped_model("mixed_fast"))
+    pipeline = cpu_pipeline(model)
+    pipeline = CpuPipeline(pipeline.network, model.stride_multiple, workers=workers)
+    for name in ("chelsea", "coffee", "astronaut"):
+        frame = real_photo(*size, name)
+        got, _ = pipeline.run(frame, bgr=True, want_map=False, short_side=64)
+        want = reference_fast_path(pipeline, frame, bgr=True, short_side=64)
+        assert got.shape == frame.shape and got.dtype == np.uint8
+        assert max_diff(got, want) <= 1, (name, size)
+        assert max_diff(got, frame) > 10  # it did correct something
+    pipeline.clear()

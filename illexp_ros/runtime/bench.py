@@ -21,6 +21,7 @@ import resource
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from illexp_ros.core.baselines import clahe
 from illexp_ros.core.degradation import ExposureParams, degrade, degrade_mixed, mixed_exposure_mask
 from illexp_ros.runtime.backends.tensorrt import parse_size
+from illexp_ros.runtime.cpu_pipeline import stage_profile
 from illexp_ros.runtime.enhancer import MODES, Enhancer
 from illexp_ros.runtime.errors import EnhancerError
 
@@ -134,6 +136,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                                       "the backend's default)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch / onnxruntime (0 = default)")
     p.add_argument("--no-floors", action="store_true", help="skip the numpy-copy and CLAHE floors")
+    p.add_argument("--profile", action="store_true",
+                   help="also time each stage of the CPU frame pipeline (onnxruntime, torch_cpu) and print a table")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
     if args.frames < 1 or args.warmup < 0:
@@ -173,12 +177,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             import torch
 
                             torch.cuda.reset_peak_memory_stats()
-                        times = time_calls(lambda f, e=enh: e.enhance(f, "bgr"), frames, args.frames, args.warmup, bar)
+                        with stage_profile() if args.profile else nullcontext({}) as stages:
+                            times = time_calls(lambda f, e=enh: e.enhance(f, "bgr"), frames, args.frames,
+                                               args.warmup, bar)
                         mem = (torch.cuda.max_memory_allocated() / 2**20) if on_gpu else peak_rss_mb()
-                        results.append({
+                        result = {
                             "backend": enh.backend_name, "fast": fast, "size": f"{w}x{h}",
                             "median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99)),
-                            "fps": float(1000.0 / times.mean()), "peak_mem_mb": float(mem)})
+                            "fps": float(1000.0 / times.mean()), "peak_mem_mb": float(mem)}
+                        if stages:  # the warm-up calls are in the lists too: the median of the last `frames`
+                            result["stages_ms"] = {k: float(np.median(v[-args.frames:])) for k, v in stages.items()}
+                        results.append(result)
             finally:
                 enh.close()
     if not args.no_floors:
@@ -188,6 +197,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 times = time_calls(fn, [frame], max(args.frames, 20), args.warmup)
                 floors.append({"name": name, "size": f"{w}x{h}", "median_ms": float(np.median(times))})
     return {"results": results, "floors": floors, "machine": machine_info(args.threads)}
+
+
+def stage_table(report: dict[str, Any]) -> str:
+    """Median milliseconds per pipeline stage (`--profile`); `other` = the median frame time minus the stages
+    (the Enhancer's checks, locking, colour-order handling)."""
+    rows = [r for r in report["results"] if r.get("stages_ms")]
+    if not rows:
+        return ""
+    names: list[str] = []
+    for r in rows:
+        names += [k for k in r["stages_ms"] if k not in names]
+    lines = ["| backend | fast | size | " + " | ".join(names) + " | other | total |",
+             "|---|---|---|" + "---:|" * (len(names) + 2)]
+    for r in rows:
+        st = r["stages_ms"]
+        other = r["median_ms"] - sum(st.values())
+        cells = " | ".join(f"{st[n]:.2f}" if n in st else "-" for n in names)
+        lines.append(f"| {r['backend']} | {'yes' if r['fast'] else 'no'} | {r['size']} | {cells} | {other:.2f} | "
+                     f"{r['median_ms']:.2f} |")
+    return "\n".join(lines)
 
 
 def summary_table(report: dict[str, Any]) -> str:
@@ -208,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"illexp_bench: error: {exc}", file=sys.stderr)
         return 2
     print(summary_table(report))
+    if args.profile:
+        print(stage_table(report) or "no stage profile: only the CPU backends (onnxruntime, torch_cpu) record one")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -23,10 +23,10 @@ from illexp_ros.runtime.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAM
 
 
 class OrtRunner:
-    def __init__(self, session: Any, stride_multiple: int) -> None:
+    def __init__(self, session: Any, stride_multiple: int, workers: int = 0) -> None:
         self.session = session
         self._bindings: OrderedDict[tuple, tuple] = OrderedDict()
-        self.pipeline = CpuPipeline(self._network, stride_multiple)
+        self.pipeline = CpuPipeline(self._network, stride_multiple, workers)
 
     def _network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = (x.shape, x.ctypes.data)
@@ -92,6 +92,10 @@ class OnnxRuntimeBackend(Backend):
         if self.threads > 0:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+        # ONNX Runtime's worker threads spin for a while after each run by default; between network runs the
+        # frame pipeline's own OpenCV / numpy passes need those cores (measured: fast mode at 1280x720 on two
+        # cores, see README "Benchmark").
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         return ort.InferenceSession(str(path), options, providers=self.providers())
 
     def load(self, model: IllExpNet | None, info: dict[str, Any]) -> OrtRunner:
@@ -109,4 +113,4 @@ class OnnxRuntimeBackend(Backend):
                 raise EnhancerError(f"onnxruntime cannot load the ONNX export {path} of {info['path']}: "
                                     f"{str(exc).splitlines()[0]}") from exc
         self.log(f"onnxruntime {info['name']}: providers {', '.join(session.get_providers())}")
-        return OrtRunner(session, model.stride_multiple)
+        return OrtRunner(session, model.stride_multiple, self.threads)

@@ -13,12 +13,12 @@ from illexp_ros.runtime.cpu_pipeline import CpuPipeline
 
 
 class TorchCpuRunner:
-    def __init__(self, model: IllExpNet) -> None:
+    def __init__(self, model: IllExpNet, workers: int = 0) -> None:
         import torch
 
         self.torch = torch
         self.model = model.eval()
-        self.pipeline = CpuPipeline(self._network, model.stride_multiple)
+        self.pipeline = CpuPipeline(self._network, model.stride_multiple, workers)
 
     def _network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self.torch.inference_mode():
@@ -48,4 +48,4 @@ class TorchCpuBackend(Backend):
             import torch
 
             torch.set_num_threads(self.threads)  # process-wide in torch
-        return TorchCpuRunner(model)
+        return TorchCpuRunner(model, self.threads)
