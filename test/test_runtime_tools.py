@@ -41,6 +41,24 @@ def test_bench_json_has_the_documented_shape(tmp_path, capsys):
     assert "| onnxruntime | yes | 64x48 |" in capsys.readouterr().out
 
 
+def test_bench_profile_times_each_stage_of_the_cpu_pipeline(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = bench_main(["--backend", "onnxruntime,passthrough", "--both", "--sizes", "160x120", "--frames", "3",
+                     "--warmup", "1", "--threads", "1", "--model-config", json.dumps(TINY), "--no-floors",
+                     "--profile", "--json", str(out)])
+    assert rc == 0
+    by_mode = {(r["backend"], r["fast"]): r for r in json.loads(out.read_text())["results"]}
+    fast = by_mode[("onnxruntime", True)]["stages_ms"]
+    assert list(fast) == ["downscale", "net_in", "network", "guided_fit", "upsample_coefficients", "apply"]
+    assert all(v >= 0 for v in fast.values()) and fast["network"] > 0
+    assert sum(fast.values()) <= by_mode[("onnxruntime", True)]["median_ms"] * 1.5
+    assert set(by_mode[("onnxruntime", False)]["stages_ms"]) == {"net_in", "network", "to_uint8"}
+    assert "stages_ms" not in by_mode[("passthrough", True)]  # not a CPU pipeline backend
+    printed = capsys.readouterr().out
+    assert "| backend | fast | size | downscale | net_in | network |" in printed
+    assert "| onnxruntime | yes | 160x120 |" in printed
+
+
 def test_bench_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit) as err:
         bench_main(["--sizes", "640by480"])

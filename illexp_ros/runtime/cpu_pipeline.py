@@ -191,7 +191,9 @@ class CpuPipeline:
         np.clip(b.hwc, 0.0, 1.0, out=b.hwc)
         result = to_uint8(b.hwc)
         st.mark("to_uint8")
-        em_u8 = self._exposure_map(em[0, :, :h, :w], b.plane) if want_map else None
+        if not want_map:
+            return result, None
+        em_u8 = self._exposure_map(em[0, :, :h, :w], b.plane)
         st.mark("exposure_map")
         return result, em_u8
 
