@@ -32,7 +32,7 @@ from tqdm import tqdm
 from illexp_ros.core.baselines import clahe
 from illexp_ros.core.degradation import ExposureParams, degrade, degrade_mixed, mixed_exposure_mask
 from illexp_ros.runtime.backends.tensorrt import parse_size
-from illexp_ros.runtime.cpu_pipeline import stage_profile
+from illexp_ros.runtime.cpu_pipeline import STAGE_ORDER, stage_profile
 from illexp_ros.runtime.enhancer import MODES, Enhancer
 from illexp_ros.runtime.errors import EnhancerError
 
@@ -208,6 +208,7 @@ def stage_table(report: dict[str, Any]) -> str:
     names: list[str] = []
     for r in rows:
         names += [k for k in r["stages_ms"] if k not in names]
+    names.sort(key=lambda n: STAGE_ORDER.index(n) if n in STAGE_ORDER else len(STAGE_ORDER))
     lines = ["| backend | fast | size | " + " | ".join(names) + " | other | total |",
              "|---|---|---|" + "---:|" * (len(names) + 2)]
     for r in rows:

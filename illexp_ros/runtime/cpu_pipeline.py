@@ -31,6 +31,8 @@ MAX_CACHED_RESOLUTIONS = 4
 
 
 # Per-stage timing for `illexp_bench --profile`: None (the default) costs one check per stage.
+STAGE_ORDER = ("downscale", "net_in", "network", "guided_fit", "upsample_coefficients", "apply", "to_uint8",
+               "exposure_map")
 _stage_times: dict[str, list[float]] | None = None
 
 
