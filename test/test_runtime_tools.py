@@ -10,6 +10,7 @@ import pytest
 import torch
 from tiny_models import TINY, max_diff, random_frame
 
+from illexp_ros.core.networks import fold_batchnorm
 from illexp_ros.runtime import Enhancer
 from illexp_ros.runtime.backends.tensorrt import DEFAULT_PROFILE, export_program, trt_unavailable_reason
 from illexp_ros.runtime.bench import main as bench_main
@@ -95,9 +96,12 @@ def test_export_torchscript_runs(tmp_path, tiny_path):
                         "--out", str(out)]) == 0
     traced = torch.jit.load(str(out))
     model, _ = load_model(tiny_path)
-    x = torch.rand(1, 3, 32, 40)
+    x = torch.rand(1, 3, 32, 40, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        assert torch.allclose(traced(x)[0], model.forward_aligned(x)[0], atol=1e-4)
+        # The export is the BatchNorm-folded network (what the runtime runs): equal to it, and to the model up
+        # to the fold's float rounding (which the random tiny net amplifies to ~5e-4 at worst).
+        assert torch.allclose(traced(x)[0], fold_batchnorm(model).forward_aligned(x)[0], atol=1e-4)
+        assert torch.allclose(traced(x)[0], model.forward_aligned(x)[0], atol=2e-3)
 
 
 def test_export_errors_are_one_line_with_status_2(tmp_path, tiny_path, capsys):
