@@ -173,9 +173,19 @@ def test_worker_publishes_and_rejects(node):
     assert node.stats.snapshot().rejected == 1 and node._worker.is_alive()
 
 
+def wait_until(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_runtime_parameter_changes_apply_and_invalid_ones_are_refused(node):
     results = node.set_parameters([Parameter("mode", value="auto")])
-    assert results[0].successful and node.enhancer.mode == "auto"
+    # mode / fast switch on the switcher thread once loaded (at once for passthrough)
+    assert results[0].successful and wait_until(lambda: node.enhancer.mode == "auto")
     results = node.set_parameters([Parameter("mode", value="sideways")])
     assert not results[0].successful and "mode must be one of" in results[0].reason
     assert node.enhancer.mode == "auto"
@@ -207,3 +217,55 @@ def test_illexp_bench_node_flag_runs_the_node_benchmark(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "--transport" not in out and "--model-config" in out
+
+
+def test_mode_and_fast_requests_are_coalesced_and_the_last_one_is_in_force(node):
+    """A storm of mode / fast changes: the switcher ends on the last values set, whatever order they came in."""
+    for i in range(200):
+        assert node.set_parameters([Parameter("mode", value=("under", "over", "auto", "mixed")[i % 4]),
+                                    Parameter("fast", value=bool(i % 3))])[0].successful
+    assert node.set_parameters([Parameter("mode", value="over"), Parameter("fast", value=False)])[0].successful
+    assert wait_until(lambda: (node.enhancer.mode, node.enhancer.fast) == ("over", False))
+    time.sleep(0.2)  # and it stays there
+    assert (node.enhancer.mode, node.enhancer.fast) == ("over", False)
+    assert (node.get_parameter("mode").value, node.get_parameter("fast").value) == ("over", False)
+
+
+def test_a_missing_model_is_refused_at_once_and_a_corrupt_one_is_set_back(tmp_path, monkeypatch):
+    """The model file check is synchronous (cheap): a missing file refuses the change. Loading happens on the
+    switcher thread: a file that exists but does not load leaves the settings in force and the parameters are
+    set back to them."""
+    import shutil
+
+    from illexp_ros.runtime.model_io import resolve_model_path
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("mixed", "mixed_fast"):
+        shutil.copy(resolve_model_path(name), models / f"{name}.pt")
+    (models / "under.pt").write_bytes(b"not a model")  # exists: passes the check, fails to load
+    monkeypatch.setenv("ILLEXP_MODELS_DIR", str(models))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    n = IllExpNode(context=context, parameter_overrides=[Parameter("backend", value="torch_cpu")])
+    try:
+        assert (n.enhancer.mode, n.enhancer.fast) == ("mixed", True)
+        assert n.set_parameters([Parameter("mode", value="under")])[0].successful
+        assert wait_until(lambda: n.get_parameter("mode").value == "mixed")  # set back after the failed load
+        assert n.enhancer.mode == "mixed"
+    finally:
+        n.stop()
+        n.destroy_node()
+    own = tmp_path / "own.pt"
+    shutil.copy(resolve_model_path("mixed_fast"), own)
+    n = IllExpNode(context=context, parameter_overrides=[Parameter("backend", value="torch_cpu"),
+                                                         Parameter("model", value=str(own))])
+    try:
+        own.unlink()
+        refused = n.set_parameters([Parameter("mode", value="over")])[0]
+        assert not refused.successful and "not found" in refused.reason and str(own) in refused.reason
+        assert n.get_parameter("mode").value == "mixed" and n.enhancer.mode == "mixed"
+    finally:
+        n.stop()
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)

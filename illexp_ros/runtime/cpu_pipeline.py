@@ -259,6 +259,10 @@ class CpuPipeline:
         np.clip(plane, 0.0, 3.0, out=plane)
         return to_uint8(plane, 255.0 / 3.0)
 
+    def buffered_resolutions(self) -> int:
+        """How many (resolution, mode) buffer sets are held now: at most MAX_CACHED_RESOLUTIONS."""
+        return len(self._buffers)
+
     def clear(self) -> None:
         self._buffers.clear()
         if self._pool is not None:

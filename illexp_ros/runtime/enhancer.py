@@ -111,7 +111,8 @@ class Enhancer:
         self._runners: dict[Path | None, Runner] = {}
         self._route_paths: dict[tuple[str, bool], Path | None] = {}
         self._trained_short_side: dict[Path | None, int] = {}  # a fast model's meta: the size it was tuned at
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # frames and settings; held for one frame, never while loading
+        self._load_lock = threading.Lock()  # one load at a time
         self._closed = False
         self.last_route = ""
 
@@ -130,7 +131,7 @@ class Enhancer:
         for i, name in enumerate(candidates):
             enh = cls(backend_class(name)(log, threads), model, mode, fast, internal_short_side, log)
             try:
-                enh._ensure_loaded()
+                enh.prepare(mode, fast)
             except ModelLoadError:
                 enh.close()
                 raise
@@ -158,14 +159,7 @@ class Enhancer:
 
     @mode.setter
     def mode(self, value: str) -> None:
-        _check_mode(value)
-        with self._lock:
-            old, self._mode = self._mode, value
-            try:
-                self._ensure_loaded()
-            except Exception:
-                self._mode = old
-                raise
+        self.switch(mode=value)
 
     @property
     def fast(self) -> bool:
@@ -173,14 +167,50 @@ class Enhancer:
 
     @fast.setter
     def fast(self, value: bool) -> None:
-        value = _check_fast(value)
+        self.switch(fast=value)
+
+    def switch(self, mode: str | None = None, fast: bool | None = None) -> None:
+        """Change mode and/or fast. What the new settings need is loaded first (prepare) while frames keep
+        being corrected with the settings in force; then the switch itself happens between two frames. On an
+        error (a model that does not load) the settings in force stay."""
+        mode = self._mode if mode is None else _check_mode(mode)
+        fast = self._fast if fast is None else _check_fast(fast)
+        self.prepare(mode, fast)
         with self._lock:
-            old, self._fast = self._fast, value
-            try:
-                self._ensure_loaded()
-            except Exception:
-                self._fast = old
-                raise
+            self._mode, self._fast = mode, fast
+
+    def check(self, mode: str, fast: bool) -> None:
+        """Cheap check that the model files (mode, fast) needs exist: ModelLoadError if not. Loads nothing."""
+        self._plan(_check_mode(mode), _check_fast(fast))
+
+    def is_ready(self, mode: str, fast: bool) -> bool:
+        """Whether (mode, fast) can be switched to without loading anything (ModelLoadError for a missing
+        model file)."""
+        plan = self._plan(_check_mode(mode), _check_fast(fast))
+        with self._lock:
+            return all(path in self._runners for path in plan.values())
+
+    def prepare(self, mode: str, fast: bool) -> None:
+        """Load what (mode, fast) needs (model files, ONNX exports, engines) without touching the settings in
+        force and without holding the frame lock: a thread may call this while another corrects frames."""
+        plan = self._plan(_check_mode(mode), _check_fast(fast))
+        with self._load_lock:
+            for path in dict.fromkeys(plan.values()):
+                with self._lock:
+                    if self._closed:
+                        raise EnhancerError("this Enhancer is closed")
+                    if path in self._runners:
+                        continue
+                runner, trained = self._load_runner(path)
+                with self._lock:
+                    if self._closed:
+                        runner.close()
+                        raise EnhancerError("this Enhancer is closed")
+                    self._runners[path] = runner
+                    if trained:
+                        self._trained_short_side[path] = trained
+            with self._lock:
+                self._route_paths.update(plan)
 
     def _short_side_for(self, path: Path | None) -> int:
         # Explicit setting, else the size a fast model was fine-tuned at (its file's meta), else the backend's.
@@ -224,28 +254,30 @@ class Enhancer:
             self._log(f"no shipped {route}.pt: the {route} route uses {path}")
             return path
 
-    def _ensure_loaded(self) -> None:
-        for route in self._routes():
-            key = (route, self._fast)
-            if key in self._route_paths:
-                continue
-            if not self._backend.needs_model:
-                path = None
-            else:
+    def _plan(self, mode: str, fast: bool) -> dict[tuple[str, bool], Path | None]:
+        """(route, fast) -> model file, for every route of `mode` (ModelLoadError for a missing file)."""
+        plan: dict[tuple[str, bool], Path | None] = {}
+        for route in ROUTES if mode == "auto" else (mode,):
+            path = None
+            if self._backend.needs_model:
                 path = self._base_path(route)
-                if self._fast and fast_variant(path).is_file():
+                if fast and fast_variant(path).is_file():
                     path = fast_variant(path)
-            if path not in self._runners:
-                model, info = load_model(path) if path is not None else (None, {"name": PASSTHROUGH})
-                if path is not None:
-                    self._log(f"loaded {path} ({info['name']}) on {self._backend.name}")
-                    trained = info.get("meta", {}).get("fast_short_side")
-                    if isinstance(trained, int) and trained > 0:
-                        self._trained_short_side[path] = trained
-                # BatchNorm folded into the convs: exact up to rounding, fewer passes, and no running
-                # variance to overflow the fp16 backends (core.networks.fold_batchnorm).
-                self._runners[path] = self._backend.load(fold_batchnorm(model) if model is not None else None, info)
-            self._route_paths[key] = path
+            plan[(route, fast)] = path
+        return plan
+
+    def _load_runner(self, path: Path | None) -> tuple[Runner, int]:
+        """A backend runner for one model file (None: the passthrough backend), and the internal short side its
+        meta says it was fine-tuned at (0 if none)."""
+        model, info = load_model(path) if path is not None else (None, {"name": PASSTHROUGH})
+        trained = 0
+        if path is not None:
+            self._log(f"loaded {path} ({info['name']}) on {self._backend.name}")
+            meta_side = info.get("meta", {}).get("fast_short_side")
+            trained = meta_side if isinstance(meta_side, int) and meta_side > 0 else 0
+        # BatchNorm folded into the convs: exact up to rounding, fewer passes, and no running variance to
+        # overflow the fp16 backends (core.networks.fold_batchnorm).
+        return self._backend.load(fold_batchnorm(model) if model is not None else None, info), trained
 
     # -- frames --------------------------------------------------------------------------------------------
     def _classify(self, frame: np.ndarray, bgr: bool) -> str:
@@ -288,6 +320,13 @@ class Enhancer:
 
     def exposure_map(self, frame: np.ndarray, color_order: str = "rgb") -> np.ndarray:
         return self.enhance_with_map(frame, color_order)[1]
+
+    def buffered_resolutions(self) -> int:
+        """The most per-resolution buffer sets any loaded model's frame pipeline holds (bounded: see the
+        pipelines' MAX_CACHED_* constants); 0 for the passthrough backend."""
+        with self._lock:
+            pipelines = [getattr(r, "pipeline", None) for r in self._runners.values()]
+        return max([p.buffered_resolutions() for p in pipelines if p is not None] or [0])
 
     def close(self) -> None:
         with self._lock:

@@ -139,5 +139,9 @@ class TorchFramePipeline:
             torch.cuda.current_stream(self.device).synchronize()
         return state.host_out.numpy().copy(), (state.host_map.numpy().copy() if want_map else None)
 
+    def buffered_resolutions(self) -> int:
+        """How many per-resolution states (buffers, CUDA graphs) are held now: at most MAX_CACHED_STATES."""
+        return len(self._states)
+
     def clear(self) -> None:
         self._states.clear()

@@ -2,7 +2,8 @@
 
 Counters are totals since start; FPS is over the time since the previous snapshot (the diagnostics period,
 1 s); latency percentiles are over the last LATENCY_WINDOW published frames (the node leaves out the first
-frame of each new size, which carries one-off set-up work).
+frame of each new size, which carries one-off set-up work); stamp ages leave out zero stamps and stamps ahead
+of the node's clock. A statistic without samples is left out of the DiagnosticArray (never nan).
 Every frame that reaches the node ends up in exactly one of: published, dropped (replaced by a newer frame
 before the worker got to it, skipped by max_rate_hz, or lost before reaching the node, counted from gaps in
 the publisher's sequence numbers), rejected (bad input) or failed (the Enhancer raised).
@@ -61,7 +62,9 @@ class FrameStats:
             self._counts["published"] += 1
             if latency_s is not None:
                 self._latencies.append(latency_s)
-            if stamp_age_s is not None:
+            # A stamp ahead of this clock (another machine's clock, a bag replayed with its recorded stamps
+            # after a jump) has no meaningful age: kept out rather than reported as a negative one.
+            if stamp_age_s is not None and stamp_age_s >= 0.0:
                 self._ages.append(stamp_age_s)
 
     def snapshot(self) -> StatsSnapshot:
@@ -104,7 +107,10 @@ def diagnostic_array(snap: StatsSnapshot, name: str, hardware_id: str, input_top
     else:
         status.level = DiagnosticStatus.OK
         status.message = f"correcting {snap.fps_out:.1f} fps"
-    values = {k: v for k, v in asdict(snap).items() if not k.endswith("_in_period")}
+    # A statistic with no samples yet (no latency before the second frame of a size, no age when every stamp is
+    # zero) is left out instead of published as nan.
+    values = {k: v for k, v in asdict(snap).items()
+              if not k.endswith("_in_period") and not (isinstance(v, float) and v != v)}
     values.update(extra)
     status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
     array = DiagnosticArray(status=[status])

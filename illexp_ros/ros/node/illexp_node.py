@@ -33,7 +33,7 @@ from illexp_ros.ros.node.image_conversion import (
     frame_to_image,
     image_to_frame,
 )
-from illexp_ros.ros.node.parameters import PARAMETERS, RUNTIME_PARAMETERS, validate
+from illexp_ros.ros.node.parameters import MODES, PARAMETERS, RUNTIME_PARAMETERS, validate
 from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, image_qos
 from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
@@ -44,6 +44,7 @@ LOG_PERIOD_S = 5.0
 ERROR_THROTTLE_S = 5.0
 JOIN_TIMEOUT_S = 1.5
 SWITCH_INTERVAL_S = 0.0005
+MAX_TRACKED_PUBLISHERS = 32  # sequence-number state kept per publisher GID (publishers come and go)
 
 
 class StartupError(RuntimeError):
@@ -69,7 +70,15 @@ class IllExpNode(Node):
 
         self.enhancer = Enhancer.from_model(
             model=p["model"], backend=p["backend"], mode=p["mode"], fast=p["fast"],
-            internal_short_side=p["internal_short_side"], logger=self.get_logger().info)
+            internal_short_side=p["internal_short_side"], logger=self.get_logger().info, threads=p["threads"])
+        if p["preload"]:
+            # Everything a later `mode` / `fast` change can ask for, now: no loading while the camera runs.
+            start = time.monotonic()
+            for mode in MODES:
+                for fast in (False, True):
+                    self.enhancer.prepare(mode, fast)
+            self.get_logger().info(f"preloaded the models of every mode, fast and full "
+                                   f"({time.monotonic() - start:.1f} s)")
         self.backend_name = self.enhancer.backend_name
         self.model_name = self.enhancer.model_name
 
@@ -112,6 +121,10 @@ class IllExpNode(Node):
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="illexp_worker", daemon=True)
         self._worker.start()
+        self._wanted = (self.enhancer.mode, self.enhancer.fast)
+        self._switch_cond = threading.Condition()
+        self._switcher = threading.Thread(target=self._switch_loop, name="illexp_switcher", daemon=True)
+        self._switcher.start()
         self.get_logger().info(
             f"correcting {self.input_topic} -> {self.resolve_topic_name('corrected/image')} "
             f"(backend {self.backend_name}, model {self.model_name}, mode {p['mode']}, fast {p['fast']}, "
@@ -139,35 +152,97 @@ class IllExpNode(Node):
         if not seq or seq >= 2**63 or gid is None:  # the RMW does not report it
             return
         key = bytes(gid.get("data", b"")) if isinstance(gid, dict) else bytes(gid)
-        last = self._last_seq.get(key)
-        self._last_seq[key] = seq
+        last = self._last_seq.pop(key, None)
+        self._last_seq[key] = seq  # most recent publisher last: a restarted camera driver is a new GID
+        while len(self._last_seq) > MAX_TRACKED_PUBLISHERS:
+            del self._last_seq[next(iter(self._last_seq))]
         if last is not None and seq > last + 1:
             self.stats.count("dropped_in_transport", seq - last - 1)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Validate, then apply. The Enhancer's setters take its lock, so a change lands between two frames
-        (never inside one) and the next frame uses it; a model that cannot be loaded refuses the change."""
+        """Validate, then apply. max_rate_hz and publish_exposure_map apply at once. mode and fast go to the
+        switcher thread: whatever the new settings need is loaded there while frames keep being corrected with
+        the settings in force, and the Enhancer switches between two frames once it is ready (no gap in the
+        output). A model file that is missing refuses the change here; one that fails to load later is logged
+        and the parameters are set back to the settings in force."""
         changes = [p for p in params if p.name in RUNTIME_PARAMETERS]  # rclpy refuses read-only ones itself
         reasons = [r for r in (validate(p.name, p.value) for p in changes) if r]
         if reasons:
             return SetParametersResult(successful=False, reason="; ".join(reasons))
-        undo = []
+        with self._switch_cond:
+            mode, fast = self._wanted
+        for param in changes:
+            if param.name == "mode":
+                mode = param.value
+            elif param.name == "fast":
+                fast = param.value
         try:
-            for param in changes:
-                if param.name in ("mode", "fast"):
-                    undo.append((param.name, getattr(self.enhancer, param.name)))
-                    setattr(self.enhancer, param.name, param.value)
-        except Exception as exc:  # noqa: BLE001 - e.g. ModelLoadError for a mode whose model is missing
-            for name, value in reversed(undo):
-                setattr(self.enhancer, name, value)
-            return SetParametersResult(successful=False, reason=f"{param.name}={param.value!r}: {exc}")
+            ready = self.enhancer.is_ready(mode, fast)  # also checks that the model files exist
+        except EnhancerError as exc:  # e.g. a mode whose model file is missing
+            return SetParametersResult(successful=False, reason=f"mode={mode!r}, fast={fast!r}: {exc}")
         for param in changes:
             if param.name == "publish_exposure_map":
                 self._publish_map = param.value
             elif param.name == "max_rate_hz":
                 self._rate_limit.rate_hz = float(param.value)
             self.get_logger().info(f"{param.name} set to {param.value!r}")
+        with self._switch_cond:
+            if (mode, fast) != self._wanted:
+                self._wanted = (mode, fast)
+                if ready:  # nothing to load: switch now, the next frame uses it
+                    self.enhancer.switch(mode, fast)
+                else:
+                    self._switch_cond.notify()
         return SetParametersResult(successful=True)
+
+    # --- switcher thread -------------------------------------------------------------------------------
+    def _switch_loop(self) -> None:
+        """Bring the Enhancer to the wanted (mode, fast): load off the frame path, then switch between frames.
+        Requests that arrive while loading are coalesced: only the latest one is switched to."""
+        while True:
+            with self._switch_cond:
+                while not self._stop.is_set() and self._wanted == (self.enhancer.mode, self.enhancer.fast):
+                    self._switch_cond.wait(timeout=0.5)
+                if self._stop.is_set():
+                    return
+                target = self._wanted
+            mode, fast = target
+            try:
+                ready = self.enhancer.is_ready(mode, fast)
+            except EnhancerError:
+                ready = False  # the file went missing since: prepare() says so below
+            if not ready:
+                self.get_logger().info(f"loading what mode {mode}, fast {fast} needs; frames keep mode "
+                                       f"{self.enhancer.mode}, fast {self.enhancer.fast} until it is ready")
+            start = time.monotonic()
+            try:
+                self.enhancer.prepare(mode, fast)
+                with self._switch_cond:
+                    if self._wanted != target:
+                        continue  # changed again while loading: go for the newer one
+                    self.enhancer.switch(mode, fast)  # instant now: a few assignments between two frames
+            except Exception as exc:  # noqa: BLE001 - a model that does not load must not stop the node
+                if self._stop.is_set():
+                    return
+                self.get_logger().error(f"cannot switch to mode {mode}, fast {fast}: {type(exc).__name__}: {exc}; "
+                                        f"keeping mode {self.enhancer.mode}, fast {self.enhancer.fast}")
+                self._revert_parameters(target)
+                continue
+            if not ready:
+                self.get_logger().info(f"now correcting with mode {mode}, fast {fast} (loaded in "
+                                       f"{time.monotonic() - start:.1f} s)")
+
+    def _revert_parameters(self, failed: tuple[str, bool]) -> None:
+        """After a failed load: the settings in force become the wanted ones and the parameters again."""
+        with self._switch_cond:
+            if self._wanted != failed:
+                return  # a newer request replaced it
+            self._wanted = (self.enhancer.mode, self.enhancer.fast)
+        try:
+            self.set_parameters([Parameter("mode", value=self.enhancer.mode),
+                                 Parameter("fast", value=self.enhancer.fast)])
+        except Exception as exc:  # noqa: BLE001 - shutting down
+            self.get_logger().warning(f"could not set mode / fast back: {exc}")
 
     def _on_incompatible_subscriber(self, info) -> None:
         self.get_logger().warning(
@@ -178,7 +253,7 @@ class IllExpNode(Node):
         snap = self.stats.snapshot()
         extra = {"backend": self.backend_name, "model": self.enhancer.model_name, "mode": self.enhancer.mode,
                  "fast": self.enhancer.fast, "last_route": getattr(self.enhancer, "last_route", ""),
-                 "input_topic": self.input_topic}
+                 "input_topic": self.input_topic, "buffered_resolutions": self.enhancer.buffered_resolutions()}
         self.diag_pub.publish(diagnostic_array(snap, f"{self.get_fully_qualified_name()}: exposure correction",
                                                self.backend_name, self.input_topic, extra,
                                                self.get_clock().now().to_msg()))
@@ -240,7 +315,10 @@ class IllExpNode(Node):
         self._stop.set()
         with self._slot_cond:
             self._slot_cond.notify_all()
+        with self._switch_cond:
+            self._switch_cond.notify_all()
         self._worker.join(timeout=JOIN_TIMEOUT_S)
+        self._switcher.join(timeout=JOIN_TIMEOUT_S)
         if not self._worker.is_alive():
             self.enhancer.close()
 

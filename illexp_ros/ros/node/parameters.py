@@ -1,9 +1,9 @@
 """The node's parameters: names, defaults, descriptors, and validation of run-time changes.
 
-Read-only parameters (model, backend, qos, input_transport, internal_short_side, output_encoding,
-republish_camera_info) are fixed at start-up: changing them would mean reloading the model or recreating
-topics. mode, fast, max_rate_hz and publish_exposure_map can be changed while running and are applied
-between frames.
+Read-only parameters (model, backend, threads, preload, qos, input_transport, internal_short_side,
+output_encoding, republish_camera_info) are fixed at start-up: changing them would mean reloading the model or
+recreating topics. mode, fast, max_rate_hz and publish_exposure_map can be changed while running and are
+applied between frames (mode and fast once what they need is loaded, off the frame path).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passt
 INPUT_TRANSPORTS = ("raw", "compressed")
 MAX_RATE_HZ = 1000.0
 MAX_SHORT_SIDE = 4096
+MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,13 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "fast": ParameterSpec(
         True, "Run the network at a reduced internal resolution and apply its correction at full "
         "resolution (guided upsampling). Much faster on CPU.", read_only=False),
+    "threads": ParameterSpec(
+        0, "CPU threads of the CPU backends (the network's and the fast path's full-resolution passes); "
+        "0 = all cores. Leave cores to the rest of the robot with a lower value.",
+        read_only=True, int_range=(0, MAX_THREADS)),
+    "preload": ParameterSpec(
+        False, "Load the models of every mode, fast and full, at start-up: a later mode / fast change then "
+        "switches between two frames at once instead of after loading in the background.", read_only=True),
     "internal_short_side": ParameterSpec(
         0, "Short side in pixels of the network input in fast mode; 0 = the backend's default.",
         read_only=True, int_range=(0, MAX_SHORT_SIDE)),
