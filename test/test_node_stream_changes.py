@@ -241,8 +241,13 @@ def max_gap(times: list[float]) -> float:
 
 def test_first_mode_switch_leaves_no_gap_in_the_output(stream):
     """mixed -> auto the first time: auto needs the paper-sized under / over / mixed models (exported to ONNX and
-    loaded: seconds). Frames keep coming out with mode mixed meanwhile; then auto is in force."""
+    loaded: seconds). Frames keep coming out with mode mixed meanwhile, then auto is in force; the switch back
+    (nothing to load) is immediate. The gaps are measured from each request until 0.5 s after the new mode is
+    in force (the steady output rate of a heavier mode is its own business, not the switch's)."""
     harness, proc, log = stream
+    # The harness's first service call (discovery of the parameter services) is made before the stream starts:
+    # it is the test's own start-up, not the node's switch.
+    assert harness.get_parameters("mode")[0].string_value == "mixed"
     with Streamer(harness, photo()) as cam:
         time.sleep(2.0)
         t_switch = time.monotonic()
@@ -251,20 +256,26 @@ def test_first_mode_switch_leaves_no_gap_in_the_output(stream):
         harness.wait_for(lambda: harness.diags and harness.diags[-1]["mode"] == "auto", 120.0, "mode auto in force")
         t_in_force = time.monotonic()
         time.sleep(1.5)
+        t_back = time.monotonic()
         (back,) = harness.set_parameters(mode="mixed")  # a later switch: nothing to load
         assert back.successful
         harness.wait_for(lambda: harness.diags[-1]["mode"] == "mixed", 10.0, "mode mixed in force")
+        t_back_in_force = time.monotonic()
         time.sleep(1.0)
-    t_end = time.monotonic()
-    times = [t for t, _ in harness.frames if t_switch - 0.5 <= t <= t_end - 0.2]
-    gap = max_gap(times)
-    gaps = np.diff(times)
-    worst = np.argsort(gaps)[-3:]
-    print(f"first switch to auto: in force after {t_in_force - t_switch:.1f} s; {len(times)} frames out, "
-          f"longest gap {gap * 1e3:.0f} ms at +{times[int(np.argmax(gaps))] - t_switch:.2f} s; "
-          f"worst {[(round(gaps[i] * 1e3), round(times[i] - t_switch, 2)) for i in worst]}; {len(cam.sent)} sent")
+    windows = {"first switch (loading)": (t_switch - 0.2, t_in_force + 0.5),
+               "later switch": (t_back - 0.2, t_back_in_force + 0.5)}
+    arrivals = [t for t, _ in harness.frames]
+    gaps = {}
+    where = {}
+    for name, (a, b) in windows.items():
+        times = [t for t in arrivals if a <= t <= b]
+        gaps[name] = max_gap(times)
+        where[name] = times[int(np.argmax(np.diff(times)))] - t_switch if len(times) > 1 else None
+    print(f"first switch to auto: in force after {t_in_force - t_switch:.2f} s; {len(cam.sent)} frames sent; "
+          + "; ".join(f"{k}: longest gap {gaps[k] * 1e3:.0f} ms at +{where[k]:.2f} s" for k in gaps))
     assert t_in_force - t_switch > 0.3, "nothing was loaded: the test did not exercise a first switch"
-    assert gap <= MAX_GAP_S, f"the output stopped for {gap * 1e3:.0f} ms around the switch"
+    for name, gap in gaps.items():
+        assert gap <= MAX_GAP_S, f"{name}: the output stopped for {gap * 1e3:.0f} ms"
     assert any("now correcting with mode auto" in line for line in log)
     assert_accounted(harness)
     assert_alive_and_correcting(harness, proc)

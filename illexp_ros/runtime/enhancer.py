@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 
 from illexp_ros.core.exposure import classify_exposure
-from illexp_ros.core.networks import fold_batchnorm
 from illexp_ros.runtime.backends import AUTO_ORDER, Backend, Runner, backend_class, unavailable_reason
 from illexp_ros.runtime.errors import BackendUnavailableError, EnhancerError, ModelLoadError
 from illexp_ros.runtime.model_io import load_model, resolve_model_path
@@ -112,6 +111,7 @@ class Enhancer:
         self._route_paths: dict[tuple[str, bool], Path | None] = {}
         self._trained_short_side: dict[Path | None, int] = {}  # a fast model's meta: the size it was tuned at
         self._lock = threading.Lock()  # frames and settings; held for one frame, never while loading
+        self._last_frame: tuple[tuple[int, int], bool] | None = None  # (H, W), bgr of the last frame
         self._load_lock = threading.Lock()  # one load at a time
         self._closed = False
         self.last_route = ""
@@ -201,7 +201,14 @@ class Enhancer:
                         raise EnhancerError("this Enhancer is closed")
                     if path in self._runners:
                         continue
+                    last = self._last_frame
                 runner, trained = self._load_runner(path)
+                if last is not None and path is not None:
+                    # One frame of the size in use through the new runner here, off the frame path: its first
+                    # run (buffers, the session's first inference) would otherwise stall the first real frame.
+                    (h, w), bgr = last
+                    short_side = (self._short_side or trained or self._backend.default_short_side) if fast else 0
+                    runner.run(np.full((h, w, 3), 64, np.uint8), bgr, False, short_side)
                 with self._lock:
                     if self._closed:
                         runner.close()
@@ -275,9 +282,9 @@ class Enhancer:
             self._log(f"loaded {path} ({info['name']}) on {self._backend.name}")
             meta_side = info.get("meta", {}).get("fast_short_side")
             trained = meta_side if isinstance(meta_side, int) and meta_side > 0 else 0
-        # BatchNorm folded into the convs: exact up to rounding, fewer passes, and no running variance to
-        # overflow the fp16 backends (core.networks.fold_batchnorm).
-        return self._backend.load(fold_batchnorm(model) if model is not None else None, info), trained
+        # Each backend runs the BatchNorm-folded network (core.networks.fold_batchnorm) and folds it where it
+        # uses the torch model: ONNX Runtime with a cached export needs no torch work here at all.
+        return self._backend.load(model, info), trained
 
     # -- frames --------------------------------------------------------------------------------------------
     def _classify(self, frame: np.ndarray, bgr: bool) -> str:
@@ -295,6 +302,7 @@ class Enhancer:
         with self._lock:
             if self._closed:
                 raise EnhancerError("this Enhancer is closed")
+            self._last_frame = (frame.shape[:2], bgr)
             if not self._backend.needs_model:
                 self.last_route = PASSTHROUGH
                 return self._runners[None].run(frame, bgr, want_map, 0)

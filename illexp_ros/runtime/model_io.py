@@ -107,9 +107,12 @@ def load_model(name_or_path: str | os.PathLike, allow_nonfinite: bool = False) -
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelLoadError(f"model file {path} is not an {FORMAT} model file")
     try:
-        model = build_model(payload["model_config"])
+        # Built on the meta device and given the file's tensors (assign): no random initialisation of weights
+        # the file replaces (it held the GIL ~70 ms for a paper-sized net, stalling a running node's frames).
+        with torch.device("meta"):
+            model = build_model(payload["model_config"])
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-        model.load_state_dict(state)
+        model.load_state_dict(state, assign=True)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"model file {path} does not match its config: {exc}") from exc
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]

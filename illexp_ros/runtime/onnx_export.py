@@ -9,12 +9,14 @@ exporter needs the extra onnxscript package and gives nothing more for this plai
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import torch
 
-from illexp_ros.core.networks import IllExpNet
+from illexp_ros.core.networks import IllExpNet, fold_batchnorm
 from illexp_ros.runtime.cache import cache_dir
 
 DEFAULT_OPSET = 17
@@ -40,7 +42,8 @@ def export_onnx(model: IllExpNet, path: str | os.PathLike, opset: int = DEFAULT_
     path.parent.mkdir(parents=True, exist_ok=True)
     # eval() on the wrapper too: the exporter exports the wrapper's training flag, and a training-mode
     # BatchNorm would normalise with batch statistics.
-    wrapper = AlignedForward(model).eval()
+    # The graph is the BatchNorm-folded network, as every backend runs it (idempotent on a folded one).
+    wrapper = AlignedForward(fold_batchnorm(model)).eval()
     param = next(model.parameters())
     example = torch.rand(1, 3, *example_hw, dtype=param.dtype, device=param.device)
     if half:
@@ -59,9 +62,58 @@ def export_onnx(model: IllExpNet, path: str | os.PathLike, opset: int = DEFAULT_
     return path
 
 
-def cached_onnx(model: IllExpNet, sha256: str, opset: int = DEFAULT_OPSET) -> tuple[Path, bool]:
-    """(path of the cached ONNX export of a model file with this sha256, whether it was exported now)."""
+EXPORT_TIMEOUT_S = 600.0
+
+
+def cached_onnx(model: IllExpNet, sha256: str, opset: int = DEFAULT_OPSET,
+                source: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """(path of the cached ONNX export of a model file with this sha256, whether it was exported now).
+
+    With `source` (the model file `model` was loaded from) a missing export is made in a child process at low
+    priority: the export holds the GIL for tens of milliseconds at a time, which would stall the frames a
+    running node keeps correcting meanwhile (a `mode` change loads models while the camera streams). The
+    child exports exactly what this process would (load, fold BatchNorm, export); if it fails, the export is
+    made here."""
     path = cache_dir("onnx") / f"{sha256[:20]}_opset{opset}.onnx"
     if path.is_file():
         return path, False
+    if source is not None and export_in_child(Path(source), path, opset):
+        return path, True
     return export_onnx(model, path, opset), True
+
+
+def export_in_child(source: Path, path: Path, opset: int) -> bool:
+    """Run `python -m illexp_ros.runtime.onnx_export SOURCE PATH` (nice 10, one thread); True if PATH is there."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "illexp_ros.runtime.onnx_export", str(source), str(path),
+                               "--opset", str(opset)], env=env, capture_output=True, text=True,
+                              timeout=EXPORT_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and path.is_file()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The child of export_in_child: MODEL_FILE OUT.onnx [--opset N]."""
+    import argparse
+
+    from illexp_ros.runtime.model_io import load_model
+
+    p = argparse.ArgumentParser(description="export a model file to ONNX as the runtime runs it (BatchNorm folded)")
+    p.add_argument("model")
+    p.add_argument("out")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    args = p.parse_args(argv)
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    torch.set_num_threads(1)
+    model, _ = load_model(args.model)
+    export_onnx(fold_batchnorm(model), args.out, args.opset)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -99,7 +99,7 @@ class OnnxRuntimeBackend(Backend):
         return ort.InferenceSession(str(path), options, providers=self.providers())
 
     def load(self, model: IllExpNet | None, info: dict[str, Any]) -> OrtRunner:
-        path, exported = cached_onnx(model, info["sha256"], DEFAULT_OPSET)
+        path, exported = cached_onnx(model, info["sha256"], DEFAULT_OPSET, source=info.get("path"))
         if exported:
             self.log(f"exported {info['path']} to ONNX (opset {DEFAULT_OPSET}): {path}")
         try:

@@ -19,7 +19,6 @@ API and source for 2.9 to 2.13; it is untested on GPU hardware here (the unit te
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import inspect
 import os
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from illexp_ros.core.networks import IllExpNet
+from illexp_ros.core.networks import IllExpNet, fold_batchnorm
 from illexp_ros.runtime.backends.base import Backend
 from illexp_ros.runtime.backends.torch_cuda import cuda_unavailable_reason
 from illexp_ros.runtime.cache import cache_dir
@@ -201,7 +200,8 @@ def export_program(model: IllExpNet, profile: Profile, device: str = "cuda",
 
     m = model.stride_multiple
     (h0, w0), (h1, w1), (h2, w2) = check_profile(profile, m)
-    wrapper = AlignedForward(copy.deepcopy(model)).eval().to(device)
+    # BatchNorm folded first (in float64): a running variance above 65504 would be infinite in fp16.
+    wrapper = AlignedForward(fold_batchnorm(model)).eval().to(device)
     example = torch.rand(1, 3, h1, w1, device=device)
     if half:
         wrapper, example = wrapper.half(), example.half()

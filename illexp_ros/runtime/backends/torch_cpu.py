@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from illexp_ros.core.networks import IllExpNet
+from illexp_ros.core.networks import IllExpNet, fold_batchnorm
 from illexp_ros.runtime.backends.base import Backend
 from illexp_ros.runtime.cpu_pipeline import CpuPipeline
 
@@ -48,4 +48,5 @@ class TorchCpuBackend(Backend):
             import torch
 
             torch.set_num_threads(self.threads)  # process-wide in torch
-        return TorchCpuRunner(model, self.threads)
+        # BatchNorm folded into the convs: exact up to rounding and fewer passes.
+        return TorchCpuRunner(fold_batchnorm(model), self.threads)

@@ -3,13 +3,12 @@ page-locked host buffers and one CUDA graph per resolution (see runtime/torch_pi
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 from typing import Any
 
 import numpy as np
 
-from illexp_ros.core.networks import IllExpNet
+from illexp_ros.core.networks import IllExpNet, fold_batchnorm
 from illexp_ros.runtime.backends.base import Backend
 
 
@@ -31,7 +30,8 @@ class TorchCudaRunner:
 
         from illexp_ros.runtime.torch_pipeline import TorchFramePipeline
 
-        self.model = copy.deepcopy(model).eval().to(device).half().to(memory_format=torch.channels_last)
+        # BatchNorm folded first (in float64): a running variance above 65504 would be infinite in fp16.
+        self.model = fold_batchnorm(model).to(device).half().to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed shapes per graph: let cuDNN pick the fastest kernels
         self.pipeline = TorchFramePipeline(self.model.forward_aligned, model.stride_multiple, device,
                                            torch.float16, channels_last=True, cuda_graphs=cuda_graphs,
