@@ -338,6 +338,13 @@ def test_clock_jumps_in_header_stamps(stream):
     for stamp in stamps:
         out = harness.ping(frame, "rgb8", stamp)
         assert stamp_of(out) == stamp
+    # A sender whose clock runs a day ahead, for more frames than the node's statistics window (256): its
+    # stamps must not turn the reported age negative.
+    ahead = time.time_ns() + 86400 * 10**9
+    for i in range(300):
+        harness.pub.publish(image_msg(frame, "rgb8", ahead + i))
+        time.sleep(1 / 60)
+    harness.reply(ahead + 299, timeout=20.0)
     n = len(harness.diags)
     diag = harness.latest_diag(after=n)
     for key in ("latency_p50_ms", "latency_p99_ms", "stamp_age_p50_ms", "fps_in", "fps_out"):

@@ -77,6 +77,22 @@ def test_diagnostic_levels_and_values():
     assert bad.status[0].level == DiagnosticStatus.WARN and "bad" in bad.status[0].message
 
 
+def test_diagnostics_have_no_nan_and_no_negative_ages():
+    stats = FrameStats()
+    idle = {kv.key: kv.value for kv in diagnostic_array(stats.snapshot(), "n", "cpu", "/cam", {},
+                                                         rclpy.time.Time().to_msg()).status[0].values}
+    assert "nan" not in idle.values() and "latency_p50_ms" not in idle and "stamp_age_p50_ms" not in idle
+    for _ in range(10):
+        stats.published(0.01, -3600.0)  # a stamp an hour ahead of this clock: no age
+    snap = stats.snapshot()
+    assert snap.stamp_age_p50_ms != snap.stamp_age_p50_ms  # nan: no samples
+    values = {kv.key: kv.value for kv in diagnostic_array(snap, "n", "cpu", "/cam", {},
+                                                           rclpy.time.Time().to_msg()).status[0].values}
+    assert "stamp_age_p50_ms" not in values and values["latency_p50_ms"] == "10.00"
+    stats.published(0.01, 0.25)
+    assert stats.snapshot().stamp_age_p50_ms == pytest.approx(250.0)
+
+
 @pytest.fixture
 def node():
     context = rclpy.Context()
