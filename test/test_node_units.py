@@ -285,3 +285,38 @@ def test_a_missing_model_is_refused_at_once_and_a_corrupt_one_is_set_back(tmp_pa
         n.stop()
         n.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_a_switch_that_needs_no_loading_does_not_wait_for_one_in_progress(monkeypatch):
+    """While the switcher loads models for one request (held up here on purpose), a request whose models are
+    loaded already is applied at once by the parameter callback: the executor thread, which also receives the
+    frames, must never wait for a load."""
+    import threading
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    n = IllExpNode(context=context, parameter_overrides=[Parameter("backend", value="torch_cpu")])
+    release = threading.Event()
+    original = n.enhancer._load_runner
+
+    def held_load(path):
+        release.wait(30.0)
+        return original(path)
+
+    monkeypatch.setattr(n.enhancer, "_load_runner", held_load)
+    try:
+        assert (n.enhancer.mode, n.enhancer.fast) == ("mixed", True)
+        assert n.set_parameters([Parameter("mode", value="under")])[0].successful  # needs under.pt: held
+        time.sleep(0.3)
+        assert n.enhancer.mode == "mixed"  # still loading
+        start = time.monotonic()
+        assert n.set_parameters([Parameter("mode", value="mixed")])[0].successful  # mixed_fast.pt: loaded
+        assert time.monotonic() - start < 1.0 and n.enhancer.mode == "mixed"
+        release.set()
+        time.sleep(0.5)
+        assert n.enhancer.mode == "mixed"  # the held load finished, but mixed was asked for last
+    finally:
+        release.set()
+        n.stop()
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -194,6 +194,13 @@ class Enhancer:
         """Load what (mode, fast) needs (model files, ONNX exports, engines) without touching the settings in
         force and without holding the frame lock: a thread may call this while another corrects frames."""
         plan = self._plan(_check_mode(mode), _check_fast(fast))
+        with self._lock:
+            if self._closed:
+                raise EnhancerError("this Enhancer is closed")
+            if all(path in self._runners for path in plan.values()):
+                # Nothing to load: no waiting for a load another thread may be doing for other settings.
+                self._route_paths.update(plan)
+                return
         with self._load_lock:
             for path in dict.fromkeys(plan.values()):
                 with self._lock:
