@@ -113,6 +113,7 @@ class Enhancer:
         self._lock = threading.Lock()  # frames and settings; held for one frame, never while loading
         self._last_frame: tuple[tuple[int, int], bool] | None = None  # (H, W), bgr of the last frame
         self._load_lock = threading.Lock()  # one load at a time
+        self._fallback_logged: set[str] = set()
         self._closed = False
         self.last_route = ""
 
@@ -215,7 +216,11 @@ class Enhancer:
                     # run (buffers, the session's first inference) would otherwise stall the first real frame.
                     (h, w), bgr = last
                     short_side = (self._short_side or trained or self._backend.default_short_side) if fast else 0
-                    runner.run(np.full((h, w, 3), 64, np.uint8), bgr, False, short_side)
+                    try:
+                        runner.run(np.full((h, w, 3), 64, np.uint8), bgr, False, short_side)
+                    except Exception:
+                        runner.close()
+                        raise
                 with self._lock:
                     if self._closed:
                         runner.close()
@@ -265,7 +270,9 @@ class Enhancer:
             if route == "mixed":
                 raise
             path = resolve_model_path("mixed")
-            self._log(f"no shipped {route}.pt: the {route} route uses {path}")
+            if route not in self._fallback_logged:  # _plan runs at every parameter change: say it once
+                self._fallback_logged.add(route)
+                self._log(f"no shipped {route}.pt: the {route} route uses {path}")
             return path
 
     def _plan(self, mode: str, fast: bool) -> dict[tuple[str, bool], Path | None]:
