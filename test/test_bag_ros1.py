@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from dds_helpers import play_and_collect
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag1 import Writer as Writer1
 from rosbags.typesys import Stores, get_typestore
@@ -191,38 +191,11 @@ def test_bad_ros1_bags_are_one_line_exit_2(tmp_path: Path, tiny_model: Path, mak
 
 @pytest.mark.integration
 def test_play_publishes_a_ros1_bags_images_as_ros2_messages(tmp_path: Path) -> None:
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-
     src = tmp_path / "recording.bag"
     written = write_ros1_bag(src)[TOPICS["color"]]
-    context = Context()
-    rclpy.init(context=context)
-    received: list[Image] = []
-    try:
-        node = rclpy.create_node("test_bag_play_ros1", context=context)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        node.create_subscription(Image, "/replayed_ros1", received.append, qos)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        proc = subprocess.Popen([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(src),
-                                 "--topic", TOPICS["color"], "--out-topic", "/replayed_ros1", "--wait", "60"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while len(received) < len(written) and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
-            if proc.poll() is not None and len(received) < len(written):
-                for _ in range(20):  # the last messages may still be in flight
-                    executor.spin_once(timeout_sec=0.05)
-                break
-        out, err = proc.communicate(timeout=30)
-    finally:
-        rclpy.try_shutdown(context=context)
-    assert proc.returncode == 0, err
-    assert f"published {len(written)} messages on /replayed_ros1" in out
+    received, proc = play_and_collect(src, TOPICS["color"], "/replayed_ros1", len(written))
+    assert proc.returncode == 0, proc.stderr
+    assert f"published {len(written)} messages on /replayed_ros1" in proc.stdout
     assert len(received) == len(written)
     for (_, want), have in zip(written, received):
         assert (have.header.stamp.sec, have.header.stamp.nanosec, have.header.frame_id) == (

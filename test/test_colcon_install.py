@@ -4,7 +4,6 @@ installed parameters file, correcting a frame over DDS and loading its models fr
 
 from __future__ import annotations
 
-import array
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+from dds_helpers import image_msg, stop_process
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
@@ -126,9 +126,7 @@ def test_installed_node_corrects_a_frame_with_its_installed_models(workspace, tm
         rng = np.random.default_rng(0)
         yy = np.linspace(0, 1, 120)[:, None, None]
         dark = (np.clip(yy * 0.25 + rng.uniform(0, 0.05, (120, 160, 3)), 0, 1) * 255).astype(np.uint8)
-        msg = Image(height=120, width=160, encoding="bgr8", step=160 * 3)
-        msg.header.frame_id = "colcon_cam_optical"
-        msg.data = array.array("B", dark.tobytes())
+        msg = image_msg(dark, "bgr8", 0, frame_id="colcon_cam_optical")
         # Publish until a corrected frame comes back: the node needs a few seconds to start and discover.
         deadline = time.monotonic() + 60.0
         stamp_sec = 1000
@@ -147,12 +145,7 @@ def test_installed_node_corrects_a_frame_with_its_installed_models(workspace, tm
         assert out.mean() > dark.mean() + 5, "the dark frame came back no brighter: not corrected"
     finally:
         harness.spin.stop()
-        node.terminate()
-        try:
-            node.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait()
+        stop_process(node, timeout=15)
         reader.join(timeout=5)
     text = "".join(log)
     share_models = prefix / "share" / "illexp_ros" / "models"

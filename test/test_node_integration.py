@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
+from dds_helpers import image_msg, param_value, wait_on
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -54,14 +54,6 @@ def start_node(name: str, *extra: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def param_value(value) -> ParameterValue:
-    if isinstance(value, bool):
-        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
-    if isinstance(value, float):
-        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
-    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-
-
 def reference_frame() -> np.ndarray:
     """A real photograph (skimage's chelsea, CC0), RGB, H x W."""
     return cv2.resize(skdata.chelsea(), (W, H), interpolation=cv2.INTER_AREA)
@@ -69,15 +61,6 @@ def reference_frame() -> np.ndarray:
 
 def under_exposed(rgb: np.ndarray) -> np.ndarray:
     return (degrade(rgb / 255.0, alpha=0.95, beta=0.55, gamma=1.4) * 255.0 + 0.5).astype(np.uint8)
-
-
-def image_msg(pixels: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = "cam_optical") -> Image:
-    msg = Image(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
-                step=pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1))
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    msg.header.frame_id = frame_id
-    msg.data = array.array("B", np.ascontiguousarray(pixels).tobytes())
-    return msg
 
 
 def pixels_of(msg: Image) -> np.ndarray:
@@ -127,16 +110,7 @@ class Harness:
                 self._store(self.diags[key], {kv.key: kv.value for kv in status.values})
 
     def wait_for(self, predicate, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        with self.lock:
-            while True:
-                result = predicate()
-                if result:
-                    return result
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-                self.lock.wait(min(left, 0.1))
+        return wait_on(self.lock, predicate, timeout, what)
 
     def frame_with_stamp(self, key: str, stamp_ns: int, timeout: float = REPLY_S) -> Image:
         def find():

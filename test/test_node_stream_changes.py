@@ -10,7 +10,6 @@ mode), so the first switch to `auto` really exports and loads the paper-sized un
 
 from __future__ import annotations
 
-import array
 import os
 import subprocess
 import sys
@@ -22,9 +21,9 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
+from dds_helpers import image_msg, param_value, stamp_of, stop_process, wait_on
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -45,31 +44,10 @@ NODE_START_S = 60.0
 COUNTERS = ("received", "published", "dropped", "dropped_in_transport", "rejected", "failed")
 
 
-def param_value(value) -> ParameterValue:
-    if isinstance(value, bool):
-        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
-    if isinstance(value, float):
-        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
-    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-
-
 def photo(w: int = W, h: int = H) -> np.ndarray:
     """An under-exposed real photograph (scikit-image's coffee, CC0), RGB."""
     rgb = cv2.resize(skdata.coffee(), (w, h), interpolation=cv2.INTER_AREA)
     return (degrade(rgb / 255.0, alpha=0.95, beta=0.5, gamma=1.5) * 255.0 + 0.5).astype(np.uint8)
-
-
-def image_msg(pixels: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = "stream_cam") -> Image:
-    msg = Image(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
-                step=pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1))
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    msg.header.frame_id = frame_id
-    msg.data = array.array("B", np.ascontiguousarray(pixels).tobytes())
-    return msg
-
-
-def stamp_of(msg: Image) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 class Harness:
@@ -103,16 +81,7 @@ class Harness:
                 self._store(self.diags, {kv.key: kv.value for kv in status.values})
 
     def wait_for(self, predicate, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                result = predicate()
-                if result:
-                    return result
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-                self.cond.wait(min(left, 0.1))
+        return wait_on(self.cond, predicate, timeout, what)
 
     def reply(self, stamp_ns: int, timeout: float = 10.0) -> Image:
         return self.wait_for(lambda: next((m for _, m in self.frames if stamp_of(m) == stamp_ns), None), timeout,
@@ -225,12 +194,7 @@ def stream(tmp_path_factory):
         yield harness, proc, log
     finally:
         harness.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         reader.join(timeout=5)
         assert "Traceback" not in "".join(log), "".join(log)[-3000:]
 

@@ -123,10 +123,9 @@ class _FastBuffers:
         k = max(1, DOWNSCALE_BAND_ROWS // unit_full)
         bands = [(i * unit_full, min(h, (i + k) * unit_full), i * unit_low, min(hl, (i + k) * unit_low))
                  for i in range(0, g, k)]
-        # Contiguous groups of bands, one per worker, each with its own float buffer.
-        self.down_groups = [bands[j * len(bands) // workers:(j + 1) * len(bands) // workers] for j in range(workers)]
-        self.down_groups = [grp for grp in self.down_groups if grp]
-        self.band_bufs = [np.empty((k * unit_full, w, 3), np.float32) for _ in self.down_groups]
+        # Contiguous groups of bands, one per worker, each with its own float buffer: (bands, buffer) per job.
+        groups = [bands[j * len(bands) // workers:(j + 1) * len(bands) // workers] for j in range(workers)]
+        self.down_jobs = [(grp, np.empty((k * unit_full, w, 3), np.float32)) for grp in groups if grp]
         self.apply_rows = [(j * h // workers, (j + 1) * h // workers) for j in range(workers)]
 
 
@@ -215,7 +214,7 @@ class CpuPipeline:
                 np.multiply(frame[y0:y1], INV255, out=band)
                 cv2.resize(band, (wl, l1 - l0), dst=b.low_in[l0:l1], interpolation=cv2.INTER_AREA)
 
-        self._map(downscale, list(zip(b.down_groups, b.band_bufs)))
+        self._map(downscale, b.down_jobs)
         st.mark("downscale")
         np.copyto(b.net_in[0, :, :hl, :wl], channels_first_view(b.low_in, bgr))
         fill_replicate_pad(b.net_in, hl, wl)

@@ -180,16 +180,12 @@ class Enhancer:
         with self._lock:
             self._mode, self._fast = mode, fast
 
-    def check(self, mode: str, fast: bool) -> None:
-        """Cheap check that the model files (mode, fast) needs exist: ModelLoadError if not. Loads nothing."""
-        self._plan(_check_mode(mode), _check_fast(fast))
-
     def is_ready(self, mode: str, fast: bool) -> bool:
         """Whether (mode, fast) can be switched to without loading anything (ModelLoadError for a missing
         model file)."""
         plan = self._plan(_check_mode(mode), _check_fast(fast))
         with self._lock:
-            return all(path in self._runners for path in plan.values())
+            return self._loaded(plan)
 
     def prepare(self, mode: str, fast: bool) -> None:
         """Load what (mode, fast) needs (model files, ONNX exports, engines) without touching the settings in
@@ -198,7 +194,7 @@ class Enhancer:
         with self._lock:
             if self._closed:
                 raise EnhancerError("this Enhancer is closed")
-            if all(path in self._runners for path in plan.values()):
+            if self._loaded(plan):
                 # Nothing to load: no waiting for a load another thread may be doing for other settings.
                 self._route_paths.update(plan)
                 return
@@ -274,6 +270,10 @@ class Enhancer:
                 self._fallback_logged.add(route)
                 self._log(f"no shipped {route}.pt: the {route} route uses {path}")
             return path
+
+    def _loaded(self, plan: dict[tuple[str, bool], Path | None]) -> bool:
+        """Whether every model file of `plan` has a runner (call with the frame lock held)."""
+        return all(path in self._runners for path in plan.values())
 
     def _plan(self, mode: str, fast: bool) -> dict[tuple[str, bool], Path | None]:
         """(route, fast) -> model file, for every route of `mode` (ModelLoadError for a missing file)."""

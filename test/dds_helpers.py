@@ -1,0 +1,108 @@
+"""What the DDS tests share: Image messages from numpy, parameter values, waiting on a condition, stopping a node
+process, and running `illexp_bag play` while a subscriber in this process collects what it publishes.
+
+rclpy and the message packages are imported inside the functions, so importing this module needs no ROS."""
+
+from __future__ import annotations
+
+import array
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def image_msg(pixels: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = "cam_optical") -> Any:
+    """A sensor_msgs/Image of an H x W (x C) uint8 array, stamped stamp_ns."""
+    from sensor_msgs.msg import Image
+
+    msg = Image(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
+                step=pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.header.frame_id = frame_id
+    msg.data = array.array("B", np.ascontiguousarray(pixels).tobytes())
+    return msg
+
+
+def stamp_of(msg: Any) -> int:
+    """header.stamp in nanoseconds."""
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def param_value(value: bool | float | str) -> Any:
+    """An rcl_interfaces ParameterValue of the parameter types the node has (bool, double, string)."""
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+
+    if isinstance(value, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    if isinstance(value, float):
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+
+
+def wait_on(cond: threading.Condition, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """predicate()'s first truthy value, re-checked whenever `cond` is notified (at least every 0.1 s);
+    AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    with cond:
+        while True:
+            result = predicate()
+            if result:
+                return result
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            cond.wait(min(left, 0.1))
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def play_and_collect(bag: Path, topic: str, out_topic: str, expected: int, raw: bool = False,
+                     timeout: float = 60.0) -> tuple[list, subprocess.CompletedProcess]:
+    """Run `illexp_bag play BAG --topic TOPIC --out-topic OUT_TOPIC` and collect what arrives on OUT_TOPIC
+    (sensor_msgs/Image; serialized bytes with raw=True) until `expected` messages came or play exited.
+    Returns (messages, the finished play process with its stdout / stderr)."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    context = Context()
+    rclpy.init(context=context)
+    received: list = []
+    try:
+        node = rclpy.create_node("test_bag_play", context=context)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        node.create_subscription(Image, out_topic, received.append, qos, raw=raw)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        cmd = [sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic", topic,
+               "--out-topic", out_topic, "--wait", str(int(timeout))]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout
+        while len(received) < expected and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+            if proc.poll() is not None and len(received) < expected:
+                for _ in range(20):  # the last messages may still be in flight
+                    executor.spin_once(timeout_sec=0.05)
+                break
+        out, err = proc.communicate(timeout=30)
+    finally:
+        rclpy.try_shutdown(context=context)
+    return received, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
