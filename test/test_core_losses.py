@@ -21,6 +21,27 @@ def test_dssim_matches_skimage():
     assert ours == pytest.approx((1 - ref) / 2, abs=2e-3)
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 40, 40), (4, 3, 64, 48), (2, 3, 9, 12)])
+def test_ssim_matches_pytorch_msssim_value_and_gradient(shape):
+    # Our SSIM replaced pytorch-msssim's for speed (core/losses.py); it must give the same loss and gradient.
+    from pytorch_msssim import ssim as reference_ssim
+
+    from illexp_ros.core.losses import _window, ssim
+
+    gen = torch.Generator().manual_seed(1)
+    ref = torch.rand(shape, generator=gen)
+    out = (ref * 0.7 + 0.2 * torch.rand(shape, generator=gen)).requires_grad_()
+    out2 = out.detach().clone().requires_grad_()
+    win = _window(shape[-2], shape[-1])
+    ours = ssim(out, ref, win_size=win)
+    theirs = reference_ssim(out2, ref, data_range=1.0, size_average=True, win_size=win)
+    ours.backward()
+    theirs.backward()
+    assert float(ours) == pytest.approx(float(theirs), abs=1e-6)
+    assert torch.allclose(out.grad, out2.grad, atol=1e-7, rtol=1e-4)
+    assert out.grad.abs().max() > 0  # a gradient reached the output
+
+
 def test_enhancement_loss_terms():
     ref = torch.full((1, 3, 16, 16), 0.9)
     out = torch.full((1, 3, 16, 16), 0.5)

@@ -203,3 +203,38 @@ def test_set_overrides_reach_the_run_and_bad_ones_are_one_error(tmp_path, capsys
         rc = train_main(["--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress", *bad])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and expected in err, err
+
+
+def test_weight_average_is_what_validation_and_best_pt_see(tmp_path):
+    cfg = load_config(tiny_config(tmp_path, max_steps=20, extra_train=", weight_average: 0.9, stop: none"))
+    out = tmp_path / "runs"
+    train(cfg, "cpu", out, seed=0, resume=False, export=None, max_steps=10, progress=False)
+    from illexp_ros.runtime.model_io import load_model
+
+    ck = torch.load(out / "tiny" / "checkpoint.pt", weights_only=False)
+    averaged = {k.removeprefix("module."): v for k, v in ck["averaged"].items() if k.startswith("module.")}
+    best, info = load_model(out / "tiny" / "best.pt")
+    assert info["meta"]["weight_average"] == 0.9
+    name = "enhancement.stem.branches.0.weight"
+    # best.pt holds the average (to fp16 rounding), not the last step's weights, which differ from it.
+    torch.testing.assert_close(best.state_dict()[name].float(), averaged[name].float(), atol=2e-3, rtol=2e-3)
+    assert (averaged[name] - ck["model"][name]).abs().max() > 1e-2
+    # The average's BatchNorm statistics are averaged too (use_buffers): not the model's last ones.
+    bn = "attention.context.0.1.running_var"
+    assert not torch.allclose(averaged[bn], ck["model"][bn])
+    # Resume continues the average.
+    train(cfg, "cpu", out, seed=0, resume=True, export=None, max_steps=20, progress=False)
+    ck2 = torch.load(out / "tiny" / "checkpoint.pt", weights_only=False)
+    assert ck2["step"] == 20 and int(ck2["averaged"]["n_averaged"]) == 20
+
+
+def test_profile_step_prints_every_phase(tmp_path):
+    cfg_path = tiny_config(tmp_path, max_steps=5)
+    proc = subprocess.run([sys.executable, "training/profile_step.py", "--config", str(cfg_path), "--steps", "3",
+                           "--warmup", "1", "--threads", "1", "--ops", "5"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for phase in ("data", "forward", "loss", "backward", "optimizer"):
+        assert any(line.split()[:1] == [phase] and float(line.split()[1]) > 0 for line in proc.stdout.splitlines()), \
+            (phase, proc.stdout)
+    assert "steps/s" in proc.stdout and "convolution" in proc.stdout  # the torch.profiler table

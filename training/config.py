@@ -64,6 +64,9 @@ class TrainConfig:
     lr_min_ratio: float = 0.02
     stop: str = "val_plateau"  # val_plateau | paper (smoothed-loss patience) | none
     val_patience: int = 10  # val_plateau: validations without a better score before stopping
+    # Beyond the paper: an exponential moving average of the weights and BatchNorm statistics (decay per step;
+    # 0 = off). When on, validation, best.pt and export use the averaged network, not the last step's.
+    weight_average: float = 0.0
 
 
 @dataclass
@@ -137,6 +140,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'train.stop' must be val_plateau, paper or none, got {t.stop!r}")
     if t.minutes < 0 or not 0 < t.lr_min_ratio <= 1:
         raise ConfigError("'train.minutes' must be >= 0 and 'train.lr_min_ratio' in (0, 1]")
+    if not 0 <= t.weight_average < 1:
+        raise ConfigError(f"'train.weight_average' must be in [0, 1) (0 = off), got {t.weight_average}")
     if t.val_patience < 1:
         raise ConfigError(f"'train.val_patience' must be >= 1, got {t.val_patience}")
     if cfg.model.get("padding", "zeros") not in PADDING_MODES:

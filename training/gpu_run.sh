@@ -13,8 +13,8 @@
 # A failing step is recorded in summary.txt and the next one still runs: the weights must come back.
 #
 # Needs: $OUT (the device tool sets it; the dry run makes a temporary one), the clean training photos in
-# $TRAIN_DIR (default .gpu_data/train, a copy of ../shared/data/train: ../shared does not travel), and
-# pytorch-msssim as a wheel in .whl/ (not in the GPU image).
+# $TRAIN_DIR (default .gpu_data/train, a copy of ../shared/data/train: ../shared does not travel). Wheels in
+# .whl/, if any, are installed first (none is needed since the SSIM loss no longer uses pytorch-msssim).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
