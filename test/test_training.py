@@ -141,6 +141,8 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("data", "crop: 30", "data.crop"),                  # a wrong value
     ("data", "kind: sideways", "data.kind"),
     ("model", "width: 3", "width"),
+    ("train", "weight_average: 1.0", "train.weight_average"),
+    ("train", "l1_weight: -0.1", "train.l1_weight"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, section, bad, expected):
     path = tmp_path / "bad.yaml"

@@ -67,6 +67,8 @@ class TrainConfig:
     # Beyond the paper: an exponential moving average of the weights and BatchNorm statistics (decay per step;
     # 0 = off). When on, validation, best.pt and export use the averaged network, not the last step's.
     weight_average: float = 0.0
+    # Beyond the paper: a plain L1 term added to eq. 4 with this weight (0 = eq. 4 alone; core/losses.py).
+    l1_weight: float = 0.0
 
 
 @dataclass
@@ -142,6 +144,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("'train.minutes' must be >= 0 and 'train.lr_min_ratio' in (0, 1]")
     if not 0 <= t.weight_average < 1:
         raise ConfigError(f"'train.weight_average' must be in [0, 1) (0 = off), got {t.weight_average}")
+    if t.l1_weight < 0:
+        raise ConfigError(f"'train.l1_weight' must be >= 0, got {t.l1_weight}")
     if t.val_patience < 1:
         raise ConfigError(f"'train.val_patience' must be >= 1, got {t.val_patience}")
     if cfg.model.get("padding", "zeros") not in PADDING_MODES:

@@ -210,7 +210,7 @@ def training_step(model, opt, source, cfg: RunConfig, fast: int | None, amp: boo
             out = model.enhancement(enh_in)
     mark("forward")
     loss_att = attention_loss(em.float(), em_t) if em is not None else torch.zeros((), device=deg.device)
-    loss_enh = enhancement_loss(out.float(), ref)
+    loss_enh = enhancement_loss(out.float(), ref, l1_weight=cfg.train.l1_weight)
     loss = loss_att + loss_enh
     mark("loss")
     opt.zero_grad(set_to_none=True)
