@@ -23,10 +23,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MAX_GREY_SPREAD = 4.0  # mean over pixels of max(R, G, B) - min(R, G, B), in 0..255
 MAX_BALANCE_MOVE = 0.05  # largest change of (channel mean / mean of all channels)
-# Well-exposed photos given as input, mean PSNR against themselves. The project's goal is >= 30 dB per set and
-# is not reached yet (models/MODEL_CARD.md has the identity tables); the models before the tone head and the
-# well-exposed training pairs scored 17.5 dB here. A regression guard, not the goal.
-MIN_IDENTITY_MEAN_PSNR_DB = 25.0
+# Well-exposed photos given as input, mean PSNR against themselves, per set: the project's goal (issue 10). The
+# shipped mixed_fast.pt of 2026-11-26 gives 34.4 dB (A6300 targets), 31.1 (FiveK targets), 35.8 (the four
+# scikit-image photos); its predecessor 30.8 / 26.8, the models before the tone head 17.5 dB.
+MIN_IDENTITY_MEAN_PSNR_DB = 30.0
 MAX_FLAT_MAP_STD = 1.0  # exposure map of a flat frame, in 0..255
 
 
@@ -83,10 +83,13 @@ def test_colour_balance_is_kept(default_path, kind):
 
 def test_well_exposed_photos_come_back_close_to_unchanged(default_path):
     scores = {name: psnr(default_path.enhance(img, "rgb"), img) for name, img in photos("well")}
-    worst = min(scores, key=scores.get)
-    mean = float(np.mean(list(scores.values())))
-    assert mean >= MIN_IDENTITY_MEAN_PSNR_DB, f"mean {mean:.1f} dB against themselves (worst {worst}: " \
-                                              f"{scores[worst]:.1f} dB)"
+    by_set: dict[str, list[float]] = {}
+    for name, score in scores.items():
+        by_set.setdefault(name.split("/")[0] if "/" in name else "scikit-image", []).append(score)
+    for set_name, values in by_set.items():
+        mean = float(np.mean(values))
+        assert mean >= MIN_IDENTITY_MEAN_PSNR_DB, f"{set_name}: mean {mean:.1f} dB against themselves " \
+                                                  f"(per image: {', '.join(f'{v:.1f}' for v in values)})"
 
 
 @pytest.mark.parametrize("size", [(480, 640), (720, 1280)])
