@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,11 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
         raw[name] = value
         setattr(cfg, section, _fill(type(current), raw, section))
     return validate(cfg)
+
+
+def named_overrides(values: dict[str, object]) -> list[str]:
+    """`SECTION.KEY=VALUE` strings for apply_overrides from a command line's named flags (None = not given)."""
+    return [f"{key}={json.dumps(value)}" for key, value in values.items() if value is not None]
 
 
 def resolve_data_dir(path: str) -> Path:

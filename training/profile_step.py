@@ -13,7 +13,6 @@ speed" section come from this script.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,10 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from illexp_ros.core.networks import build_model  # noqa: E402
-from training.config import ConfigError, apply_overrides, load_config, resolve_data_dir  # noqa: E402
+from training.config import ConfigError, apply_overrides, load_config, named_overrides, resolve_data_dir  # noqa: E402
 from training.data import TensorPatchSource, list_images, split_holdout  # noqa: E402
-from training.train import StepTimer, training_step  # noqa: E402
+from training.train import StepTimer, training_model, training_step  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,12 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--train-dir", default=None)
     p.add_argument("--ops", type=int, default=15, help="operators to list from torch.profiler (0 = none)")
-    p.add_argument("--json", default=None, help="also write the phase table here")
     args = p.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        named = {"data.crop": args.crop, "train.batch_size": args.batch_size, "data.train_dir": args.train_dir}
-        apply_overrides(cfg, [f"{k}={json.dumps(v)}" for k, v in named.items() if v is not None])
+        apply_overrides(cfg, named_overrides({"data.crop": args.crop, "train.batch_size": args.batch_size,
+                                              "data.train_dir": args.train_dir}))
         files = list_images(resolve_data_dir(cfg.data.train_dir))
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -52,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     train_files, _ = split_holdout(files, cfg.data.val_fraction, cfg.data.val_seed)
     source = TensorPatchSource(train_files, cfg.data, seed=0, device="cpu")
-    model = build_model(cfg.model).train()
-    model = model.to(memory_format=torch.channels_last)  # as train.py does
+    model = training_model(cfg, "cpu").train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     fast = cfg.train.fast_short_side
 
@@ -68,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         timers.append(StepTimer())
         one(timers[-1])
     wall = time.perf_counter() - t0
-    phases = timers[0].phases()
+    phases = StepTimer.PHASES
     print(f"{cfg.name}: batch {cfg.train.batch_size} x {cfg.data.crop} px, fast short side {fast or '-'}, "
           f"{args.threads} threads, {args.steps} steps")
     print(f"{'phase':<12} {'ms (median)':>12} {'share':>7}")
@@ -77,9 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     for ph in phases:
         print(f"{ph:<12} {medians[ph]:>12.1f} {100 * medians[ph] / total:>6.0f}%")
     print(f"{'step':<12} {1000 * wall / args.steps:>12.1f}   ({args.steps / wall:.2f} steps/s)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"config": cfg.name, "phases_ms": medians,
-                                               "steps_per_s": args.steps / wall}, indent=1))
     if args.ops:
         from torch.profiler import ProfilerActivity, profile
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import random
 import shutil
@@ -49,6 +48,7 @@ from training.config import (  # noqa: E402
     RunConfig,
     apply_overrides,  # noqa: E402
     load_config,
+    named_overrides,
     resolve_data_dir,
 )
 from training.data import TensorPatchSource, list_images, split_holdout, validation_sets  # noqa: E402
@@ -172,8 +172,12 @@ class StepTimer:
         self.ms[phase] = self.ms.get(phase, 0.0) + 1000.0 * (now - self._t)
         self._t = now
 
-    def phases(self) -> tuple[str, ...]:
-        return self.PHASES
+
+def training_model(cfg: RunConfig, device: str) -> torch.nn.Module:
+    """The network a config trains, on `device`, in channels_last: faster convolutions on the GPU (cuDNN) and on
+    the CPU too (oneDNN; training/profile_step.py at 2 threads: paper-sized net at 96 px ~1.35 -> ~0.95 s per
+    step, fast net ~3 %)."""
+    return build_model(cfg.model).to(device).to(memory_format=torch.channels_last)
 
 
 def weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
@@ -238,9 +242,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
 
-    # channels_last: faster convolutions on the GPU (cuDNN) and on the CPU too (oneDNN; measured with
-    # training/profile_step.py at 2 threads: paper-sized net at 96 px ~1.35 -> ~0.95 s per step, fast net ~3 %).
-    model = build_model(cfg.model).to(device).to(memory_format=torch.channels_last)
+    model = training_model(cfg, device)
     init_note = None
     if cfg.train.init_from and not resume:
         init_note = warm_start(model, cfg.train.init_from)
@@ -441,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     named = {"train.minutes": args.minutes, "train.batch_size": args.batch_size, "data.crop": args.crop,
              "train.val_every": args.val_every, "train.checkpoint_every": args.checkpoint_every,
              "train.stop": args.stop, "data.train_dir": args.train_dir}
-    overrides = [f"{key}={json.dumps(value)}" for key, value in named.items() if value is not None]
+    overrides = named_overrides(named)
     if args.name:
         cfg.name = args.name
     try:
