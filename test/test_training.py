@@ -143,6 +143,9 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("model", "width: 3", "width"),
     ("train", "weight_average: 1.0", "train.weight_average"),
     ("train", "l1_weight: -0.1", "train.l1_weight"),
+    ("data", "light_prob: 1.5", "data.light_prob"),
+    ("data", "camera_logistic_prob: -0.1", "data.camera_logistic_prob"),
+    ("data", "camera_logit_per_stop: [1.0, 0.5]", "data.camera_logit_per_stop"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, section, bad, expected):
     path = tmp_path / "bad.yaml"

@@ -211,3 +211,61 @@ def test_camera_draws_scale_linear_light(photos):
     src = TensorPatchSource(photos, data_cfg(kind="under", camera_prob=1.0, camera_stops_under=(-3.0, -3.0)), seed=0)
     deg, ref, _ = src.batch(4, 32)
     torch.testing.assert_close(srgb_to_linear(deg), srgb_to_linear(ref) / 8, atol=1e-5, rtol=0)
+
+
+def test_logistic_camera_shifts_the_log_odds_by_slope_times_stops(photos):
+    from illexp_ros.core.degradation import logit_exposure
+
+    x = torch.linspace(0.05, 0.95, 91)
+    out = logit_exposure(x, -3.0, 0.8)
+    torch.testing.assert_close(torch.logit(out) - torch.logit(x), torch.full_like(x, -2.4), atol=1e-4, rtol=0)
+    assert bool((out[1:] > out[:-1]).all())  # a tone curve: order kept
+    np.testing.assert_allclose(logit_exposure(x.numpy(), 2.0, 0.7), logit_exposure(x, 2.0, 0.7).numpy(), atol=1e-6)
+    # Unlike the sRGB camera (expose: linear near black), the toe crushes the shadows far more than mid-grey.
+    shadow, mid = logit_exposure(torch.tensor([0.1, 0.5]), -3.0, 0.8)
+    assert float(shadow) / 0.1 < float(mid) / 0.5
+    src = TensorPatchSource(photos, data_cfg(kind="under", camera_prob=1.0, camera_stops_under=(-2.0, -2.0),
+                                             camera_logistic_prob=1.0, camera_logit_per_stop=(0.9, 0.9)), seed=0)
+    deg, ref, _ = src.batch(4, 32)
+    inner = (ref > 0.02) & (ref < 0.98)
+    shift = torch.logit(deg.clamp(1e-6, 1 - 1e-6)) - torch.logit(ref.clamp(0.5 / 255, 1 - 0.5 / 255))
+    torch.testing.assert_close(shift[inner], torch.full_like(shift[inner], -1.8), atol=1e-3, rtol=0)
+
+
+def test_lamps_stay_bright_in_an_underexposed_frame_and_join_the_target(photos):
+    from illexp_ros.core.degradation import expose_scene, light_sources, lit_scene
+
+    gen = torch.Generator().manual_seed(0)
+    lamps = light_sources(6, 64, 80, gen, "cpu")
+    assert lamps.shape == (6, 3, 64, 80) and float(lamps.min()) >= 0
+    assert bool((lamps.amax(dim=(1, 2, 3)) > 1.9).all())  # every frame has a lamp of >= 2 x white
+    ref = torch.full((6, 3, 64, 80), 0.4)
+    radiance, frame = lit_scene(ref, lamps)
+    core = lamps > 16  # lamp cores: > 16 x white (4 stops), per channel
+    dark = lamps.amax(dim=1, keepdim=True).expand_as(ref) < 1e-4  # far from every lamp
+    assert core.any() and dark.any()
+    assert float(frame[core].min()) > 0.99 and torch.allclose(frame[dark], ref[dark], atol=1e-3)
+    for per_stop in (None, torch.full((6, 1, 1, 1), 0.8)):
+        deg = expose_scene(radiance, frame, torch.full((6, 1, 1, 1), -4.0), per_stop)
+        assert float(deg[core].min()) > 0.9, "a lamp more than 4 stops above white is still bright at -4 EV"
+        assert float(deg[dark].max()) < 0.2, "the rest of the frame goes dark"
+    src = TensorPatchSource(photos, data_cfg(kind="under", camera_prob=1.0, light_prob=1.0,
+                                             camera_stops_under=(-4.0, -4.0)), seed=0)
+    plain = TensorPatchSource(photos, data_cfg(kind="under", camera_prob=1.0, camera_stops_under=(-4.0, -4.0)),
+                              seed=0)
+    deg, ref, _ = src.batch(4, 32)
+    deg0, ref0, _ = plain.batch(4, 32)
+    assert float((ref - ref0).amax()) > 0.1, "the lit scene is the new target"
+    assert float(deg.amax()) > float(deg0.amax()) + 0.2
+
+
+def test_validation_sets_hold_the_filmic_and_lamp_kinds_when_trained_on(photos):
+    cfg = data_cfg(camera_prob=0.5, camera_logistic_prob=0.5, light_prob=0.3)
+    sets = validation_sets(photos, cfg, seed=1, crop=32, max_images=3)
+    assert list(sets) == ["under", "over", "mixed", "camera", "filmic", "lights"]
+    assert all(d.dtype == np.float32 and r.dtype == np.float32 for k in sets for _, d, r in sets[k])
+    again = validation_sets(photos, cfg, seed=1, crop=32, max_images=3)
+    assert all(np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2]) for k in sets for a, b in
+               zip(sets[k], again[k]))
+    plain = dict(validation_sets(photos, data_cfg(camera_prob=0.5), seed=1, crop=32, max_images=3))
+    assert not any(np.array_equal(a[2], b[2]) for a, b in zip(sets["lights"], plain["camera"]))  # lamps in targets

@@ -45,6 +45,12 @@ class DataConfig:
     camera_prob: float = 0.0
     camera_stops_under: tuple[float, float] = (-5.0, -1.0)
     camera_stops_over: tuple[float, float] = (1.0, 3.0)
+    # Camera realism beyond expose() (core.degradation says why): this share of the camera draws uses a
+    # film-like (logistic) response, an exposure change = a log-odds shift of camera_logit_per_stop per stop;
+    # light_prob of them get lamps (radiance above the reference's white) added to the scene first.
+    camera_logistic_prob: float = 0.0
+    camera_logit_per_stop: tuple[float, float] = (0.6, 1.0)
+    light_prob: float = 0.0
     val_kinds: tuple[str, ...] | None = None  # validation draws; None = all that `kind` trains on
 
 
@@ -81,9 +87,9 @@ class RunConfig:
 
 
 _PAIR_KEYS = {"alpha", "beta_under", "gamma_under", "beta_over", "gamma_over", "mild_beta",
-              "mild_gamma"}
+              "mild_gamma", "camera_logit_per_stop"}
 _MODEL_KEYS = set(MODEL_CONFIG_KEYS)
-VAL_KINDS = ("under", "over", "mixed", "camera", "mild", "well")
+VAL_KINDS = ("under", "over", "mixed", "camera", "filmic", "lights", "mild", "well")
 
 
 def _fill(cls, raw: dict, section: str):
@@ -128,7 +134,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'data.crop' must be a multiple of 8 and >= 16, got {d.crop}")
     if not 0 < d.val_fraction < 1:
         raise ConfigError(f"'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
-    for key in ("mixed_region_prob", "well_prob", "mild_prob", "noise_prob", "camera_prob"):
+    for key in ("mixed_region_prob", "well_prob", "mild_prob", "noise_prob", "camera_prob", "camera_logistic_prob",
+                "light_prob"):
         if not 0 <= getattr(d, key) <= 1:
             raise ConfigError(f"'data.{key}' must be in [0, 1], got {getattr(d, key)}")
     if d.well_prob + d.mild_prob > 1:

@@ -20,8 +20,13 @@ from illexp_ros.core.degradation import (
     degrade_batch,
     degrade_mixed,
     expose,
+    expose_scene,
+    light_sources,
+    lit_scene,
+    logit_exposure,
     mixed_exposure_mask,
     mixed_exposure_mask_batch,
+    srgb_to_linear,
 )
 from illexp_ros.core.exposure import exposure_map
 
@@ -107,6 +112,10 @@ def draw_kinds(data_cfg) -> tuple[str, ...]:
         kinds = [k for k in kinds if k != "mixed"]
     if data_cfg.camera_prob > 0:
         kinds.append("camera")
+        if data_cfg.camera_logistic_prob > 0:
+            kinds.append("filmic")
+        if data_cfg.light_prob > 0:
+            kinds.append("lights")
     if data_cfg.mild_prob > 0:
         kinds.append("mild")
     if data_cfg.well_prob > 0:
@@ -199,6 +208,33 @@ class TensorPatchSource:
         bounds = self.cfg.camera_stops_under if side == "under" else self.cfg.camera_stops_over
         return float(self.rng.uniform(bounds[0], bounds[1]))
 
+    def _camera_draws(self, deg: torch.Tensor, ref: torch.Tensor, kinds: list[str], camera: list[int],
+                      crop: int) -> None:
+        """Fill deg (and, for frames given lamps, ref: the lit scene is the new target) for the camera samples."""
+        cfg = self.cfg
+        stops = torch.tensor([self._stops(kinds[i].removeprefix("camera_")) for i in camera],
+                             device=self.device).view(-1, 1, 1, 1)
+        lit = [j for j in range(len(camera)) if cfg.light_prob > 0 and self.rng.random() < cfg.light_prob]
+        logistic = [j for j in range(len(camera))
+                    if cfg.camera_logistic_prob > 0 and self.rng.random() < cfg.camera_logistic_prob]
+        if not lit and not logistic:  # the plain camera draw (expose), as before these options existed
+            deg[camera] = expose(ref[camera], stops)
+            return
+        radiance, frame = srgb_to_linear(ref[camera]), ref[camera].clone()
+        if lit:
+            lamps = light_sources(len(lit), crop, crop, self.gen, self.device)
+            radiance[lit], frame[lit] = lit_scene(frame[lit], lamps)
+            ref[[camera[j] for j in lit]] = frame[lit]
+        per_stop = torch.tensor([float(self.rng.uniform(*cfg.camera_logit_per_stop)) for _ in logistic],
+                                device=self.device).view(-1, 1, 1, 1)
+        srgb = [j for j in range(len(camera)) if j not in set(logistic)]
+        out = torch.empty_like(frame)
+        if srgb:
+            out[srgb] = expose_scene(radiance[srgb], frame[srgb], stops[srgb], None)
+        if logistic:
+            out[logistic] = expose_scene(radiance[logistic], frame[logistic], stops[logistic], per_stop)
+        deg[camera] = out
+
     @torch.no_grad()
     def batch(self, batch_size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(degraded, reference, target exposure map), each B x 3 x crop x crop float32 on the device."""
@@ -218,9 +254,7 @@ class TensorPatchSource:
             deg[mixed] = deg[mixed] * (1.0 - mask) + degrade_batch(ref[mixed], oa[mixed], ob[mixed], og[mixed]) * mask
         camera = [i for i, k in enumerate(kinds) if k.startswith("camera")]
         if camera:
-            stops = torch.tensor([self._stops(kinds[i].removeprefix("camera_")) for i in camera],
-                                 device=self.device).view(-1, 1, 1, 1)
-            deg[camera] = expose(ref[camera], stops)
+            self._camera_draws(deg, ref, kinds, camera, crop)
         if self.cfg.noise_prob > 0:
             noisy = [i for i, k in enumerate(kinds) if k != "well" and self.rng.random() < self.cfg.noise_prob]
             if noisy:
@@ -246,9 +280,20 @@ def validation_sets(files: list[Path], data_cfg, seed: int, crop: int | None,
             side = data_cfg.kind if data_cfg.kind != "mixed" else ("under", "over")[j % 2]
             if kind == "well":
                 deg = ref.copy()
-            elif kind == "camera":
+            elif kind in ("camera", "filmic", "lights"):
                 bounds = data_cfg.camera_stops_under if side == "under" else data_cfg.camera_stops_over
-                deg = expose(ref, float(rng.uniform(*bounds))).astype(np.float32)
+                stops = float(rng.uniform(*bounds))
+                if kind == "camera":
+                    deg = expose(ref, stops).astype(np.float32)
+                elif kind == "filmic":
+                    deg = logit_exposure(ref, stops, float(rng.uniform(*data_cfg.camera_logit_per_stop)))
+                else:  # lamps in the scene (torch, as in training), then the sRGB camera
+                    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+                    h, w = ref.shape[:2]
+                    radiance, frame = lit_scene(torch.from_numpy(ref).permute(2, 0, 1)[None],
+                                                light_sources(1, h, w, gen, "cpu"))
+                    deg = expose_scene(radiance, frame, torch.tensor(stops), None)[0].permute(1, 2, 0).numpy()
+                    ref = frame[0].permute(1, 2, 0).numpy().astype(np.float32)
             elif kind == "mild":
                 deg = mild.sample(side).apply(ref)
             elif kind == "mixed":

@@ -156,3 +156,72 @@ def add_sensor_noise_batch(image: torch.Tensor, shot: torch.Tensor, read: torch.
     sigma = (image.clamp(0, 1) * shot + read * read).sqrt()
     noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
     return (image + noise * sigma).clamp(0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Camera realism beyond expose() (issue 10, item 2: "a sensor response curve"; the project's own scenes: "a tunnel
+# exit, a headlight, a dark warehouse aisle").
+#
+# Film-like response. expose() assumes the camera's tone curve is the sRGB curve, which is almost linear near
+# black and clips hard at white. Real cameras apply an S-shaped tone curve (a toe and a soft shoulder). We take
+# the classic film characteristic curve, a logistic in log exposure: logit(v) = a * log2(E) + c. Under that
+# response a change of k stops is exactly a shift of the log-odds, logit(v') = logit(v) + a * k, whatever c
+# is, so it needs no inverse of an unknown curve: the reference is read as that camera's frame. The slope a
+# (log-odds per stop) is drawn per sample; sRGB's slope at mid-grey is ~0.6, a contrasty camera curve's ~1.
+# 8-bit white / black are read as 0.5 / 254.5 of 255 (a logit needs the open interval), so a clipped sky of
+# the reference stays the brightest part of the frame but darkens with the rest, as it would for radiance just
+# above the clip point.
+LOGIT_EPS = 0.5 / 255.0
+
+
+def logit_exposure(reference, stops, per_stop):
+    """The frame a camera with a logistic (film-like) response gives `stops` EV darker / brighter.
+    reference: values in [0, 1] (numpy or torch); stops, per_stop: floats or N x 1 x 1 x 1 tensors."""
+    if isinstance(reference, torch.Tensor):
+        v = reference.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS)
+        return torch.sigmoid(torch.logit(v) + per_stop * stops)
+    v = np.clip(reference, LOGIT_EPS, 1.0 - LOGIT_EPS)
+    shifted = np.log(v / (1.0 - v)) + per_stop * stops
+    return (1.0 / (1.0 + np.exp(-shifted))).astype(np.float32)
+
+
+def light_sources(n: int, height: int, width: int, generator: torch.Generator, device: torch.device | str,
+                  max_count: int = 3) -> torch.Tensor:
+    """N x 3 x H x W linear radiance of 1..max_count lamps per frame (headlights, ceiling lights, a window's sun),
+    to add to a reference in linear light. An LDR photo holds no radiance above its white; a real scene's lights
+    are 2-64 x brighter, so they stay bright in a frame exposed several stops darker. Each lamp is a Gaussian
+    (sigma 0.5-5 % of the short side, log-uniform) with a peak of 2^1..2^6 x white and a warm-to-neutral tint."""
+    short = min(height, width)
+    yy = torch.arange(height, device=device, dtype=torch.float32).view(1, 1, height, 1)
+    xx = torch.arange(width, device=device, dtype=torch.float32).view(1, 1, 1, width)
+    out = torch.zeros((n, 3, height, width), device=device)
+    u = torch.rand((n, max_count, 7), generator=generator, device=device)
+    for j in range(max_count):
+        p = u[:, j].view(n, 7, 1, 1)
+        present = (j == 0) | (p[:, 6:7] < 0.4)  # the first lamp always, each further one with 40 %
+        cy, cx = p[:, 0:1] * (height - 1), p[:, 1:2] * (width - 1)
+        sigma = short * 0.005 * 10.0 ** p[:, 2:3]
+        peak = 2.0 ** (1.0 + 5.0 * p[:, 3:4])
+        tint = torch.cat([torch.ones_like(p[:, 4:5]), 0.75 + 0.25 * p[:, 4:5], 0.5 + 0.5 * p[:, 5:6]], dim=1)
+        blob = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma * sigma))
+        out += present * peak * tint * blob
+    return out
+
+
+def lit_scene(reference: torch.Tensor, lights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scene radiance, well-exposed frame of it) for a reference (sRGB, N x 3 x H x W) with lamps added:
+    the radiance may exceed 1 (the lamps' cores); the frame is it encoded and clipped, i.e. the new target."""
+    radiance = srgb_to_linear(reference) + lights
+    return radiance, linear_to_srgb(radiance)
+
+
+def expose_scene(radiance: torch.Tensor, frame: torch.Tensor, stops: torch.Tensor,
+                 per_stop: torch.Tensor | None) -> torch.Tensor:
+    """A scene of `radiance` (linear, may exceed 1) whose well-exposed `frame` is given, taken `stops` EV off:
+    by the sRGB camera (per_stop None: scale, clip, encode) or the logistic one (log-odds shift of the frame,
+    plus a * log2 of the radiance above white, which the frame's clip hid)."""
+    if per_stop is None:
+        return linear_to_srgb(radiance.clamp_min(0.0) * 2.0 ** stops)
+    beyond = torch.log2(radiance.clamp_min(1.0))
+    v = frame.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS)
+    return torch.sigmoid(torch.logit(v) + per_stop * (stops + beyond))
