@@ -138,10 +138,14 @@ def test_banded_fast_path_matches_the_reference_within_rounding(size, workers):
     pipeline = cpu_pipeline(model)
     pipeline = CpuPipeline(pipeline.network, model.stride_multiple, workers=workers)
     for name in ("chelsea", "coffee", "astronaut"):
-        frame = real_photo(*size, name)
-        got, _ = pipeline.run(frame, bgr=True, want_map=False, short_side=64)
-        want = reference_fast_path(pipeline, frame, bgr=True, short_side=64)
-        assert got.shape == frame.shape and got.dtype == np.uint8
-        assert max_diff(got, want) <= 1, (name, size)
-        assert max_diff(got, frame) > 10  # it did correct something
+        photo = real_photo(*size, name)
+        # The photos as they are (the shipped model leaves well-exposed frames nearly alone) and two stops
+        # darker, which it must brighten: so the comparison is not between two near-copies of the input.
+        for frame, must_change in ((photo, False), ((photo // 4).astype(np.uint8), True)):
+            got, _ = pipeline.run(frame, bgr=True, want_map=False, short_side=64)
+            want = reference_fast_path(pipeline, frame, bgr=True, short_side=64)
+            assert got.shape == frame.shape and got.dtype == np.uint8
+            assert max_diff(got, want) <= 1, (name, size, must_change)
+            if must_change:
+                assert got.mean() > frame.mean() + 20, (name, size)  # it did correct something
     pipeline.clear()
