@@ -128,7 +128,9 @@ class TensorPatchSource:
 
     Per sample, one of: well-exposed (input = target, map = 0) with well_prob; a mild draw with mild_prob; else a
     strong draw of `kind` (kind mixed: under or over, or with mixed_region_prob an under/over split across a soft
-    edge; with camera_prob a stop change in linear light, core.degradation.expose, instead of eq. 5).
+    edge; with camera_prob a stop change in linear light, core.degradation.expose, instead of eq. 5; of those,
+    camera_logistic_prob through the film-like response and light_prob with lamps in the scene, which then
+    become part of the target).
     noise_prob of the degraded samples get shot + read noise. Crop positions and draw parameters come
     from a numpy generator (cheap, checkpointable); pixel noise from a torch generator on the device.
     """
@@ -227,7 +229,7 @@ class TensorPatchSource:
             ref[[camera[j] for j in lit]] = frame[lit]
         per_stop = torch.tensor([float(self.rng.uniform(*cfg.camera_logit_per_stop)) for _ in logistic],
                                 device=self.device).view(-1, 1, 1, 1)
-        srgb = [j for j in range(len(camera)) if j not in set(logistic)]
+        srgb = sorted(set(range(len(camera))) - set(logistic))
         out = torch.empty_like(frame)
         if srgb:
             out[srgb] = expose_scene(radiance[srgb], frame[srgb], stops[srgb], None)
