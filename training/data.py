@@ -219,9 +219,6 @@ class TensorPatchSource:
         lit = [j for j in range(len(camera)) if cfg.light_prob > 0 and self.rng.random() < cfg.light_prob]
         logistic = [j for j in range(len(camera))
                     if cfg.camera_logistic_prob > 0 and self.rng.random() < cfg.camera_logistic_prob]
-        if not lit and not logistic:  # the plain camera draw (expose), as before these options existed
-            deg[camera] = expose(ref[camera], stops)
-            return
         radiance, frame = srgb_to_linear(ref[camera]), ref[camera].clone()
         if lit:
             lamps = light_sources(len(lit), crop, crop, self.gen, self.device)

@@ -222,6 +222,4 @@ def expose_scene(radiance: torch.Tensor, frame: torch.Tensor, stops: torch.Tenso
     plus a * log2 of the radiance above white, which the frame's clip hid)."""
     if per_stop is None:
         return linear_to_srgb(radiance.clamp_min(0.0) * 2.0 ** stops)
-    beyond = torch.log2(radiance.clamp_min(1.0))
-    v = frame.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS)
-    return torch.sigmoid(torch.logit(v) + per_stop * (stops + beyond))
+    return logit_exposure(frame, stops + torch.log2(radiance.clamp_min(1.0)), per_stop)
