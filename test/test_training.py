@@ -143,6 +143,7 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("model", "width: 3", "width"),
     ("train", "weight_average: 1.0", "train.weight_average"),
     ("train", "l1_weight: -0.1", "train.l1_weight"),
+    ("train", "grad_clip: -1", "train.grad_clip"),
     ("data", "light_prob: 1.5", "data.light_prob"),
     ("data", "camera_logistic_prob: -0.1", "data.camera_logistic_prob"),
     ("data", "camera_logit_per_stop: [1.0, 0.5]", "data.camera_logit_per_stop"),
@@ -208,6 +209,26 @@ def test_set_overrides_reach_the_run_and_bad_ones_are_one_error(tmp_path, capsys
         rc = train_main(["--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress", *bad])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and expected in err, err
+
+
+def test_grad_clip_bounds_the_gradient_the_optimizer_steps_with(tmp_path):
+    from training.data import TensorPatchSource, list_images
+    from training.train import training_model, training_step
+
+    def step_grad_norm(extra: str) -> float:
+        cfg = load_config(tiny_config(tmp_path, max_steps=1, extra_train=extra))
+        torch.manual_seed(0)
+        model = training_model(cfg, "cpu")
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        source = TensorPatchSource(list_images(tmp_path / "photos"), cfg.data, 0, "cpu")
+        training_step(model, opt, source, cfg, None)
+        # The step leaves the gradients it used in .grad (zeroed only before the next backward).
+        return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()
+                                                           if p.grad is not None])))
+
+    unclipped = step_grad_norm("")
+    assert unclipped > 0.05  # so that a clip at 0.01 has something to do
+    assert step_grad_norm(", grad_clip: 0.01") == pytest.approx(0.01, rel=1e-3)
 
 
 def test_weight_average_is_what_validation_and_best_pt_see(tmp_path):

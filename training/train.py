@@ -220,6 +220,8 @@ def training_step(model, opt, source, cfg: RunConfig, fast: int | None, amp: boo
     opt.zero_grad(set_to_none=True)
     loss.backward()
     mark("backward")
+    if cfg.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
     opt.step()
     mark("optimizer")
     return loss.detach(), loss_att.detach(), loss_enh.detach()
@@ -308,7 +310,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                              "val_by_kind": {k: round(v, 2) for k, v in last_val.items() if k != "score"},
                              "device": device, "config": cfg.name, "fast_short_side": fast,
                              "init_from": init_note, "lr": cfg.train.lr,
-                             "weight_average": cfg.train.weight_average,
+                             "weight_average": cfg.train.weight_average, "grad_clip": cfg.train.grad_clip,
                              "train_seconds": round(time.time() - t0, 1)})
         else:
             val_since_best += 1
