@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""How much of a model's validation error is the overall brightness level, and how much is the rest.
+
+    python training/level_diagnosis.py --config training/configs/mixed_fast.yaml models/mixed_fast.pt
+                                       [--fast N | --full] [--png FILE] [--threads N]
+
+For each validation kind of the config (the pairs train.py validates on, held-out training photos, never
+eval/) it prints:
+  psnr        the model as it is (fast mode at the model's own internal side unless told otherwise);
+  +gain       the same output times the one per-image gain that fits the reference best (least squares): what
+              the model would score if only its overall level were right;
+  bias, std   the level error log2(mean output / mean reference) in stops, mean and spread over the pairs;
+  corr        the correlation of that error with the reference's own level log2(mean reference). Near -1 means
+              the model pulls every frame towards one typical level: bright scenes come out too dark, dark
+              scenes too bright (what a model does when the degraded frame does not tell it the level).
+and, once, the level-blind floor: the PSNR of a perfect reconstruction scaled to the mean level of the
+references (a model that gets every detail right but knows nothing of the scene's own level).
+
+Why: on 2026-11-26 the fast net's score stopped at ~20 dB on validation whatever the draws and the run length.
+This tells whether more capacity (detail) or more information about the level would move it. With --png, a
+scatter of level error against reference level per kind. Exit 0, or 2 with one line on an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from illexp_ros.core.metrics import psnr  # noqa: E402
+from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
+from illexp_ros.runtime.model_io import load_model  # noqa: E402
+from training.config import ConfigError, load_config, resolve_data_dir  # noqa: E402
+from training.data import list_images, split_holdout, validation_sets  # noqa: E402
+from training.train import forward  # noqa: E402
+
+
+def best_gain(output: np.ndarray, reference: np.ndarray) -> float:
+    """The scalar g minimising ||g * output - reference||^2 (1.0 for an all-black output)."""
+    o, r = output.astype(np.float64), reference.astype(np.float64)
+    denom = float((o * o).sum())
+    return float((o * r).sum() / denom) if denom > 0 else 1.0
+
+
+def level_error_stops(output: np.ndarray, reference: np.ndarray) -> float:
+    """log2 of the ratio of mean brightness, output over reference (0 = the right level)."""
+    return float(np.log2(max(float(output.mean()), 1e-6) / max(float(reference.mean()), 1e-6)))
+
+
+def level_blind_floor(references: list[np.ndarray]) -> float:
+    """Mean PSNR of each reference scaled to the references' mean level (clipped): a perfect reconstruction of
+    detail and colour that knows only the typical level."""
+    target = float(np.mean([r.mean() for r in references]))
+    return float(np.mean([psnr(np.clip(r * (target / max(float(r.mean()), 1e-6)), 0, 1).astype(np.float32), r)
+                          for r in references]))
+
+
+@torch.no_grad()
+def diagnose(model: torch.nn.Module, val_sets: dict, fast_short_side: int | None) -> dict[str, dict]:
+    """Per kind: psnr, psnr with the best per-image gain, level errors and reference levels (arrays)."""
+    model.eval()
+    result = {}
+    for kind, pairs in val_sets.items():
+        plain, gained, errors, levels = [], [], [], []
+        for _, degraded, reference in pairs:
+            x = torch.from_numpy(np.ascontiguousarray(degraded.transpose(2, 0, 1)))[None]
+            out, _ = forward(model, x, fast_short_side)
+            out = out[0].float().permute(1, 2, 0).numpy()
+            plain.append(psnr(out, reference))
+            gained.append(psnr(np.clip(out * best_gain(out, reference), 0, 1).astype(np.float32), reference))
+            errors.append(level_error_stops(out, reference))
+            levels.append(float(np.log2(max(float(reference.mean()), 1e-6))))
+        e, lv = np.array(errors), np.array(levels)
+        corr = float(np.corrcoef(e, lv)[0, 1]) if len(e) > 2 and e.std() > 0 and lv.std() > 0 else float("nan")
+        result[kind] = {"psnr": float(np.mean(plain)), "gain_psnr": float(np.mean(gained)), "bias": float(e.mean()),
+                        "std": float(e.std()), "corr": corr, "errors": e, "levels": lv}
+    return result
+
+
+def plot(result: dict[str, dict], png: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(result)
+    cols = min(4, len(kinds))
+    rows = (len(kinds) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False, sharex=True, sharey=True)
+    for ax, kind in zip(axes.flat, kinds):
+        r = result[kind]
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.scatter(r["levels"], r["errors"], s=10)
+        ax.set_title(f"{kind}: {r['psnr']:.1f} dB, +gain {r['gain_psnr']:.1f}", fontsize=9)
+    for ax in axes.flat[len(kinds):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("reference level log2(mean)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("level error (stops)", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("model")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--fast", type=int, default=None, help="fast mode at this internal short side")
+    mode.add_argument("--full", action="store_true", help="full mode (no fast path)")
+    p.add_argument("--png", default=None, help="write the level-error scatter here")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        cfg = load_config(args.config)
+        model, info = load_model(args.model)
+        fast = None if args.full else (args.fast or info["meta"].get("fast_short_side"))
+        files = list_images(resolve_data_dir(cfg.data.train_dir))
+        _, held = split_holdout(files, cfg.data.val_fraction, cfg.data.val_seed)
+        val_sets = validation_sets(held, cfg.data, seed=cfg.data.val_seed, crop=cfg.data.val_crop,
+                                   max_images=cfg.data.max_val_images)
+        result = diagnose(model, val_sets, fast)
+    except (ConfigError, EnhancerError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    references = [ref for _, _, ref in val_sets.get("well", next(iter(val_sets.values())))]
+    print(f"{Path(args.model).name} on {cfg.name}'s validation pairs, "
+          f"{'fast mode at ' + str(fast) if fast else 'full mode'}")
+    print(f"{'kind':8s} {'psnr':>6s} {'+gain':>6s} {'bias':>6s} {'std':>5s} {'corr':>6s}")
+    for kind, r in result.items():
+        print(f"{kind:8s} {r['psnr']:6.2f} {r['gain_psnr']:6.2f} {r['bias']:+6.2f} {r['std']:5.2f} {r['corr']:+6.2f}")
+    print(f"level-blind floor (perfect detail at the references' mean level): {level_blind_floor(references):.2f} dB")
+    if args.png:
+        plot(result, Path(args.png), f"{Path(args.model).name}: level error vs reference level")
+        print(f"wrote {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
