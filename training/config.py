@@ -79,6 +79,10 @@ class TrainConfig:
     # Beyond the paper: clip the gradient's global norm to this before each step (0 = off). Guards against the
     # rare batch whose gradient is many times the usual (median ~1, 99th percentile ~2.3 for mixed_fast).
     grad_clip: float = 0.0
+    # Beyond the paper: before each validation, measure the BatchNorm statistics of the validated net afresh over
+    # this many fixed training batches (0 = off: use the running statistics training left; precise_bn.py says
+    # why). best.pt and the exported file keep the measured statistics.
+    precise_bn_batches: int = 0
 
 
 @dataclass
@@ -157,6 +161,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'train.weight_average' must be in [0, 1) (0 = off), got {t.weight_average}")
     if t.l1_weight < 0:
         raise ConfigError(f"'train.l1_weight' must be >= 0, got {t.l1_weight}")
+    if t.precise_bn_batches < 0:
+        raise ConfigError(f"'train.precise_bn_batches' must be >= 0 (0 = off), got {t.precise_bn_batches}")
     if t.grad_clip < 0:
         raise ConfigError(f"'train.grad_clip' must be >= 0 (0 = off), got {t.grad_clip}")
     if t.val_patience < 1:

@@ -31,32 +31,14 @@ from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
 from training.config import ConfigError, load_config, resolve_data_dir  # noqa: E402
 from training.data import TensorPatchSource, list_images, split_holdout, validation_sets  # noqa: E402
-from training.train import forward, validate  # noqa: E402
+from training.precise_bn import recalibrate  # noqa: E402
+from training.train import validate  # noqa: E402
 
 
 def broken_batchnorms(model: nn.Module) -> list[str]:
     """Names of the BatchNorm layers whose running statistics are not all finite."""
     return [name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
             and not (torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all())]
-
-
-@torch.no_grad()
-def recalibrate(model: nn.Module, names: list[str], source: TensorPatchSource, batches: int, batch_size: int,
-                crop: int, fast_short_side: int | None) -> None:
-    """Measure the running statistics of the named BatchNorm layers anew (cumulative average over `batches`)."""
-    model.eval()
-    for name in names:
-        bn = model.get_submodule(name)
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: every batch weighs the same
-        bn.train()
-    for _ in range(batches):
-        deg, _, _ = source.batch(batch_size, crop)
-        forward(model, deg, fast_short_side)
-    for name in names:
-        bn = model.get_submodule(name)
-        bn.momentum = 0.1  # torch's default, what training uses
-        bn.eval()
 
 
 def main(argv: list[str] | None = None) -> int:

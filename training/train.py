@@ -52,6 +52,7 @@ from training.config import (  # noqa: E402
     resolve_data_dir,
 )
 from training.data import TensorPatchSource, list_images, split_holdout, validation_sets  # noqa: E402
+from training.precise_bn import fixed_draw_state, with_precise_bn  # noqa: E402
 
 
 def seed_everything(seed: int) -> None:
@@ -296,21 +297,28 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
 
     limit = max_steps or cfg.train.max_steps
     fast = cfg.train.fast_short_side
+    # The same batches for every BatchNorm measurement of the run (seeded apart from the training stream).
+    bn_draws = fixed_draw_state(seed + 104729, device)
     last_val: dict[str, float] = {}
     last_val_step = -1
 
     def validate_and_keep() -> list[str]:
         """Validate, keep best.pt if the score improved; returns the log cells."""
         nonlocal last_val, last_val_step, best_val, val_since_best
-        last_val, last_val_step = validate(evaluated, val_sets, device, fast), step
+        checked = evaluated
+        if cfg.train.precise_bn_batches:
+            checked = with_precise_bn(evaluated, source, bn_draws, cfg.train.precise_bn_batches,
+                                      cfg.train.batch_size, cfg.data.crop, fast)
+        last_val, last_val_step = validate(checked, val_sets, device, fast), step
         if last_val["score"] > best_val:
             best_val, val_since_best = last_val["score"], 0
-            save_model(run_dir / "best.pt", evaluated, cfg.model, cfg.name,
+            save_model(run_dir / "best.pt", checked, cfg.model, cfg.name,
                        meta={"step": step, "val_psnr": round(last_val["score"], 3),
                              "val_by_kind": {k: round(v, 2) for k, v in last_val.items() if k != "score"},
                              "device": device, "config": cfg.name, "fast_short_side": fast,
                              "init_from": init_note, "lr": cfg.train.lr,
                              "weight_average": cfg.train.weight_average, "grad_clip": cfg.train.grad_clip,
+                             "precise_bn_batches": cfg.train.precise_bn_batches,
                              "train_seconds": round(time.time() - t0, 1)})
         else:
             val_since_best += 1
