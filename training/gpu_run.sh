@@ -121,6 +121,10 @@ fi
 #    loss rose and its validation score collapsed (19.2 -> 13.9 dB in bf16 at 32 x 320 px; 19.2 -> 7.5-13.5 dB
 #    in fp32 at 16 x 256 px, lr 3e-4), while the same batch, crop and lr on the CPU held 19.0-19.6 dB over 400
 #    steps. Not understood yet (an untested suspect: cuDNN's TF32 convolutions); it trains on the CPU.
+#    A likelier cause, found on the CPU on 2026-11-26 and not yet checked on a GPU: those files had the deepest
+#    decoder block's spatial-attention gate shut (training/revive_gates.py), so enhancement.up.1.1 normalised an
+#    almost constant input (running variance ~0): BatchNorm then scales differences of ~1e-4 by ~300, and bf16
+#    or TF32 rounding of that size becomes noise of the order of the signal.
 #    name  config  warm-start (a shipped model)  batch  crop  amp (bf16)  extra train.py arguments
 #    (GPU sizes; the dry run overrides them)
 RUN_TABLE="mixed mixed mixed 12 256 1
