@@ -92,3 +92,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     rc = revive_main([str(bad), "--config", str(tiny_config(tmp_path, max_steps=1)), "--out", str(tmp_path / "o.pt")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:")
+
+
+@pytest.mark.parametrize("name", ["mixed_fast", "mixed", "under", "over"])
+def test_no_shipped_model_has_a_shut_gate(name):
+    """Every ACAB's spatial gate opens somewhere on real photos at several exposures (fast mode for mixed_fast,
+    as the node runs it). A shut gate outputs a constant and can never learn again (revive_gates.py)."""
+    from shipped import shipped_model
+    from skimage import data
+
+    from illexp_ros.core.degradation import expose
+
+    model, info = load_model(shipped_model(name))
+    photos = [data.astronaut(), data.coffee(), data.chelsea()]
+    frames = [torch.nn.functional.interpolate(  # a quarter of the size: the gates, not the detail, matter here
+        torch.from_numpy(expose(p.astype("float32") / 255, stops).transpose(2, 0, 1).copy())[None].float(),
+        scale_factor=0.25, mode="area") for p in photos for stops in (-3.0, 0.0, 2.0)]
+    gates = largest_gate(model, frames, info["meta"].get("fast_short_side"))
+    assert len(gates) == 7 and min(gates.values()) > 1e-3, gates
