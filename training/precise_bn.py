@@ -5,7 +5,8 @@ follow the last few batches (momentum 0.1), and the weight average (train.weight
 A rare batch makes one layer's variance explode (enhancement.up.1.1, the same layer that overflowed fp16 in the
 paper-sized files): 500 steps into a run the averaged net's running variance there was 464x the current
 net's, and the averaged net validated at 17.75 dB where the same weights with statistics measured again over
-32 training batches scored 19.90. Training itself was fine (its loss uses batch statistics); validation,
+32 training batches scored 19.90. (That layer's input was nearly constant because of a shut attention gate,
+training/revive_gates.py, so its variance was tiny and one batch could swamp it.) Training itself was fine (its loss uses batch statistics); validation,
 the choice of best.pt and the exported file were not. Measuring the statistics before each validation is the
 standard remedy (PreciseBN in fvcore / Detectron2; torch.optim.swa_utils.update_bn for averaged weights).
 """
