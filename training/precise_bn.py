@@ -6,9 +6,10 @@ A rare batch makes one layer's variance explode (enhancement.up.1.1, the same la
 paper-sized files): 500 steps into a run the averaged net's running variance there was 464x the current
 net's, and the averaged net validated at 17.75 dB where the same weights with statistics measured again over
 32 training batches scored 19.90. (That layer's input was nearly constant because of a shut attention gate,
-training/revive_gates.py, so its variance was tiny and one batch could swamp it.) Training itself was fine (its loss uses batch statistics); validation,
-the choice of best.pt and the exported file were not. Measuring the statistics before each validation is the
-standard remedy (PreciseBN in fvcore / Detectron2; torch.optim.swa_utils.update_bn for averaged weights).
+training/revive_gates.py, so its variance was tiny and one batch could swamp it.) Training itself was fine (its
+loss uses batch statistics); validation, the choice of best.pt and the exported file were not. Measuring the
+statistics before each validation is the standard remedy (PreciseBN in fvcore / Detectron2;
+torch.optim.swa_utils.update_bn for averaged weights).
 """
 
 from __future__ import annotations
