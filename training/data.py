@@ -303,3 +303,17 @@ def validation_sets(files: list[Path], data_cfg, seed: int, crop: int | None,
             pairs.append((f"{kind}_{path.stem}", deg, ref))
         out[kind] = pairs
     return out
+
+
+def config_photos(data_cfg) -> tuple[list[Path], list[Path]]:
+    """(training photos, held-out photos) of a config's data.train_dir, split as every tool here splits them."""
+    from training.config import resolve_data_dir
+
+    files = list_images(resolve_data_dir(data_cfg.train_dir))
+    return split_holdout(files, data_cfg.val_fraction, data_cfg.val_seed)
+
+
+def config_validation_sets(data_cfg, held: list[Path]) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """The fixed validation pairs train.py validates on: validation_sets with the config's seed, crop and cap."""
+    return validation_sets(held, data_cfg, seed=data_cfg.val_seed, crop=data_cfg.val_crop,
+                           max_images=data_cfg.max_val_images)

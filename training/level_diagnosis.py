@@ -32,12 +32,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from illexp_ros.core.fast import run_network  # noqa: E402
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
-from training.config import ConfigError, load_config, resolve_data_dir  # noqa: E402
-from training.data import list_images, split_holdout, validation_sets  # noqa: E402
-from training.train import forward  # noqa: E402
+from training.config import ConfigError, load_config  # noqa: E402
+from training.data import config_photos, config_validation_sets  # noqa: E402
 
 
 def best_gain(output: np.ndarray, reference: np.ndarray) -> float:
@@ -69,7 +69,7 @@ def diagnose(model: torch.nn.Module, val_sets: dict, fast_short_side: int | None
         plain, gained, errors, levels = [], [], [], []
         for _, degraded, reference in pairs:
             x = torch.from_numpy(np.ascontiguousarray(degraded.transpose(2, 0, 1)))[None]
-            out, _ = forward(model, x, fast_short_side)
+            out, _ = run_network(model, x, fast_short_side)
             out = out[0].float().permute(1, 2, 0).numpy()
             plain.append(psnr(out, reference))
             gained.append(psnr(np.clip(out * best_gain(out, reference), 0, 1).astype(np.float32), reference))
@@ -126,10 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         model, info = load_model(args.model)
         fast = None if args.full else (args.fast or info["meta"].get("fast_short_side"))
-        files = list_images(resolve_data_dir(cfg.data.train_dir))
-        _, held = split_holdout(files, cfg.data.val_fraction, cfg.data.val_seed)
-        val_sets = validation_sets(held, cfg.data, seed=cfg.data.val_seed, crop=cfg.data.val_crop,
-                                   max_images=cfg.data.max_val_images)
+        _, held = config_photos(cfg.data)
+        val_sets = config_validation_sets(cfg.data, held)
         result = diagnose(model, val_sets, fast)
     except (ConfigError, EnhancerError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

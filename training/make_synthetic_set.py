@@ -27,8 +27,8 @@ import cv2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.core.metrics import to_uint8  # noqa: E402
-from training.config import REPO, ConfigError, DataConfig, load_config, resolve_data_dir  # noqa: E402
-from training.data import fixed_pairs, list_images, split_holdout  # noqa: E402
+from training.config import REPO, ConfigError, DataConfig, load_config  # noqa: E402
+from training.data import config_photos, fixed_pairs  # noqa: E402
 
 SYNTHETIC_SEED = 20240611
 DEFAULT_OUT = REPO / "runs" / "synthetic_test"
@@ -41,8 +41,7 @@ def held_out_photos(config_paths: list[Path]) -> tuple[list[Path], list[int]]:
     seeds = []
     for path in config_paths:
         cfg = load_config(path)
-        files = list_images(resolve_data_dir(cfg.data.train_dir))
-        _, h = split_holdout(files, cfg.data.val_fraction, cfg.data.val_seed)
+        _, h = config_photos(cfg.data)
         held = set(h) if held is None else held & set(h)
         seeds.append(cfg.data.val_seed)
     if not held:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from illexp_ros.core.fast import fast_forward
+from illexp_ros.core.fast import run_network
 
 
 def batchnorm_names(model: nn.Module) -> list[str]:
@@ -40,10 +40,7 @@ def recalibrate(model: nn.Module, names: list[str], source, batches: int, batch_
         bn.train()
     for _ in range(batches):
         deg, _, _ = source.batch(batch_size, crop)
-        if fast_short_side:
-            fast_forward(model, deg, fast_short_side)
-        else:
-            model(deg)
+        run_network(model, deg, fast_short_side)
     for name in names:
         bn = model.get_submodule(name)
         bn.momentum = 0.1  # torch's default, what training uses

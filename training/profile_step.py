@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.config import ConfigError, apply_overrides, load_config, named_overrides, resolve_data_dir  # noqa: E402
-from training.data import TensorPatchSource, list_images, split_holdout  # noqa: E402
+from training.config import ConfigError, apply_overrides, load_config, named_overrides  # noqa: E402
+from training.data import TensorPatchSource, config_photos  # noqa: E402
 from training.train import StepTimer, training_model, training_step  # noqa: E402
 
 
@@ -42,12 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         apply_overrides(cfg, named_overrides({"data.crop": args.crop, "train.batch_size": args.batch_size,
                                               "data.train_dir": args.train_dir}))
-        files = list_images(resolve_data_dir(cfg.data.train_dir))
+        train_files, _ = config_photos(cfg.data)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    train_files, _ = split_holdout(files, cfg.data.val_fraction, cfg.data.val_seed)
     source = TensorPatchSource(train_files, cfg.data, seed=0, device="cpu")
     model = training_model(cfg, "cpu").train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
-from training.config import ConfigError, load_config, resolve_data_dir  # noqa: E402
-from training.data import TensorPatchSource, list_images, split_holdout, validation_sets  # noqa: E402
+from training.config import ConfigError, load_config  # noqa: E402
+from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
 from training.precise_bn import recalibrate  # noqa: E402
 from training.train import validate  # noqa: E402
 
@@ -63,10 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         if not names:
             print(f"{args.model}: every BatchNorm statistic is finite; nothing to do (--all re-estimates them)")
             return 0
-        files = list_images(resolve_data_dir(cfg.data.train_dir))
-        train_files, held = split_holdout(files, cfg.data.val_fraction, cfg.data.val_seed)
-        val_sets = validation_sets(held, cfg.data, seed=cfg.data.val_seed, crop=cfg.data.val_crop,
-                                   max_images=cfg.data.max_val_images)
+        train_files, held = config_photos(cfg.data)
+        val_sets = config_validation_sets(cfg.data, held)
         fast = cfg.train.fast_short_side
         before = validate(model, val_sets, "cpu", fast)
         source = TensorPatchSource(train_files, cfg.data, args.seed, "cpu")

@@ -27,12 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from illexp_ros.core.fast import run_network  # noqa: E402
 from illexp_ros.core.networks import ACAB  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
-from training.config import ConfigError, load_config, resolve_data_dir  # noqa: E402
-from training.data import TensorPatchSource, list_images, split_holdout  # noqa: E402
-from training.train import forward  # noqa: E402
+from training.config import ConfigError, load_config  # noqa: E402
+from training.data import TensorPatchSource, config_photos  # noqa: E402
 
 
 @torch.no_grad()
@@ -43,15 +43,12 @@ def largest_gate(model: torch.nn.Module, frames: list[torch.Tensor], fast_short_
     for name, block in model.named_modules():
         if isinstance(block, ACAB):
             def record(mod, inputs, _out, name=name):
-                x = inputs[0]
-                desc = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-                gate = float(torch.sigmoid(mod.conv(desc)).max())
-                largest[name] = max(largest.get(name, 0.0), gate)
+                largest[name] = max(largest.get(name, 0.0), float(mod.gate(inputs[0]).max()))
             hooks.append(block.spatial_attention.register_forward_hook(record))
     model.eval()
     try:
         for x in frames:
-            forward(model, x, fast_short_side)
+            run_network(model, x, fast_short_side)
     finally:
         for h in hooks:
             h.remove()
@@ -85,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         model, info = load_model(args.model)
         fast = info["meta"].get("fast_short_side") or cfg.train.fast_short_side
-        files = list_images(resolve_data_dir(cfg.data.train_dir))
-        train_files, _ = split_holdout(files, cfg.data.val_fraction, cfg.data.val_seed)
+        train_files, _ = config_photos(cfg.data)
         source = TensorPatchSource(train_files, cfg.data, args.seed, "cpu")
         frames = [source.batch(args.batch_size, cfg.data.crop)[0] for _ in range(args.batches)]
         gates = largest_gate(model, frames, fast)
@@ -100,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print("no shut gate; nothing written")
         return 0
     with torch.no_grad():
-        before = [forward(model, x, fast)[0] for x in frames[:4]]
+        before = [run_network(model, x, fast)[0] for x in frames[:4]]
         reopen(model, shut)
-        diff = max(float((forward(model, x, fast)[0] - b).abs().max()) for x, b in zip(frames[:4], before))
+        diff = max(float((run_network(model, x, fast)[0] - b).abs().max()) for x, b in zip(frames[:4], before))
     after = largest_gate(model, frames, fast)
     print(f"reopened {', '.join(shut)}: largest gate now {min(after[n] for n in shut):.2f}; "
           f"output max difference {diff:.2e}")

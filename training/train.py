@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from illexp_ros.core.fast import fast_forward  # noqa: E402
+from illexp_ros.core.fast import fast_forward, run_network  # noqa: E402
 from illexp_ros.core.losses import attention_loss, enhancement_loss  # noqa: E402
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.core.networks import build_model, parameter_count  # noqa: E402
@@ -49,9 +49,8 @@ from training.config import (  # noqa: E402
     apply_overrides,  # noqa: E402
     load_config,
     named_overrides,
-    resolve_data_dir,
 )
-from training.data import TensorPatchSource, list_images, split_holdout, validation_sets  # noqa: E402
+from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
 from training.precise_bn import fixed_draw_state, with_precise_bn  # noqa: E402
 
 
@@ -59,12 +58,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def forward(model, x: torch.Tensor, fast_short_side: int | None):
-    if fast_short_side:
-        return fast_forward(model, x, fast_short_side)
-    return model(x)
 
 
 PSNR_CAP = 40.0  # per-kind validation PSNR counts at most this much in the score (a near-identity would dominate)
@@ -85,7 +78,7 @@ def validate(model, val_sets: dict, device: str, fast_short_side: int | None, ch
             batches = [group] if same else [[p] for p in group]
             for b in batches:
                 x = torch.from_numpy(np.stack([p[1] for p in b]).transpose(0, 3, 1, 2).copy()).to(device)
-                out, _ = forward(model, x, fast_short_side)
+                out, _ = run_network(model, x, fast_short_side)
                 out = out.float().permute(0, 2, 3, 1).cpu().numpy()
                 scores += [psnr(o, p[2]) for o, p in zip(out, b)]
         result[kind] = float(np.mean(scores))
@@ -236,10 +229,8 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     seed_everything(seed)
     run_dir = out_root / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    files = list_images(resolve_data_dir(cfg.data.train_dir))
-    train_files, held = split_holdout(files, cfg.data.val_fraction, cfg.data.val_seed)
-    val_sets = validation_sets(held, cfg.data, seed=cfg.data.val_seed, crop=cfg.data.val_crop,
-                               max_images=cfg.data.max_val_images)
+    train_files, held = config_photos(cfg.data)
+    val_sets = config_validation_sets(cfg.data, held)
     source = TensorPatchSource(train_files, cfg.data, seed, device)
     cuda = device.startswith("cuda")
     if cuda:

@@ -52,6 +52,14 @@ def internal_size(height: int, width: int, short_side: int, multiple: int = 8) -
     return h, w
 
 
+def run_network(model: torch.nn.Module, x: torch.Tensor,
+                fast_short_side: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(corrected, exposure map): fast mode at `fast_short_side` when given, else the network at full size."""
+    if fast_short_side:
+        return fast_forward(model, x, fast_short_side)
+    return model(x)
+
+
 def fast_forward(model: torch.nn.Module, x: torch.Tensor, short_side: int = 128,
                  radius: int = DEFAULT_RADIUS, eps: float = DEFAULT_EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """Run `model` (an IllExpNet) at reduced resolution and apply its correction to x at full resolution.

@@ -137,9 +137,13 @@ class SpatialAttention(nn.Module):
         super().__init__()
         self.conv = conv2d(2, 1, kernel, padding_mode=padding_mode)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-pixel gate in [0, 1] (N x 1 x H x W) that forward multiplies x by."""
         desc = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.conv(desc))
+        return torch.sigmoid(self.conv(desc))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
 
 
 class ACAB(nn.Module):
