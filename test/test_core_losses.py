@@ -87,3 +87,14 @@ def test_l1_weight_adds_a_plain_l1_term():
     paper = float(enhancement_loss(out, ref))
     assert paper < 0.002
     assert float(enhancement_loss(out, ref, l1_weight=0.25)) == pytest.approx(paper + 0.25 * 0.05, abs=1e-6)
+
+
+def test_mse_weight_adds_a_squared_error_term_that_weighs_large_errors_more():
+    ref = torch.full((1, 3, 16, 16), 0.5)
+    small, large = torch.full_like(ref, 0.55), torch.full_like(ref, 0.7)
+    for out, e in ((small, 0.05), (large, 0.2)):
+        paper = float(enhancement_loss(out, ref))
+        assert float(enhancement_loss(out, ref, mse_weight=2.0)) == pytest.approx(paper + 2.0 * e * e, abs=1e-6)
+    # Per unit of error, the squared term grows with the error; the L1 term does not.
+    extra = [float(enhancement_loss(o, ref, mse_weight=1.0) - enhancement_loss(o, ref)) for o in (small, large)]
+    assert extra[1] / 0.2 > 3.5 * extra[0] / 0.05

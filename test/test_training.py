@@ -143,6 +143,7 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("model", "width: 3", "width"),
     ("train", "weight_average: 1.0", "train.weight_average"),
     ("train", "l1_weight: -0.1", "train.l1_weight"),
+    ("train", "mse_weight: -1", "train.mse_weight"),
     ("train", "grad_clip: -1", "train.grad_clip"),
     ("data", "light_prob: 1.5", "data.light_prob"),
     ("data", "camera_logistic_prob: -0.1", "data.camera_logistic_prob"),

@@ -76,6 +76,8 @@ class TrainConfig:
     weight_average: float = 0.0
     # Beyond the paper: a plain L1 term added to eq. 4 with this weight (0 = eq. 4 alone; core/losses.py).
     l1_weight: float = 0.0
+    # Beyond the paper: a squared-error term added to eq. 4 with this weight (0 = off; core/losses.py says why).
+    mse_weight: float = 0.0
     # Beyond the paper: clip the gradient's global norm to this before each step (0 = off). Guards against the
     # rare batch whose gradient is many times the usual (median ~1, 99th percentile ~2.3 for mixed_fast).
     grad_clip: float = 0.0
@@ -161,6 +163,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'train.weight_average' must be in [0, 1) (0 = off), got {t.weight_average}")
     if t.l1_weight < 0:
         raise ConfigError(f"'train.l1_weight' must be >= 0, got {t.l1_weight}")
+    if t.mse_weight < 0:
+        raise ConfigError(f"'train.mse_weight' must be >= 0, got {t.mse_weight}")
     if t.precise_bn_batches < 0:
         raise ConfigError(f"'train.precise_bn_batches' must be >= 0 (0 = off), got {t.precise_bn_batches}")
     if t.grad_clip < 0:

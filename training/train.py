@@ -208,7 +208,8 @@ def training_step(model, opt, source, cfg: RunConfig, fast: int | None, amp: boo
             out = model.enhancement(enh_in)
     mark("forward")
     loss_att = attention_loss(em.float(), em_t) if em is not None else torch.zeros((), device=deg.device)
-    loss_enh = enhancement_loss(out.float(), ref, l1_weight=cfg.train.l1_weight)
+    loss_enh = enhancement_loss(out.float(), ref, l1_weight=cfg.train.l1_weight,
+                                mse_weight=cfg.train.mse_weight)
     loss = loss_att + loss_enh
     mark("loss")
     opt.zero_grad(set_to_none=True)
@@ -309,6 +310,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                              "device": device, "config": cfg.name, "fast_short_side": fast,
                              "init_from": init_note, "lr": cfg.train.lr,
                              "weight_average": cfg.train.weight_average, "grad_clip": cfg.train.grad_clip,
+                             "l1_weight": cfg.train.l1_weight, "mse_weight": cfg.train.mse_weight,
                              "precise_bn_batches": cfg.train.precise_bn_batches,
                              "train_seconds": round(time.time() - t0, 1)})
         else:

@@ -71,16 +71,25 @@ def dssim(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 def enhancement_loss(output: torch.Tensor, reference: torch.Tensor,
-                     lam: float = ENHANCEMENT_LAMBDA, l1_weight: float = 0.0) -> torch.Tensor:
-    """Eq. 4: lam * DSSIM(I, I~) + (1 - lam) * mean(|I~ - 0.5| * |I - I~|), plus l1_weight * mean(|I - I~|).
+                     lam: float = ENHANCEMENT_LAMBDA, l1_weight: float = 0.0,
+                     mse_weight: float = 0.0) -> torch.Tensor:
+    """Eq. 4: lam * DSSIM(I, I~) + (1 - lam) * mean(|I~ - 0.5| * |I - I~|), plus l1_weight * mean(|I - I~|)
+    and mse_weight * mean((I - I~)^2).
 
     The plain L1 term is beyond the paper (0 = eq. 4 alone; train.l1_weight). Why it exists: eq. 4 hardly sees
     a small brightness change of mid-tones, the weight |I~ - 0.5| is zero there and SSIM's luminance term
     moves by 0.5 % for a 10 % change at mid-grey, so a network trained on eq. 4 alone is free to brighten or
     darken a well-exposed frame slightly, which PSNR (and a robot's detector) does see.
+
+    The squared term is beyond the paper too (0 = off; train.mse_weight). Why: where a frame does not reveal
+    its scene's brightness (a strong under-exposure), the best guess of the level under L1 and eq. 4 is a
+    median, under a squared error the mean, and PSNR, what validation and the evaluation report, is a squared
+    error. It also weighs large (level) errors more than small (detail) ones, unlike L1.
     """
     err = (output - reference).abs()
     loss = lam * dssim(output, reference) + (1.0 - lam) * ((reference - 0.5).abs() * err).mean()
     if l1_weight:
         loss = loss + l1_weight * err.mean()
+    if mse_weight:
+        loss = loss + mse_weight * (err * err).mean()
     return loss
