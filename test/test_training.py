@@ -265,3 +265,22 @@ def test_profile_step_prints_every_phase(tmp_path):
         assert any(line.split()[:1] == [phase] and float(line.split()[1]) > 0 for line in proc.stdout.splitlines()), \
             (phase, proc.stdout)
     assert "steps/s" in proc.stdout and "convolution" in proc.stdout  # the torch.profiler table
+
+
+def test_mse_weight_reaches_the_training_step(tmp_path):
+    from training.data import TensorPatchSource, list_images
+    from training.train import training_model, training_step
+
+    def enhancement_loss_of_first_step(extra: str) -> float:
+        cfg = load_config(tiny_config(tmp_path, max_steps=1, extra_train=extra))
+        torch.manual_seed(0)
+        model = training_model(cfg, "cpu")
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        source = TensorPatchSource(list_images(tmp_path / "photos"), cfg.data, 0, "cpu")
+        return float(training_step(model, opt, source, cfg, None)[2])
+
+    plain = enhancement_loss_of_first_step("")
+    once, twice = (enhancement_loss_of_first_step(f", mse_weight: {w}") - plain for w in (1.0, 2.0))
+    # The same batch and network each time: the term adds mse_weight x the batch's mean squared error.
+    assert 0 < once < 1
+    assert twice == pytest.approx(2 * once, rel=1e-3)
