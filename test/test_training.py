@@ -212,17 +212,23 @@ def test_set_overrides_reach_the_run_and_bad_ones_are_one_error(tmp_path, capsys
         assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and expected in err, err
 
 
-def test_grad_clip_bounds_the_gradient_the_optimizer_steps_with(tmp_path):
+def first_training_step(tmp_path, extra_train: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    """One training step of the tiny config (with `extra_train` added to its train section) from a fixed seed:
+    the same network and batch every call. Returns the network and the step's (loss, loss_att, loss_enh)."""
     from training.data import TensorPatchSource, list_images
     from training.train import training_model, training_step
 
+    cfg = load_config(tiny_config(tmp_path, max_steps=1, extra_train=extra_train))
+    torch.manual_seed(0)
+    model = training_model(cfg, "cpu")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    source = TensorPatchSource(list_images(tmp_path / "photos"), cfg.data, 0, "cpu")
+    return model, training_step(model, opt, source, cfg, None)
+
+
+def test_grad_clip_bounds_the_gradient_the_optimizer_steps_with(tmp_path):
     def step_grad_norm(extra: str) -> float:
-        cfg = load_config(tiny_config(tmp_path, max_steps=1, extra_train=extra))
-        torch.manual_seed(0)
-        model = training_model(cfg, "cpu")
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        source = TensorPatchSource(list_images(tmp_path / "photos"), cfg.data, 0, "cpu")
-        training_step(model, opt, source, cfg, None)
+        model, _ = first_training_step(tmp_path, extra)
         # The step leaves the gradients it used in .grad (zeroed only before the next backward).
         return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()
                                                            if p.grad is not None])))
@@ -268,16 +274,8 @@ def test_profile_step_prints_every_phase(tmp_path):
 
 
 def test_mse_weight_reaches_the_training_step(tmp_path):
-    from training.data import TensorPatchSource, list_images
-    from training.train import training_model, training_step
-
     def enhancement_loss_of_first_step(extra: str) -> float:
-        cfg = load_config(tiny_config(tmp_path, max_steps=1, extra_train=extra))
-        torch.manual_seed(0)
-        model = training_model(cfg, "cpu")
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        source = TensorPatchSource(list_images(tmp_path / "photos"), cfg.data, 0, "cpu")
-        return float(training_step(model, opt, source, cfg, None)[2])
+        return float(first_training_step(tmp_path, extra)[1][2])
 
     plain = enhancement_loss_of_first_step("")
     once, twice = (enhancement_loss_of_first_step(f", mse_weight: {w}") - plain for w in (1.0, 2.0))
