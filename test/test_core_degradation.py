@@ -66,3 +66,29 @@ def test_realistic_extras_default_off_but_work():
     assert 0.01 < noisy.std() < 0.2
     jpg = jpeg_roundtrip(rng.random((32, 32, 3), dtype=np.float32), 20)
     assert jpg.shape == (32, 32, 3) and jpg.dtype == np.float32
+
+
+def test_metering_brings_the_mean_linear_luminance_to_the_key():
+    import torch
+
+    from illexp_ros.core.degradation import METERING_KEY, metered, metering_stops, srgb_to_linear
+
+    rng = np.random.default_rng(0)
+    dark = rng.uniform(0.1, 0.5, (24, 32, 3)).astype(np.float32)  # ~1.1 EV below the key, nothing clips
+    stops = metering_stops(dark)
+    assert 1.0 < stops < 2.0
+    out = metered(dark)
+    luma = (srgb_to_linear(out) * np.array([0.2126, 0.7152, 0.0722], np.float32)).sum(-1).mean()
+    assert luma == pytest.approx(METERING_KEY, rel=0.02)
+    assert out.dtype == np.float32 and abs(metering_stops(out)) < 0.03
+    np.testing.assert_array_equal(metered(dark, strength=0.0), dark)
+    half = metered(dark, strength=0.5)
+    assert metering_stops(half) == pytest.approx(stops / 2, abs=0.03)
+    # The correction is clipped: a nearly black frame is raised by max_stops, no more.
+    assert metering_stops(np.full((4, 4, 3), 0.01, np.float32), max_stops=2.0) == 2.0
+    # The batched torch version agrees with numpy, per sample.
+    batch = torch.from_numpy(np.stack([dark, 1.0 - dark * 0.5])).permute(0, 3, 1, 2).contiguous()
+    per_sample = metering_stops(batch).flatten()
+    assert per_sample.shape == (2,) and float(per_sample[0]) == pytest.approx(stops, abs=1e-4)
+    assert float(per_sample[1]) < 0  # a bright frame is metered down
+    np.testing.assert_allclose(metered(batch)[0].permute(1, 2, 0).numpy(), out, atol=1e-5)

@@ -146,6 +146,8 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("train", "mse_weight: -1", "train.mse_weight"),
     ("train", "grad_clip: -1", "train.grad_clip"),
     ("data", "light_prob: 1.5", "data.light_prob"),
+    ("data", "metering: 1.5", "data.metering"),
+    ("data", "metering_key: 18", "data.metering_key"),
     ("data", "camera_logistic_prob: -0.1", "data.camera_logistic_prob"),
     ("data", "camera_logit_per_stop: [1.0, 0.5]", "data.camera_logit_per_stop"),
 ])

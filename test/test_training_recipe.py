@@ -269,3 +269,29 @@ def test_validation_sets_hold_the_filmic_and_lamp_kinds_when_trained_on(photos):
                zip(sets[k], again[k]))
     plain = dict(validation_sets(photos, data_cfg(camera_prob=0.5), seed=1, crop=32, max_images=3))
     assert not any(np.array_equal(a[2], b[2]) for a, b in zip(sets["lights"], plain["camera"]))  # lamps in targets
+
+
+def test_metering_moves_only_the_strong_draws_targets(photos):
+    from illexp_ros.core.degradation import metering_stops
+
+    dim = list(photos)  # write_photos' images are not metered: their levels differ from the key
+    cfg = data_cfg(kind="under", metering=1.0, metering_max_stops=4.0)
+    src = TensorPatchSource(dim, cfg, seed=0)
+    _, ref, _ = src.batch(6, 32)
+    assert float(metering_stops(ref).abs().max()) < 0.05, "every strong draw's target is at the key"
+    plain = TensorPatchSource(dim, data_cfg(kind="under"), seed=0)
+    _, ref0, _ = plain.batch(6, 32)
+    assert float(metering_stops(ref0).abs().max()) > 0.3, "without metering the photos' own levels are kept"
+    # Well-exposed and mild pairs keep the photo's own level: same draws with and without metering.
+    fine = TensorPatchSource(dim, data_cfg(metering=1.0, well_prob=0.5, mild_prob=0.5), seed=0).batch(6, 32)
+    fine0 = TensorPatchSource(dim, data_cfg(well_prob=0.5, mild_prob=0.5), seed=0).batch(6, 32)
+    torch.testing.assert_close(fine[1], fine0[1], atol=0, rtol=0)
+    torch.testing.assert_close(fine[0], fine0[0], atol=0, rtol=0)
+    sets = validation_sets(dim, data_cfg(metering=1.0, metering_max_stops=4.0, well_prob=0.2, mild_prob=0.2),
+                           seed=1, crop=32, max_images=3)
+    sets0 = validation_sets(dim, data_cfg(well_prob=0.2, mild_prob=0.2), seed=1, crop=32, max_images=3)
+    for kind in ("under", "over", "mixed"):
+        assert all(abs(metering_stops(r)) < 0.05 for _, _, r in sets[kind]), kind
+    for kind in ("well", "mild"):
+        assert all(np.array_equal(a[2], b[2]) for a, b in zip(sets[kind], sets0[kind])), kind
+        assert any(abs(metering_stops(r)) > 0.3 for _, _, r in sets[kind]), kind

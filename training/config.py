@@ -51,6 +51,12 @@ class DataConfig:
     camera_logistic_prob: float = 0.0
     camera_logit_per_stop: tuple[float, float] = (0.6, 1.0)
     light_prob: float = 0.0
+    # Metered targets (core.degradation.metered says why): the strong draws' target is the photo re-exposed this
+    # share of the way (0 = off, the paper's convention; 1 = fully) to a mean linear luminance of metering_key,
+    # by at most metering_max_stops; well-exposed and mild pairs keep the photo as it is. Validation does the same.
+    metering: float = 0.0
+    metering_key: float = 0.18
+    metering_max_stops: float = 2.0
     val_kinds: tuple[str, ...] | None = None  # validation draws; None = all that `kind` trains on
 
 
@@ -144,7 +150,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0 < d.val_fraction < 1:
         raise ConfigError(f"'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
     for key in ("mixed_region_prob", "well_prob", "mild_prob", "noise_prob", "camera_prob", "camera_logistic_prob",
-                "light_prob"):
+                "light_prob", "metering"):
         if not 0 <= getattr(d, key) <= 1:
             raise ConfigError(f"'data.{key}' must be in [0, 1], got {getattr(d, key)}")
     if d.well_prob + d.mild_prob > 1:
@@ -153,6 +159,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("'data.mild_beta' and 'data.mild_gamma' must each contain 1 (split into under / over)")
     if not d.camera_stops_under[1] <= 0 <= d.camera_stops_over[0]:
         raise ConfigError("'data.camera_stops_under' must be <= 0 and 'data.camera_stops_over' >= 0 (stops)")
+    if not 0 < d.metering_key < 1 or d.metering_max_stops < 0:
+        raise ConfigError(f"'data.metering_key' must be in (0, 1) and 'data.metering_max_stops' >= 0, got "
+                          f"{d.metering_key}, {d.metering_max_stops}")
     if t.schedule not in ("cosine", "constant"):
         raise ConfigError(f"'train.schedule' must be cosine or constant, got {t.schedule!r}")
     if t.stop not in ("val_plateau", "paper", "none"):

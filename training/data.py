@@ -24,6 +24,7 @@ from illexp_ros.core.degradation import (
     light_sources,
     lit_scene,
     logit_exposure,
+    metered,
     mixed_exposure_mask,
     mixed_exposure_mask_batch,
     srgb_to_linear,
@@ -131,6 +132,7 @@ class TensorPatchSource:
     edge; with camera_prob a stop change in linear light, core.degradation.expose, instead of eq. 5; of those,
     camera_logistic_prob through the film-like response and light_prob with lamps in the scene, which then
     become part of the target).
+    With data.metering, the strong draws' targets are re-exposed towards the metered level first (metered_reference).
     noise_prob of the degraded samples get shot + read noise. Crop positions and draw parameters come
     from a numpy generator (cheap, checkpointable); pixel noise from a torch generator on the device.
     """
@@ -241,6 +243,9 @@ class TensorPatchSource:
                            for _ in range(batch_size)]).float().div_(255.0)
         kinds = self._kinds(batch_size)
         ua, ub, ug, oa, ob, og = self._params(kinds)
+        strong = [i for i, k in enumerate(kinds) if k != "well" and not k.startswith("mild")]
+        if self.cfg.metering > 0 and strong:
+            ref[strong] = metered_reference(ref[strong], self.cfg)
         # Each step only on the samples it concerns (measured: the whole-batch version spent a third of its time
         # on noise and eq. 5 for samples that then discarded them).
         deg = ref.clone()
@@ -265,6 +270,11 @@ class TensorPatchSource:
         return deg, ref, exposure_map(deg, ref, self.cfg.kind)
 
 
+def metered_reference(reference, data_cfg):
+    """A strong draw's target under the config's metering (unchanged when data.metering is 0)."""
+    return metered(reference, data_cfg.metering, data_cfg.metering_key, data_cfg.metering_max_stops)
+
+
 def validation_sets(files: list[Path], data_cfg, seed: int, crop: int | None,
                     max_images: int | None = None) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
     """Fixed validation pairs per kind of draw (draw_kinds): {kind: [(name, degraded, reference)]}, built with
@@ -277,6 +287,8 @@ def validation_sets(files: list[Path], data_cfg, seed: int, crop: int | None,
         pairs = []
         for j, (path, ref) in enumerate(refs):
             side = data_cfg.kind if data_cfg.kind != "mixed" else ("under", "over")[j % 2]
+            if kind not in ("well", "mild"):
+                ref = metered_reference(ref, data_cfg)
             if kind == "well":
                 deg = ref.copy()
             elif kind in ("camera", "filmic", "lights"):

@@ -223,3 +223,37 @@ def expose_scene(radiance: torch.Tensor, frame: torch.Tensor, stops: torch.Tenso
     if per_stop is None:
         return linear_to_srgb(radiance.clamp_min(0.0) * 2.0 ** stops)
     return logit_exposure(frame, stops + torch.log2(radiance.clamp_min(1.0)), per_stop)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Metered targets (beyond the paper; issue 10: "a target convention"). A strongly under- or over-exposed frame
+# does not say how bright its scene was, so with the photo's own level as the target a network must guess it and
+# pulls every frame towards a typical level (models/MODEL_CARD.md, "the ceiling is the brightness level"). A
+# camera resolves that with its meter: the "correct exposure" of a bracketed set is the one that puts the scene's
+# average at middle grey. With metering on, a strong draw's target is the photo re-exposed (in linear light, as
+# expose() does) so that its mean linear luminance is `key`; the degraded input is made from that target, so the
+# target level follows from the input. Average metering at 18 % grey is the simplest camera meter; our training
+# photos sit at -0.13 EV from it on average (sd 0.70 EV), so their photographers agree with it on average and it
+# removes only the spread. Well-exposed and mild pairs keep the photo as it is: a frame that is fine stays as it is.
+METERING_KEY = 0.18
+REC709_LUMA = (0.2126, 0.7152, 0.0722)
+
+
+def metering_stops(reference, key: float = METERING_KEY, max_stops: float = 2.0):
+    """Stops that bring a frame's mean linear luminance to `key`, clipped to +-max_stops.
+    reference: sRGB H x W x 3 in [0, 1] (numpy; returns a float) or N x 3 x H x W (torch; returns N x 1 x 1 x 1)."""
+    lin = srgb_to_linear(reference)
+    if isinstance(reference, torch.Tensor):
+        weights = torch.tensor(REC709_LUMA, dtype=lin.dtype, device=lin.device).view(1, 3, 1, 1)
+        mean = (lin * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+        return torch.log2(key / mean.clamp_min(1e-4)).clamp(-max_stops, max_stops)
+    mean = float((lin * np.asarray(REC709_LUMA, np.float32)).sum(-1).mean())
+    return float(np.clip(np.log2(key / max(mean, 1e-4)), -max_stops, max_stops))
+
+
+def metered(reference, strength: float = 1.0, key: float = METERING_KEY, max_stops: float = 2.0):
+    """The frame re-exposed `strength` of the way to the metered exposure (0 = unchanged, 1 = mean at key)."""
+    if strength == 0:
+        return reference
+    out = expose(reference, metering_stops(reference, key, max_stops) * strength)
+    return out.astype(np.float32) if isinstance(out, np.ndarray) else out
