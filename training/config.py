@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from illexp_ros.core.degradation import METERING_KEY, METERING_MAX_STOPS
 from illexp_ros.core.networks import HEADS, MODEL_CONFIG_KEYS, PADDING_MODES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +56,8 @@ class DataConfig:
     # share of the way (0 = off, the paper's convention; 1 = fully) to a mean linear luminance of metering_key,
     # by at most metering_max_stops; well-exposed and mild pairs keep the photo as it is. Validation does the same.
     metering: float = 0.0
-    metering_key: float = 0.18
-    metering_max_stops: float = 2.0
+    metering_key: float = METERING_KEY
+    metering_max_stops: float = METERING_MAX_STOPS
     val_kinds: tuple[str, ...] | None = None  # validation draws; None = all that `kind` trains on
 
 

@@ -243,7 +243,7 @@ class TensorPatchSource:
                            for _ in range(batch_size)]).float().div_(255.0)
         kinds = self._kinds(batch_size)
         ua, ub, ug, oa, ob, og = self._params(kinds)
-        strong = [i for i, k in enumerate(kinds) if k != "well" and not k.startswith("mild")]
+        strong = [i for i, k in enumerate(kinds) if is_metered_kind(k)]
         if self.cfg.metering > 0 and strong:
             ref[strong] = metered_reference(ref[strong], self.cfg)
         # Each step only on the samples it concerns (measured: the whole-batch version spent a third of its time
@@ -270,6 +270,12 @@ class TensorPatchSource:
         return deg, ref, exposure_map(deg, ref, self.cfg.kind)
 
 
+def is_metered_kind(kind: str) -> bool:
+    """Whether data.metering applies to a kind of draw (training: mild_under / mild_over; validation: mild):
+    only the strong ones, since a well-exposed or mildly off frame keeps its own level."""
+    return kind != "well" and not kind.startswith("mild")
+
+
 def metered_reference(reference, data_cfg):
     """A strong draw's target under the config's metering (unchanged when data.metering is 0)."""
     return metered(reference, data_cfg.metering, data_cfg.metering_key, data_cfg.metering_max_stops)
@@ -287,7 +293,7 @@ def validation_sets(files: list[Path], data_cfg, seed: int, crop: int | None,
         pairs = []
         for j, (path, ref) in enumerate(refs):
             side = data_cfg.kind if data_cfg.kind != "mixed" else ("under", "over")[j % 2]
-            if kind not in ("well", "mild"):
+            if is_metered_kind(kind):
                 ref = metered_reference(ref, data_cfg)
             if kind == "well":
                 deg = ref.copy()

@@ -236,10 +236,13 @@ def expose_scene(radiance: torch.Tensor, frame: torch.Tensor, stops: torch.Tenso
 # photos sit at -0.13 EV from it on average (sd 0.70 EV), so their photographers agree with it on average and it
 # removes only the spread. Well-exposed and mild pairs keep the photo as it is: a frame that is fine stays as it is.
 METERING_KEY = 0.18
+METERING_MAX_STOPS = 2.0
+# Luminance of linear sRGB (Rec. 709 primaries): a meter measures light, so not core.exposure.LUMA_WEIGHTS
+# (Rec. 601 luma of gamma-encoded values, which classify_exposure and the tone head work on).
 REC709_LUMA = (0.2126, 0.7152, 0.0722)
 
 
-def metering_stops(reference, key: float = METERING_KEY, max_stops: float = 2.0):
+def metering_stops(reference, key: float = METERING_KEY, max_stops: float = METERING_MAX_STOPS):
     """Stops that bring a frame's mean linear luminance to `key`, clipped to +-max_stops.
     reference: sRGB H x W x 3 in [0, 1] (numpy; returns a float) or N x 3 x H x W (torch; returns N x 1 x 1 x 1)."""
     lin = srgb_to_linear(reference)
@@ -251,7 +254,7 @@ def metering_stops(reference, key: float = METERING_KEY, max_stops: float = 2.0)
     return float(np.clip(np.log2(key / max(mean, 1e-4)), -max_stops, max_stops))
 
 
-def metered(reference, strength: float = 1.0, key: float = METERING_KEY, max_stops: float = 2.0):
+def metered(reference, strength: float = 1.0, key: float = METERING_KEY, max_stops: float = METERING_MAX_STOPS):
     """The frame re-exposed `strength` of the way to the metered exposure (0 = unchanged, 1 = mean at key)."""
     if strength == 0:
         return reference
