@@ -107,7 +107,7 @@ def test_model_rows_run_through_the_runtime(tmp_path, monkeypatch):
     report, _ = ev.evaluate([data], models, None, progress=False, log=lambda s: None)
     rows = report["sets"]["pairs"]["all"]
     assert list(rows) == ["none", "he", "clahe", "gamma", "msr", "under", "over", "mixed", "auto", "mixed_fast",
-                          "default"]
+                          "auto_fast", "default"]
     # A random network changes the frame, so its scores differ from the input's.
     assert rows["mixed"]["psnr"] != rows["none"]["psnr"]
     import os
@@ -155,6 +155,24 @@ def test_default_method_corrects_as_the_node_params_file_says(tmp_path, monkeypa
     named = rows({"model": "over", "mode": "under", "fast": False})  # a shipped name: that model, every mode
     assert named["default"] != named["under"]
 
+
+
+def test_auto_fast_takes_a_route_s_fast_file_where_there_is_one(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.delenv("ILLEXP_MODELS_DIR", raising=False)
+    models = tmp_path / "models"
+    _tiny_models(models)
+    data = make_set(tmp_path / "pairs", names=("under_a.png",), shape=(24, 40, 3))
+
+    def rows() -> dict:
+        report, _ = ev.evaluate([data], models, ["auto", "auto_fast"], progress=False, log=lambda s: None)
+        return report["sets"]["pairs"]["all"]
+
+    before = rows()
+    _tiny_model(models / "under_fast.pt")  # another random network: only the fast path may take it
+    after = rows()
+    assert after["auto"] == before["auto"]
+    assert after["auto_fast"]["psnr"] != before["auto_fast"]["psnr"]
 
 def test_default_reads_the_node_params_file_at_run_time(tmp_path):
     import yaml

@@ -9,7 +9,9 @@ A set is a folder DIR with input/ and target/ holding images of the same names a
 (the input itself), the classical baselines `he`, `clahe`, `gamma`, `msr` (illexp_ros.core.baselines), and
 each model found in --models: `under`, `over`, `mixed` (each model on every frame, full resolution),
 `auto` (classify_exposure routes each frame to under / over / mixed, well-exposed frames pass unchanged; needs
-all three files), `mixed_fast` (mixed in fast mode: network at reduced resolution + guided upsampling) and
+all three files), `mixed_fast` (mixed in fast mode: network at reduced resolution + guided upsampling),
+`auto_fast` (auto in fast mode: each route's <name>_fast.pt where --models has one, else its <name>.pt at the
+reduced resolution, as in the node) and
 `default`: the correction the ROS node applies with its parameters file --node-config (default: the
 repository's config/illexp.yaml). That file is read at run time (section `/**/illexp_node:
 ros__parameters:`, or any key that matches a node named illexp_node in the root namespace, ROS wildcards
@@ -58,7 +60,7 @@ sys.path.insert(0, str(REPO))
 from illexp_ros.core.baselines import BASELINES  # noqa: E402
 from illexp_ros.core.metrics import METRIC_NAMES, all_metrics  # noqa: E402
 
-MODEL_METHODS = ("under", "over", "mixed", "auto", "mixed_fast", "default")
+MODEL_METHODS = ("under", "over", "mixed", "auto", "mixed_fast", "auto_fast", "default")
 ALL_METHODS = ("none", *BASELINES, *MODEL_METHODS)
 SUBSET_PREFIXES = ("under", "over", "mixed")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -251,6 +253,7 @@ def available_model_methods(models_dir: Path, node: NodeParams | None = None) ->
     missing = [n for n in ("under", "over", "mixed") if n not in have]
     why["auto"] = "" if not missing else f"auto needs under.pt, over.pt and mixed.pt in {models_dir}"
     why["mixed_fast"] = why["mixed"]
+    why["auto_fast"] = why["auto"]
     if node is not None:
         why["default"] = default_method_missing(node, models_dir)
     return why
@@ -275,6 +278,8 @@ def build_methods(names: list[str], models_dir: Path, backend: str, closers: lis
     for name in wanted:
         if name == "auto":
             enh = Enhancer.from_model("default", backend=backend, mode="auto")
+        elif name == "auto_fast":
+            enh = Enhancer.from_model("default", backend=backend, mode="auto", fast=True)
         elif name == "mixed_fast":
             enh = Enhancer.from_model(str(files["mixed"]), backend=backend, mode="mixed", fast=True)
         elif name == "default":

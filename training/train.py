@@ -112,7 +112,8 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
                        linewidth=2.5 if col == "val_psnr" else 1.0)
     ax[1].set_xlabel("step")
     ax[1].set_ylabel("validation PSNR (dB)")
-    ax[1].legend(fontsize=8)
+    if ax[1].lines:  # no validation row yet early in a run
+        ax[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
