@@ -1,5 +1,6 @@
 """The training recipe beyond the paper: the tone head, edge padding, batched synthesis with well-exposed and
-mild draws, the per-kind validation sets, the learning-rate schedule and the prepared GPU run (dry run)."""
+mild draws, the per-kind validation sets, the learning-rate schedule, the prepared GPU run (dry run) and the
+fast specialists' configs."""
 
 from __future__ import annotations
 
@@ -295,3 +296,22 @@ def test_metering_moves_only_the_strong_draws_targets(photos):
     for kind in ("well", "mild"):
         assert all(np.array_equal(a[2], b[2]) for a, b in zip(sets[kind], sets0[kind])), kind
         assert any(abs(metering_stops(r)) > 0.3 for _, _, r in sets[kind]), kind
+
+
+@pytest.mark.parametrize("kind", ["under", "over"])
+def test_fast_specialist_configs_are_mixed_fast_but_for_the_side(kind):
+    """under_fast.yaml / over_fast.yaml say they are mixed_fast.yaml's recipe with one side's strong draws: a
+    change to mixed_fast.yaml must be carried to them (or the difference written down and this test changed)."""
+    from dataclasses import asdict
+
+    from training.config import load_config
+
+    base = asdict(load_config(REPO / "training/configs/mixed_fast.yaml"))
+    spec = asdict(load_config(REPO / f"training/configs/{kind}_fast.yaml"))
+    assert spec["data"].pop("kind") == kind and base["data"].pop("kind") == "mixed"
+    assert spec["train"].pop("init_from") == "mixed_fast"
+    base["train"].pop("init_from")
+    for section in ("data", "model", "train"):
+        base[section].pop("mixed_region_prob", None)  # mixed draws only
+        spec[section].pop("mixed_region_prob", None)
+        assert spec[section] == base[section], section
