@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTABLES = ("illexp_node", "illexp_bag", "illexp_export", "illexp_bench", "illexp_demo")
-SHIPPED_MODELS = ("mixed.pt", "mixed_fast.pt", "under.pt", "under_fast.pt", "over.pt")
+SHIPPED_MODELS = ("mixed.pt", "mixed_fast.pt", "under.pt", "under_fast.pt", "over.pt", "over_fast.pt")
 NAMESPACE = "/colcon_ns"
 IN_TOPIC = "/colcon_cam/image_raw"
 

@@ -2,8 +2,8 @@
 
 scikit-image's bundled `chelsea` photo (300 x 451) is degraded with eq. 5 at the strong ends of the
 training ranges; the `mixed` model, and `auto` routing to under / over / mixed, must each gain >= 5 dB PSNR
-over the degraded input, and so must fast mode's under specialist (`under_fast.pt`) for `mode: under` and
-auto's under route. A missing model file fails.
+over the degraded input, and so must fast mode's specialists (`under_fast.pt`, `over_fast.pt`) for `mode:
+under` / `over` and auto's routes. A missing model file fails.
 """
 
 from __future__ import annotations
@@ -55,20 +55,23 @@ def test_shipped_model_gains_5_db(reference, mode, kind):
         assert route in (kind, "mixed"), f"auto routed a {kind}-exposed frame to {route}"
 
 
-@pytest.mark.parametrize("mode", ["under", "auto"])
-def test_fast_mode_routes_dark_frames_to_the_under_specialist(reference, mode):
-    """In fast mode (the node's default on a CPU) `mode: under` and auto's under route take models/under_fast.pt,
-    the slim network trained through fast mode on under-exposure, not under.pt at a size it never saw."""
-    shipped_model("under_fast")
+@pytest.mark.parametrize("mode", ["side", "auto"])
+@pytest.mark.parametrize("kind", list(DEGRADATIONS))
+def test_fast_mode_routes_to_the_side_s_specialist(reference, kind, mode):
+    """In fast mode (the node's default on a CPU) `mode: under` / `over` and auto's under / over routes take
+    models/<side>_fast.pt, the slim network trained through fast mode on that side's draws, not the paper-sized
+    file at a size it never saw."""
+    shipped_model(f"{kind}_fast")
     from illexp_ros.runtime import Enhancer
 
-    degraded = to_uint8(degrade(reference.astype(np.float32) / 255.0, *DEGRADATIONS["under"]))
-    enh = Enhancer.from_model("default", backend="torch_cpu", mode=mode, fast=True)
+    degraded = to_uint8(degrade(reference.astype(np.float32) / 255.0, *DEGRADATIONS[kind]))
+    enh = Enhancer.from_model("default", backend="torch_cpu", mode=kind if mode == "side" else mode, fast=True)
     try:
         out = enh.enhance(degraded, color_order="rgb")
         route = enh.last_route
     finally:
         enh.close()
     before, after = psnr(degraded, reference), psnr(out, reference)
-    assert route == "under_fast", f"fast {mode} ran {route} on an under-exposed frame"
-    assert after >= before + MIN_GAIN_DB, f"fast {mode}: {before:.2f} dB -> {after:.2f} dB, needs +{MIN_GAIN_DB} dB"
+    assert route == f"{kind}_fast", f"fast {mode} ran {route} on an {kind}-exposed frame"
+    assert after >= before + MIN_GAIN_DB, (
+        f"fast {mode} on {kind}-exposed chelsea: {before:.2f} dB -> {after:.2f} dB, needs +{MIN_GAIN_DB} dB")
