@@ -32,22 +32,28 @@ def reference() -> np.ndarray:
     return data.chelsea()
 
 
-@pytest.mark.parametrize("mode", ["mixed", "auto"])
-@pytest.mark.parametrize("kind", list(DEGRADATIONS))
-def test_shipped_model_gains_5_db(reference, mode, kind):
-    for name in ["mixed"] if mode == "mixed" else SHIPPED_NAMES:
-        shipped_model(name)
+def degrade_and_correct(reference: np.ndarray, kind: str, model: str, mode: str, fast: bool = False
+                        ) -> tuple[float, float, str]:
+    """Degrade `reference` with DEGRADATIONS[kind], correct it once through the runtime (torch_cpu); returns
+    (PSNR before, PSNR after, the route the Enhancer took)."""
     from illexp_ros.runtime import Enhancer
 
-    alpha, beta, gamma = DEGRADATIONS[kind]
-    degraded = to_uint8(degrade(reference.astype(np.float32) / 255.0, alpha, beta, gamma))
-    enh = Enhancer.from_model("mixed" if mode == "mixed" else "default", backend="torch_cpu", mode=mode)
+    degraded = to_uint8(degrade(reference.astype(np.float32) / 255.0, *DEGRADATIONS[kind]))
+    enh = Enhancer.from_model(model, backend="torch_cpu", mode=mode, fast=fast)
     try:
         out = enh.enhance(degraded, color_order="rgb")
         route = enh.last_route
     finally:
         enh.close()
-    before, after = psnr(degraded, reference), psnr(out, reference)
+    return psnr(degraded, reference), psnr(out, reference), route
+
+
+@pytest.mark.parametrize("mode", ["mixed", "auto"])
+@pytest.mark.parametrize("kind", list(DEGRADATIONS))
+def test_shipped_model_gains_5_db(reference, mode, kind):
+    for name in ["mixed"] if mode == "mixed" else SHIPPED_NAMES:
+        shipped_model(name)
+    before, after, route = degrade_and_correct(reference, kind, "mixed" if mode == "mixed" else "default", mode)
     assert after >= before + MIN_GAIN_DB, (
         f"{mode} on {kind}-exposed chelsea: {before:.2f} dB -> {after:.2f} dB (route {route}), "
         f"needs +{MIN_GAIN_DB} dB")
@@ -62,16 +68,7 @@ def test_fast_mode_routes_to_the_side_s_specialist(reference, kind, mode):
     models/<side>_fast.pt, the slim network trained through fast mode on that side's draws, not the paper-sized
     file at a size it never saw."""
     shipped_model(f"{kind}_fast")
-    from illexp_ros.runtime import Enhancer
-
-    degraded = to_uint8(degrade(reference.astype(np.float32) / 255.0, *DEGRADATIONS[kind]))
-    enh = Enhancer.from_model("default", backend="torch_cpu", mode=kind if mode == "side" else mode, fast=True)
-    try:
-        out = enh.enhance(degraded, color_order="rgb")
-        route = enh.last_route
-    finally:
-        enh.close()
-    before, after = psnr(degraded, reference), psnr(out, reference)
+    before, after, route = degrade_and_correct(reference, kind, "default", kind if mode == "side" else mode, fast=True)
     assert route == f"{kind}_fast", f"fast {mode} ran {route} on an {kind}-exposed frame"
     assert after >= before + MIN_GAIN_DB, (
         f"fast {mode} on {kind}-exposed chelsea: {before:.2f} dB -> {after:.2f} dB, needs +{MIN_GAIN_DB} dB")
