@@ -128,7 +128,9 @@ fi
 #    Precise BN (train.precise_bn_batches) is not set for these on purpose: measured on the CPU on 2026-11-26, the
 #    shipped mixed.pt validates at 18.87 dB with its stored statistics and 18.58 with statistics measured over 16
 #    training batches of 8 x 256 px of its own config (mixed_fast's draws, 40 % well-exposed, film curve and
-#    lamps: 16.6-17.5 at crops of 96-256 px). Whether it helps while training these nets is untested.
+#    lamps: 16.6-17.5 at crops of 96-256 px). While training (CPU, 2026-11-27, mixed from mixed.pt with the fast
+#    net's data recipe, models/MODEL_CARD.md "Paper-sized mixed on the CPU"): weight average + precise BN gave a
+#    smooth validation curve instead of one moving by up to 3 dB, but no higher best (21.39 vs 21.77 dB).
 #    name  config  warm-start (a shipped model)  batch  crop  amp (bf16)  extra train.py arguments
 #    (GPU sizes; the dry run overrides them)
 RUN_TABLE="mixed mixed mixed 12 256 1
