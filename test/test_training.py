@@ -161,6 +161,19 @@ def test_bad_config_is_one_clear_error(tmp_path, capsys, section, bad, expected)
     assert not (tmp_path / "runs").exists(), "nothing may be written for a bad config"
 
 
+def test_base_config_is_extended_key_by_key_and_a_cycle_is_one_clear_error(tmp_path):
+    from training.config import ConfigError, load_config
+
+    (tmp_path / "recipe.yaml").write_text("name: recipe\ndata:\n  kind: mixed\n  well_prob: 0.4\n"
+                                          "train:\n  lr: 0.002\n")
+    (tmp_path / "variant.yaml").write_text("base: recipe.yaml\nname: variant\ndata:\n  kind: under\n")
+    cfg = load_config(tmp_path / "variant.yaml")
+    assert (cfg.name, cfg.data.kind, cfg.data.well_prob, cfg.train.lr) == ("variant", "under", 0.4, 0.002)
+    (tmp_path / "recipe.yaml").write_text("base: variant.yaml\nname: recipe\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "variant.yaml")
+
+
 def test_cli_exit_status_for_wrong_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: bad\ndata:\n  crops: 64\n")

@@ -300,8 +300,8 @@ def test_metering_moves_only_the_strong_draws_targets(photos):
 
 @pytest.mark.parametrize("kind", ["under", "over"])
 def test_fast_specialist_configs_are_mixed_fast_but_for_the_side(kind):
-    """under_fast.yaml / over_fast.yaml say they are mixed_fast.yaml's recipe with one side's strong draws: a
-    change to mixed_fast.yaml must be carried to them (or the difference written down and this test changed)."""
+    """under_fast.yaml / over_fast.yaml say they are mixed_fast.yaml's recipe with one side's strong draws (they
+    extend it with `base:`): a key set in them beyond the side must be written down and this test changed."""
     from dataclasses import asdict
 
     from training.config import load_config

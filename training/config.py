@@ -196,8 +196,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def load_config(path: str | Path) -> RunConfig:
-    path = Path(path)
+def _read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file's mapping, with `base: OTHER.yaml` (a path relative to the file) resolved: each section of
+    the base, then this file's keys over it. A recipe's variant (under_fast.yaml of mixed_fast.yaml) names only
+    what differs, so a change to the recipe cannot be forgotten in its copies."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
@@ -206,10 +208,33 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping")
-    unknown = set(raw) - {"name", "data", "model", "train"}
+    unknown = set(raw) - {"name", "base", "data", "model", "train"}
     if unknown:
         raise ConfigError(f"unknown top-level key(s) in {path}: {sorted(unknown)}; "
-                          "allowed: name, data, model, train")
+                          "allowed: name, base, data, model, train")
+    for section in ("data", "model", "train"):
+        if not isinstance(raw.get(section) or {}, dict):
+            raise ConfigError(f"{path}: '{section}' must be a mapping")
+    if "base" not in raw:
+        return raw
+    if not isinstance(raw["base"], str):
+        raise ConfigError(f"{path}: 'base' must be a config file name, e.g. mixed_fast.yaml")
+    base_path = (path.parent / raw["base"]).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: 'base' makes a cycle through {base_path}")
+    merged = _read_config(base_path, (*seen, path.resolve()))
+    merged.pop("base", None)
+    for key, value in raw.items():
+        if key in ("data", "model", "train"):
+            merged[key] = {**(merged.get(key) or {}), **(value or {})}
+        elif key != "base":
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    raw = _read_config(path)
     if not isinstance(raw.get("name"), str):
         raise ConfigError(f"{path}: 'name' (a string) is required")
     cfg = RunConfig(
