@@ -219,11 +219,11 @@ def _read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         return raw
     if not isinstance(raw["base"], str):
         raise ConfigError(f"{path}: 'base' must be a config file name, e.g. mixed_fast.yaml")
+    seen = (*seen, path.resolve())
     base_path = (path.parent / raw["base"]).resolve()
-    if base_path in seen or base_path == path.resolve():
+    if base_path in seen:
         raise ConfigError(f"{path}: 'base' makes a cycle through {base_path}")
-    merged = _read_config(base_path, (*seen, path.resolve()))
-    merged.pop("base", None)
+    merged = _read_config(base_path, seen)  # already resolved: holds no 'base' key
     for key, value in raw.items():
         if key in ("data", "model", "train"):
             merged[key] = {**(merged.get(key) or {}), **(value or {})}
