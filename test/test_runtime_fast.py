@@ -149,3 +149,60 @@ def test_banded_fast_path_matches_the_reference_within_rounding(size, workers):
             if must_change:
                 assert got.mean() > frame.mean() + 20, (name, size)  # it did correct something
     pipeline.clear()
+
+
+@pytest.mark.parametrize("backend", ["torch_cpu", "onnxruntime"])
+def test_fast_mode_runs_the_guided_fit_the_model_file_records(tmp_path, backend):
+    # A file records the fit it was trained through; the runtime must run that fit, not the code's default.
+    from tiny_models import make_tiny_model
+
+    from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit
+
+    fit = GuidedFit(1, 1e-2)
+    assert fit != DEFAULT_FIT
+    recorded = make_tiny_model(tmp_path / "fit.pt", seed=3, meta={"guided_radius": 1, "guided_eps": 1e-2})
+    plain = make_tiny_model(tmp_path / "plain.pt", seed=3)
+    model, info = load_model(recorded)
+    assert info["guided_fit"] == fit and load_model(plain)[1]["guided_fit"] == DEFAULT_FIT
+    frame = random_frame(96, 128, seed=5)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255.0
+
+    def reference(f: GuidedFit) -> np.ndarray:
+        with torch.inference_mode():
+            ref, _ = fast_forward(model, x, 48, *f)
+        return (ref[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+    outs = {}
+    for name, path in (("recorded", recorded), ("plain", plain)):
+        enh = Enhancer.from_model(str(path), backend=backend, fast=True, internal_short_side=48, threads=1)
+        outs[name] = enh.enhance(frame)
+        enh.close()
+    assert max_diff(outs["recorded"], reference(fit)) <= 2
+    assert max_diff(outs["plain"], reference(DEFAULT_FIT)) <= 2
+    assert max_diff(outs["recorded"], outs["plain"]) > 2  # the two fits really differ on this frame
+
+
+def test_torch_frame_pipeline_runs_the_fit_it_is_given(tiny_model):
+    # The GPU backends' pipeline (here on the CPU) with a non-default fit agrees with the CPU pipeline's.
+    from illexp_ros.core.fast import GuidedFit
+
+    fit = GuidedFit(1, 1e-2)
+    torch_pipe = TorchFramePipeline(tiny_model.forward_aligned, tiny_model.stride_multiple, "cpu", fit=fit)
+    base = cpu_pipeline(tiny_model)
+    np_pipe = CpuPipeline(base.network, tiny_model.stride_multiple, fit=fit)
+    frame = random_frame(64, 96, seed=8)
+    out_t, _ = torch_pipe.run(frame, False, False, 32)
+    assert max_diff(out_t, np_pipe.run(frame, False, False, 32)[0]) <= 2
+    assert max_diff(out_t, base.run(frame, False, False, 32)[0]) > 2
+
+
+@pytest.mark.parametrize("meta, expected", [({"guided_radius": 0}, "radius"), ({"guided_radius": 2.5}, "radius"),
+                                            ({"guided_eps": 0}, "eps"), ({"guided_eps": "small"}, "eps")])
+def test_a_file_with_an_invalid_guided_fit_is_a_clear_load_error(tmp_path, meta, expected):
+    from tiny_models import make_tiny_model
+
+    from illexp_ros.runtime.errors import ModelLoadError
+
+    path = make_tiny_model(tmp_path / "bad_fit.pt", meta=meta)
+    with pytest.raises(ModelLoadError, match=f"invalid guided fit.*{expected}"):
+        load_model(path)

@@ -150,6 +150,8 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("data", "metering_key: 18", "data.metering_key"),
     ("data", "camera_logistic_prob: -0.1", "data.camera_logistic_prob"),
     ("data", "camera_logit_per_stop: [1.0, 0.5]", "data.camera_logit_per_stop"),
+    ("train", "guided_radius: 0", "train.guided_radius"),
+    ("train", "guided_eps: -1.0e-4", "train.guided_eps"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, section, bad, expected):
     path = tmp_path / "bad.yaml"
@@ -297,3 +299,19 @@ def test_mse_weight_reaches_the_training_step(tmp_path):
     # The same batch and network each time: the term adds mse_weight x the batch's mean squared error.
     assert 0 < once < 1
     assert twice == pytest.approx(2 * once, rel=1e-3)
+
+
+def test_a_fast_run_records_the_guided_fit_it_trained_through(tmp_path):
+    from illexp_ros.core.fast import GuidedFit
+    from illexp_ros.runtime.model_io import load_model
+
+    cfg_path = tiny_config(tmp_path, max_steps=2, extra_train=", fast_short_side: 16, guided_radius: 1, "
+                                                               "guided_eps: 0.01")
+    assert train_main(["--config", str(cfg_path), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
+    _, info = load_model(tmp_path / "runs" / "tiny" / "best.pt")
+    assert info["meta"]["fast_short_side"] == 16 and info["guided_fit"] == GuidedFit(1, 0.01)
+    # A full-resolution run has no guided fit to record.
+    cfg_path = tiny_config(tmp_path, max_steps=2)
+    assert train_main(["--config", str(cfg_path), "--out", str(tmp_path / "full"), "--no-progress"]) == 0
+    _, info = load_model(tmp_path / "full" / "tiny" / "best.pt")
+    assert "guided_radius" not in info["meta"] and "guided_eps" not in info["meta"]

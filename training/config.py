@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from illexp_ros.core.degradation import METERING_KEY, METERING_MAX_STOPS
+from illexp_ros.core.fast import DEFAULT_EPS, DEFAULT_RADIUS, GuidedFit
 from illexp_ros.core.networks import HEADS, MODEL_CONFIG_KEYS, PADDING_MODES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +74,9 @@ class TrainConfig:
     checkpoint_every: int = 100
     init_from: str | None = None  # warm start: a model name or path (e.g. the shipped one)
     fast_short_side: int | None = None  # fine-tune through fast mode at this internal short side
+    # ... through this guided fit (core/fast.py; recorded in the model file, which the runtime then runs with).
+    guided_radius: int = DEFAULT_RADIUS
+    guided_eps: float = DEFAULT_EPS
     minutes: float = 0.0  # wall-clock budget of the run (0 = none, max_steps only); the LR schedule spans it
     schedule: str = "cosine"  # cosine (lr -> lr * lr_min_ratio over max_steps or the budget) | constant
     lr_min_ratio: float = 0.02
@@ -92,6 +96,10 @@ class TrainConfig:
     # this many fixed training batches (0 = off: use the running statistics training left; precise_bn.py says
     # why). best.pt and the exported file keep the measured statistics.
     precise_bn_batches: int = 0
+
+    def guided_fit(self) -> GuidedFit:
+        """The guided fit of fast mode (ValueError if invalid)."""
+        return GuidedFit(self.guided_radius, self.guided_eps).checked()
 
 
 @dataclass
@@ -163,6 +171,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0 < d.metering_key < 1 or d.metering_max_stops < 0:
         raise ConfigError(f"'data.metering_key' must be in (0, 1) and 'data.metering_max_stops' >= 0, got "
                           f"{d.metering_key}, {d.metering_max_stops}")
+    try:
+        t.guided_fit()
+    except ValueError as exc:
+        raise ConfigError(f"'train.guided_radius' / 'train.guided_eps': {exc}") from None
     if t.schedule not in ("cosine", "constant"):
         raise ConfigError(f"'train.schedule' must be cosine or constant, got {t.schedule!r}")
     if t.stop not in ("val_plateau", "paper", "none"):

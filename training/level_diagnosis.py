@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from illexp_ros.core.fast import run_network  # noqa: E402
+from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, run_network  # noqa: E402
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
@@ -61,15 +61,17 @@ def level_blind_floor(references: list[np.ndarray]) -> float:
 
 
 @torch.no_grad()
-def diagnose(model: torch.nn.Module, val_sets: dict, fast_short_side: int | None) -> dict[str, dict]:
-    """Per kind: psnr, psnr with the best per-image gain, level errors and reference levels (arrays)."""
+def diagnose(model: torch.nn.Module, val_sets: dict, fast_short_side: int | None,
+             fit: GuidedFit = DEFAULT_FIT) -> dict[str, dict]:
+    """Per kind (fast mode through `fit` when fast_short_side): psnr, psnr with the best per-image gain, level
+    errors and reference levels (arrays)."""
     model.eval()
     result = {}
     for kind, pairs in val_sets.items():
         plain, gained, errors, levels = [], [], [], []
         for _, degraded, reference in pairs:
             x = torch.from_numpy(np.ascontiguousarray(degraded.transpose(2, 0, 1)))[None]
-            out, _ = run_network(model, x, fast_short_side)
+            out, _ = run_network(model, x, fast_short_side, fit)
             out = out[0].float().permute(1, 2, 0).numpy()
             plain.append(psnr(out, reference))
             gained.append(psnr(np.clip(out * best_gain(out, reference), 0, 1).astype(np.float32), reference))
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         fast = None if args.full else (args.fast or info["meta"].get("fast_short_side"))
         _, held = config_photos(cfg.data)
         val_sets = config_validation_sets(cfg.data, held)
-        result = diagnose(model, val_sets, fast)
+        result = diagnose(model, val_sets, fast, info["guided_fit"])
     except (ConfigError, EnhancerError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

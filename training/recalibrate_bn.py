@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         train_files, held = config_photos(cfg.data)
         val_sets = config_validation_sets(cfg.data, held)
         fast = cfg.train.fast_short_side
-        before = validate(model, val_sets, "cpu", fast)
+        before = validate(model, val_sets, "cpu", fast, fit=info["guided_fit"])
         source = TensorPatchSource(train_files, cfg.data, args.seed, "cpu")
         recalibrate(model, names, source, args.batches, args.batch_size, args.crop or cfg.data.crop, fast)
-        after = validate(model, val_sets, "cpu", fast)
+        after = validate(model, val_sets, "cpu", fast, fit=info["guided_fit"])
     except (ConfigError, EnhancerError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

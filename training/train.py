@@ -36,12 +36,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from illexp_ros.core.fast import fast_forward, run_network  # noqa: E402
+from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, fast_forward, run_network  # noqa: E402
 from illexp_ros.core.losses import attention_loss, enhancement_loss  # noqa: E402
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.core.networks import build_model, parameter_count  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
-from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
+from illexp_ros.runtime.model_io import guided_fit_meta, load_model, save_model  # noqa: E402
 from training.config import (  # noqa: E402
     VAL_KINDS,
     ConfigError,
@@ -64,9 +64,11 @@ PSNR_CAP = 40.0  # per-kind validation PSNR counts at most this much in the scor
 
 
 @torch.no_grad()
-def validate(model, val_sets: dict, device: str, fast_short_side: int | None, chunk: int = 8) -> dict[str, float]:
-    """Mean PSNR per kind of draw on the fixed validation pairs, and `score`: the mean over kinds of each kind's
-    PSNR capped at PSNR_CAP, which checkpoint selection, stopping and export compare."""
+def validate(model, val_sets: dict, device: str, fast_short_side: int | None, chunk: int = 8,
+             fit: GuidedFit = DEFAULT_FIT) -> dict[str, float]:
+    """Mean PSNR per kind of draw on the fixed validation pairs (fast mode through `fit` when fast_short_side),
+    and `score`: the mean over kinds of each kind's PSNR capped at PSNR_CAP, which checkpoint selection,
+    stopping and export compare."""
     was_training = model.training
     model.eval()
     result = {}
@@ -78,7 +80,7 @@ def validate(model, val_sets: dict, device: str, fast_short_side: int | None, ch
             batches = [group] if same else [[p] for p in group]
             for b in batches:
                 x = torch.from_numpy(np.stack([p[1] for p in b]).transpose(0, 3, 1, 2).copy()).to(device)
-                out, _ = run_network(model, x, fast_short_side)
+                out, _ = run_network(model, x, fast_short_side, fit)
                 out = out.float().permute(0, 2, 3, 1).cpu().numpy()
                 scores += [psnr(o, p[2]) for o, p in zip(out, b)]
         result[kind] = float(np.mean(scores))
@@ -201,7 +203,7 @@ def training_step(model, opt, source, cfg: RunConfig, fast: int | None, amp: boo
     # bf16 autocast on the GPU only (8-14x slower on CPUs without bf16 units); losses in fp32.
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and cuda):
         if fast:
-            out, em = fast_forward(model, deg, fast)
+            out, em = fast_forward(model, deg, fast, *cfg.train.guided_fit())
         else:
             em = model.attention(deg) if model.attention is not None else None
             # The attention net learns from eq. 3 only (as in the paper); the map it hands on is detached.
@@ -290,6 +292,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
 
     limit = max_steps or cfg.train.max_steps
     fast = cfg.train.fast_short_side
+    fit = cfg.train.guided_fit()
     # The same batches for every BatchNorm measurement of the run (seeded apart from the training stream).
     bn_draws = fixed_draw_state(seed + 104729, device)
     last_val: dict[str, float] = {}
@@ -302,13 +305,14 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
         if cfg.train.precise_bn_batches:
             checked = with_precise_bn(evaluated, source, bn_draws, cfg.train.precise_bn_batches,
                                       cfg.train.batch_size, cfg.data.crop, fast)
-        last_val, last_val_step = validate(checked, val_sets, device, fast), step
+        last_val, last_val_step = validate(checked, val_sets, device, fast, fit=fit), step
         if last_val["score"] > best_val:
             best_val, val_since_best = last_val["score"], 0
             save_model(run_dir / "best.pt", checked, cfg.model, cfg.name,
                        meta={"step": step, "val_psnr": round(last_val["score"], 3),
                              "val_by_kind": {k: round(v, 2) for k, v in last_val.items() if k != "score"},
                              "device": device, "config": cfg.name, "fast_short_side": fast,
+                             **(guided_fit_meta(fit) if fast else {}),
                              "init_from": init_note, "lr": cfg.train.lr,
                              "weight_average": cfg.train.weight_average, "grad_clip": cfg.train.grad_clip,
                              "l1_weight": cfg.train.l1_weight, "mse_weight": cfg.train.mse_weight,
@@ -381,13 +385,14 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
 
 
 def maybe_export(best: Path, target: Path, val_sets: dict, device: str, fast: int | None) -> str:
-    """Copy best.pt over target only if it scores higher on the same validation pairs."""
-    new_model, _ = load_model(best)
-    new_score = validate(new_model.to(device), val_sets, device, fast)["score"]
+    """Copy best.pt over target only if it scores higher on the same validation pairs (each file through the
+    guided fit it records, as the runtime runs it)."""
+    new_model, new_info = load_model(best)
+    new_score = validate(new_model.to(device), val_sets, device, fast, fit=new_info["guided_fit"])["score"]
     if target.exists():
         try:
-            old_model, _ = load_model(target)
-            old_score = validate(old_model.to(device), val_sets, device, fast)["score"]
+            old_model, old_info = load_model(target)
+            old_score = validate(old_model.to(device), val_sets, device, fast, fit=old_info["guided_fit"])["score"]
         except Exception:  # noqa: BLE001 - an unreadable old file is simply replaced
             old_score = -np.inf
         if old_score >= new_score:

@@ -11,6 +11,8 @@ Differentiable, so the network can be fine-tuned through it with the same losses
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +24,26 @@ import torch.nn.functional as F
 # (4-8) scored up to 23.98 but cost region-mixed frames 0.1-0.4 dB. under_fast / over_fast moved the same way.
 DEFAULT_RADIUS = 3
 DEFAULT_EPS = 3e-5
+
+
+class GuidedFit(NamedTuple):
+    """Radius and eps of the guided fit a fast model runs through. A model file records the fit it was trained
+    through in its meta (runtime/model_io.py), so a file keeps running as it was trained when the defaults above
+    change; a file without that record runs with the defaults."""
+
+    radius: int = DEFAULT_RADIUS
+    eps: float = DEFAULT_EPS
+
+    def checked(self) -> GuidedFit:
+        """self (eps as a float), or ValueError for a radius that is not an integer >= 1 or an eps outside (0, 1)."""
+        if isinstance(self.radius, bool) or not isinstance(self.radius, int) or self.radius < 1:
+            raise ValueError(f"guided fit radius must be an integer >= 1, got {self.radius!r}")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, int | float) or not 0.0 < self.eps < 1.0:
+            raise ValueError(f"guided fit eps must be a number in (0, 1), got {self.eps!r}")
+        return GuidedFit(self.radius, float(self.eps))
+
+
+DEFAULT_FIT = GuidedFit()
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -58,11 +80,12 @@ def internal_size(height: int, width: int, short_side: int, multiple: int = 8) -
     return h, w
 
 
-def run_network(model: torch.nn.Module, x: torch.Tensor,
-                fast_short_side: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(corrected, exposure map): fast mode at `fast_short_side` when given, else the network at full size."""
+def run_network(model: torch.nn.Module, x: torch.Tensor, fast_short_side: int | None = None,
+                fit: GuidedFit = DEFAULT_FIT) -> tuple[torch.Tensor, torch.Tensor]:
+    """(corrected, exposure map): fast mode at `fast_short_side` (through `fit`) when given, else the network
+    at full size."""
     if fast_short_side:
-        return fast_forward(model, x, fast_short_side)
+        return fast_forward(model, x, fast_short_side, *fit)
     return model(x)
 
 

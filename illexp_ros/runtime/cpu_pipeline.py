@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 
-from illexp_ros.core.fast import internal_size
+from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, internal_size
 from illexp_ros.runtime.guided_filter import GuidedUpsampler
 
 NetworkFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -110,14 +110,14 @@ class _FastBuffers:
     the uint8 output straight from A_up * frame + 255 * b_up with saturation.
     """
 
-    def __init__(self, h: int, w: int, hl: int, wl: int, multiple: int, workers: int) -> None:
+    def __init__(self, h: int, w: int, hl: int, wl: int, multiple: int, workers: int, fit: GuidedFit) -> None:
         self.low_in = np.empty((hl, wl, 3), np.float32)
         self.low_out = np.empty((hl, wl, 3), np.float32)
         self.b255 = np.empty((hl, wl, 3), np.float32)
         self.net_in = np.empty((1, 3, padded(hl, multiple), padded(wl, multiple)), np.float32)
         self.low_plane = np.empty((hl, wl), np.float32)
         self.plane = np.empty((h, w), np.float32)
-        self.guided = GuidedUpsampler((hl, wl), (h, w))
+        self.guided = GuidedUpsampler((hl, wl), (h, w), 3, *fit)
         g = math.gcd(h, hl)
         unit_full, unit_low = h // g, hl // g
         k = max(1, DOWNSCALE_BAND_ROWS // unit_full)
@@ -132,10 +132,12 @@ class _FastBuffers:
 class CpuPipeline:
     """Runs one network on frames, full resolution or fast (reduced internal resolution + guided upsampling)."""
 
-    def __init__(self, network: NetworkFn, stride_multiple: int, workers: int = 0) -> None:
+    def __init__(self, network: NetworkFn, stride_multiple: int, workers: int = 0,
+                 fit: GuidedFit = DEFAULT_FIT) -> None:
         """workers: threads for fast mode's full-resolution passes (0 = the CPU count, at most 4); the network's
-        own threads are the backend's business."""
+        own threads are the backend's business. fit: fast mode's guided fit (the model file's, model_io)."""
         self.network = network
+        self.fit = fit
         self.multiple = stride_multiple
         self.workers = max(1, workers if workers > 0 else min(4, os.cpu_count() or 1))
         self._pool: ThreadPoolExecutor | None = None
@@ -203,7 +205,7 @@ class CpuPipeline:
         h, w = frame.shape[:2]
         st = _Stages()
         b: _FastBuffers = self._get(("fast", h, w, hl, wl),
-                                    lambda: _FastBuffers(h, w, hl, wl, self.multiple, self.workers))
+                                    lambda: _FastBuffers(h, w, hl, wl, self.multiple, self.workers, self.fit))
         # The guided fit is per channel, so the full-resolution work stays in the frame's own colour order;
         # only the small network input/output is reordered.
 

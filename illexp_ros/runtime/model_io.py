@@ -3,6 +3,8 @@
 A model file is a torch.save'd dict (loaded with weights_only=True, so a file cannot run code):
   {"format": "illexp_ros/1", "name": str, "model_config": dict (IllExpNet kwargs),
    "state_dict": {name: fp16/fp32 tensor}, "meta": dict (training facts: steps, device, val PSNR, ...)}
+A fast model's meta also says how the runtime should run it: "fast_short_side" (the internal size it was
+fine-tuned at) and "guided_radius" / "guided_eps" (the guided fit, core.fast.GuidedFit; the defaults if absent).
 Weights are stored in fp16 to keep the shipped files small; they are loaded back as fp32.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 import torch
 
+from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit
 from illexp_ros.core.networks import IllExpNet, build_model
 from illexp_ros.runtime.errors import ModelLoadError
 
@@ -86,6 +89,17 @@ def save_model(path: str | os.PathLike, model: IllExpNet, model_config: dict, na
     return path
 
 
+def guided_fit_meta(fit: GuidedFit) -> dict[str, Any]:
+    """The meta entries that record a fast model's guided fit (what guided_fit_of reads back)."""
+    return {"guided_radius": fit.radius, "guided_eps": fit.eps}
+
+
+def guided_fit_of(meta: dict[str, Any]) -> GuidedFit:
+    """The guided fit a model file's meta records (the defaults for a file without the record); ValueError for
+    a record that is not a valid fit."""
+    return GuidedFit(meta.get("guided_radius", DEFAULT_FIT.radius), meta.get("guided_eps", DEFAULT_FIT.eps)).checked()
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -96,8 +110,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def load_model(name_or_path: str | os.PathLike, allow_nonfinite: bool = False) -> tuple[IllExpNet, dict[str, Any]]:
     """Load a model file into an eval-mode fp32 IllExpNet; returns (model, info) with info = name, path,
-    sha256, model_config and meta. Any problem raises ModelLoadError naming the file, non-finite values
-    included (allow_nonfinite is for the tool that repairs such files)."""
+    sha256, model_config, meta and guided_fit (a GuidedFit: how fast mode runs this file). Any problem raises
+    ModelLoadError naming the file, non-finite values included (allow_nonfinite is for the tool that repairs
+    such files)."""
     path = resolve_model_path(name_or_path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -121,7 +136,12 @@ def load_model(name_or_path: str | os.PathLike, allow_nonfinite: bool = False) -
             f"model file {path} has non-finite values in {', '.join(bad[:3])}"
             + (" (BatchNorm statistics that overflowed float16 in an older save: re-estimate them with "
                "`python training/recalibrate_bn.py`)" if all("running_" in k for k in bad) else ""))
+    meta = payload.get("meta", {})
+    try:
+        fit = guided_fit_of(meta if isinstance(meta, dict) else {})
+    except ValueError as exc:
+        raise ModelLoadError(f"model file {path} has an invalid guided fit in its meta: {exc}") from exc
     model.eval()
     info = {"name": payload.get("name", path.stem), "path": str(path), "sha256": file_sha256(path),
-            "model_config": payload["model_config"], "meta": payload.get("meta", {})}
+            "model_config": payload["model_config"], "meta": meta, "guided_fit": fit}
     return model, info

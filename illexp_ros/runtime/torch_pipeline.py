@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from illexp_ros.core.fast import guided_upsample, internal_size
+from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, guided_upsample, internal_size
 
 ForwardFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 MAX_CACHED_STATES = 4
@@ -42,8 +42,9 @@ class TorchFramePipeline:
 
     def __init__(self, forward: ForwardFn, multiple: int, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, channels_last: bool = False, cuda_graphs: bool = False,
-                 logger: Callable[[str], None] | None = None) -> None:
+                 logger: Callable[[str], None] | None = None, fit: GuidedFit = DEFAULT_FIT) -> None:
         self.forward = forward
+        self.fit = fit  # fast mode's guided fit (the model file's, model_io)
         self.multiple = multiple
         self.device = torch.device(device)
         self.dtype = dtype
@@ -73,7 +74,7 @@ class TorchFramePipeline:
         out = out[..., :lh, :lw].float()
         em = em[..., :lh, :lw].float()
         if low_hw:
-            out = guided_upsample(low, out, x)
+            out = guided_upsample(low, out, x, *self.fit)
             em = F.interpolate(em, size=(h, w), mode="bilinear", align_corners=False)
         out = out.clamp(0.0, 1.0).mul(255.0).add(0.5).to(torch.uint8)
         if bgr:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit
 from illexp_ros.core.networks import IllExpNet
 from illexp_ros.runtime.backends.base import Backend
 from illexp_ros.runtime.cache import cache_dir
@@ -23,10 +24,10 @@ from illexp_ros.runtime.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAM
 
 
 class OrtRunner:
-    def __init__(self, session: Any, stride_multiple: int, workers: int = 0) -> None:
+    def __init__(self, session: Any, stride_multiple: int, workers: int = 0, fit: GuidedFit = DEFAULT_FIT) -> None:
         self.session = session
         self._bindings: OrderedDict[tuple, tuple] = OrderedDict()
-        self.pipeline = CpuPipeline(self._network, stride_multiple, workers)
+        self.pipeline = CpuPipeline(self._network, stride_multiple, workers, fit)
 
     def _network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = (x.shape, x.ctypes.data)
@@ -113,4 +114,4 @@ class OnnxRuntimeBackend(Backend):
                 raise EnhancerError(f"onnxruntime cannot load the ONNX export {path} of {info['path']}: "
                                     f"{str(exc).splitlines()[0]}") from exc
         self.log(f"onnxruntime {info['name']}: providers {', '.join(session.get_providers())}")
-        return OrtRunner(session, model.stride_multiple, self.threads)
+        return OrtRunner(session, model.stride_multiple, self.threads, info.get("guided_fit", DEFAULT_FIT))

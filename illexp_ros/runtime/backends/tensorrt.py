@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit
 from illexp_ros.core.networks import IllExpNet, fold_batchnorm
 from illexp_ros.runtime.backends.base import Backend
 from illexp_ros.runtime.backends.torch_cuda import cuda_unavailable_reason
@@ -275,7 +276,8 @@ def build_engine(model: IllExpNet, profile: Profile, path: Path, device: str = "
 
 
 class TensorRtRunner:
-    def __init__(self, module: Any, profile: Profile, multiple: int, logger) -> None:
+    def __init__(self, module: Any, profile: Profile, multiple: int, logger,
+                 fit: GuidedFit = DEFAULT_FIT) -> None:
         import torch
 
         from illexp_ros.runtime.torch_pipeline import TorchFramePipeline
@@ -283,7 +285,7 @@ class TensorRtRunner:
         self.module = module
         self.profile = profile
         self.pipeline = TorchFramePipeline(self._forward, multiple, "cuda", torch.float16, channels_last=False,
-                                           cuda_graphs=False, logger=logger)
+                                           cuda_graphs=False, logger=logger, fit=fit)
 
     def _forward(self, x):
         h, w = x.shape[-2:]
@@ -335,4 +337,4 @@ class TensorRtBackend(Backend):
             except Exception as exc:  # noqa: BLE001
                 raise EnhancerError(f"cannot load TensorRT engine {path} (delete it to rebuild): "
                                     f"{_one_line(exc)}") from exc
-        return TensorRtRunner(module, profile, model.stride_multiple, self.log)
+        return TensorRtRunner(module, profile, model.stride_multiple, self.log, info.get("guided_fit", DEFAULT_FIT))

@@ -7,18 +7,19 @@ from typing import Any
 
 import numpy as np
 
+from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit
 from illexp_ros.core.networks import IllExpNet, fold_batchnorm
 from illexp_ros.runtime.backends.base import Backend
 from illexp_ros.runtime.cpu_pipeline import CpuPipeline
 
 
 class TorchCpuRunner:
-    def __init__(self, model: IllExpNet, workers: int = 0) -> None:
+    def __init__(self, model: IllExpNet, workers: int = 0, fit: GuidedFit = DEFAULT_FIT) -> None:
         import torch
 
         self.torch = torch
         self.model = model.eval()
-        self.pipeline = CpuPipeline(self._network, model.stride_multiple, workers)
+        self.pipeline = CpuPipeline(self._network, model.stride_multiple, workers, fit)
 
     def _network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self.torch.inference_mode():
@@ -49,4 +50,4 @@ class TorchCpuBackend(Backend):
 
             torch.set_num_threads(self.threads)  # process-wide in torch
         # BatchNorm folded into the convs: exact up to rounding and fewer passes.
-        return TorchCpuRunner(fold_batchnorm(model), self.threads)
+        return TorchCpuRunner(fold_batchnorm(model), self.threads, info.get("guided_fit", DEFAULT_FIT))

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit
 from illexp_ros.core.networks import IllExpNet, fold_batchnorm
 from illexp_ros.runtime.backends.base import Backend
 
@@ -25,7 +26,8 @@ def cuda_unavailable_reason() -> str | None:
 
 
 class TorchCudaRunner:
-    def __init__(self, model: IllExpNet, device: str, cuda_graphs: bool, logger) -> None:
+    def __init__(self, model: IllExpNet, device: str, cuda_graphs: bool, logger,
+                 fit: GuidedFit = DEFAULT_FIT) -> None:
         import torch
 
         from illexp_ros.runtime.torch_pipeline import TorchFramePipeline
@@ -35,7 +37,7 @@ class TorchCudaRunner:
         torch.backends.cudnn.benchmark = True  # fixed shapes per graph: let cuDNN pick the fastest kernels
         self.pipeline = TorchFramePipeline(self.model.forward_aligned, model.stride_multiple, device,
                                            torch.float16, channels_last=True, cuda_graphs=cuda_graphs,
-                                           logger=logger)
+                                           logger=logger, fit=fit)
 
     def run(self, frame: np.ndarray, bgr: bool, want_map: bool, short_side: int
             ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -55,7 +57,8 @@ class TorchCudaBackend(Backend):
         return cuda_unavailable_reason()
 
     def load(self, model: IllExpNet | None, info: dict[str, Any]) -> TorchCudaRunner:
-        return TorchCudaRunner(model, self.device, cuda_graphs=True, logger=self.log)
+        return TorchCudaRunner(model, self.device, cuda_graphs=True, logger=self.log,
+                               fit=info.get("guided_fit", DEFAULT_FIT))
 
     def close(self) -> None:
         import torch
