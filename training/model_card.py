@@ -41,14 +41,14 @@ def models_table(models_dir: Path) -> str:
     from illexp_ros.runtime.model_io import load_model
 
     lines = ["| model | config | warm start | parameters | steps | device | time to best | validation score "
-             "| validation PSNR by kind | file | sha256 |",
-             "|---|---|---|---:|---:|---|---:|---:|---|---:|---|"]
+             "| validation PSNR by kind | fast mode | file | sha256 |",
+             "|---|---|---|---:|---:|---|---:|---:|---|---|---:|---|"]
     for name in (*REQUIRED_MODELS, *OPTIONAL_MODELS):
         path = models_dir / f"{name}.pt"
         if not path.is_file() and name in OPTIONAL_MODELS:
             continue
         if not path.is_file():
-            lines.append(f"| {name} | (not shipped yet) | | | | | | | | | |")
+            lines.append(f"| {name} | (not shipped yet) | | | | | | | | | | |")
             continue
         model, info = load_model(path)
         meta = info["meta"]
@@ -57,10 +57,16 @@ def models_table(models_dir: Path) -> str:
         val = meta.get("val_psnr")
         start = meta.get("init_from", "not recorded") or "-"  # files from before train.py recorded it
         kinds = ", ".join(f"{k} {v}" for k, v in meta.get("val_by_kind", {}).items()) or "-"
+        fit = info["guided_fit"]
+        fast = "-"
+        if meta.get("fast_short_side"):
+            recorded = "guided_radius" in meta or "guided_eps" in meta
+            fast = (f"{meta['fast_short_side']} px, fit r {fit.radius} / eps {fit.eps:g}"
+                    + ("" if recorded else " (default: not recorded)"))
         lines.append(f"| {name} | {meta.get('config', '?')} | {start} "
                      f"| {parameter_count(model):,} | {meta.get('step', '?')} "
                      f"| {meta.get('device', '?')} | {hours} | {val if val is not None else '?'} dB | {kinds} "
-                     f"| {path.stat().st_size / 1e6:.1f} MB | `{info['sha256'][:12]}` |")
+                     f"| {fast} | {path.stat().st_size / 1e6:.1f} MB | `{info['sha256'][:12]}` |")
     return "\n".join(lines)
 
 
@@ -109,7 +115,8 @@ def generated_section(report: dict, models_dir: Path, count: int, seed: int, bac
         "kind of draw its config trains on), recorded when the file was saved; the score is the mean over "
         "kinds of the PSNR, each capped at 40 dB. Files trained before the per-kind validation have only a "
         "score. It compares checkpoints of one model, not models with each other. Steps and time count from "
-        "the last warm start.",
+        "the last warm start. Fast mode: the internal short side a fast model was fine-tuned at and the guided "
+        "fit the runtime applies to it (recorded in the file, else core/fast.py's defaults).",
         "",
     ]
     comparison = paper_comparison(report)
