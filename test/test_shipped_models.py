@@ -72,3 +72,15 @@ def test_fast_mode_routes_to_the_side_s_specialist(reference, kind, mode):
     assert route == f"{kind}_fast", f"fast {mode} ran {route} on an {kind}-exposed frame"
     assert after >= before + MIN_GAIN_DB, (
         f"fast {mode} on {kind}-exposed chelsea: {before:.2f} dB -> {after:.2f} dB, needs +{MIN_GAIN_DB} dB")
+
+
+@pytest.mark.parametrize("name", ["mixed_fast", "under_fast", "over_fast"])
+def test_shipped_fast_model_records_its_guided_fit(name):
+    """Each shipped fast file says which guided fit it runs through (meta guided_radius / guided_eps), so a later
+    change of core/fast.py's defaults cannot silently change how it corrects frames."""
+    from illexp_ros.runtime.model_io import load_model
+
+    _, info = load_model(shipped_model(name))
+    meta = info["meta"]
+    assert "guided_radius" in meta and "guided_eps" in meta, f"{name}.pt does not record its guided fit"
+    assert (meta["guided_radius"], meta["guided_eps"]) == tuple(info["guided_fit"])
