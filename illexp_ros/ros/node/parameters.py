@@ -67,7 +67,8 @@ PARAMETERS: dict[str, ParameterSpec] = {
         False, "Load the models of every mode, fast and full, at start-up: a later mode / fast change then "
         "switches between two frames at once instead of after loading in the background.", read_only=True),
     "internal_short_side": ParameterSpec(
-        0, "Short side in pixels of the network input in fast mode; 0 = the backend's default.",
+        0, "Short side in pixels of the network input in fast mode; 0 = the size the fast model was trained at "
+        "(its file's meta), else the backend's default.",
         read_only=True, int_range=(0, MAX_SHORT_SIDE)),
     "qos": ParameterSpec(
         "reliable", "QoS of the image topics (keep-last 1): reliable or sensor_data (best effort).",
