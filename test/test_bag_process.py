@@ -193,9 +193,12 @@ def _start_slow_run(tmp_path: Path, tiny_model: Path) -> tuple[subprocess.Popen,
     src, out = tmp_path / "in", tmp_path / "out"
     write_sample_bag(src, frames=100, size=(240, 320), with_reference=False)
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # SIGINT back to its default in the child: a suite started as a background job of a non-interactive shell
+    # (`make test &`) hands its children SIGINT ignored, and Python then never raises KeyboardInterrupt.
     proc = subprocess.Popen([*TOOL, "process", str(src), str(out), "--topic", IMAGE_TOPIC, "--no-progress",
                              "--backend", "torch_cpu", "--mode", "mixed", "--model", str(tiny_model)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     work = tmp_path / f".out.partial-{proc.pid}"
     deadline = time.monotonic() + 60
     # Wait until the output bag is being written (the work directory's storage file has data in it).
