@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 from shipped import shipped_model
-from tiny_models import max_diff, random_frame
+from tiny_models import make_tiny_model, max_diff, random_frame
 
 from illexp_ros.core.degradation import degrade
-from illexp_ros.core.fast import fast_forward, guided_upsample
+from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, fast_forward, guided_upsample
 from illexp_ros.core.metrics import psnr
 from illexp_ros.runtime import Enhancer
 from illexp_ros.runtime.cpu_pipeline import CpuPipeline
+from illexp_ros.runtime.errors import ModelLoadError
 from illexp_ros.runtime.guided_filter import guided_upsample_np
 from illexp_ros.runtime.model_io import load_model
 from illexp_ros.runtime.torch_pipeline import TorchFramePipeline
@@ -154,10 +155,6 @@ def test_banded_fast_path_matches_the_reference_within_rounding(size, workers):
 @pytest.mark.parametrize("backend", ["torch_cpu", "onnxruntime"])
 def test_fast_mode_runs_the_guided_fit_the_model_file_records(tmp_path, backend):
     # A file records the fit it was trained through; the runtime must run that fit, not the code's default.
-    from tiny_models import make_tiny_model
-
-    from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit
-
     fit = GuidedFit(1, 1e-2)
     assert fit != DEFAULT_FIT
     recorded = make_tiny_model(tmp_path / "fit.pt", seed=3, meta={"guided_radius": 1, "guided_eps": 1e-2})
@@ -184,8 +181,6 @@ def test_fast_mode_runs_the_guided_fit_the_model_file_records(tmp_path, backend)
 
 def test_torch_frame_pipeline_runs_the_fit_it_is_given(tiny_model):
     # The GPU backends' pipeline (here on the CPU) with a non-default fit agrees with the CPU pipeline's.
-    from illexp_ros.core.fast import GuidedFit
-
     fit = GuidedFit(1, 1e-2)
     torch_pipe = TorchFramePipeline(tiny_model.forward_aligned, tiny_model.stride_multiple, "cpu", fit=fit)
     base = cpu_pipeline(tiny_model)
@@ -199,10 +194,6 @@ def test_torch_frame_pipeline_runs_the_fit_it_is_given(tiny_model):
 @pytest.mark.parametrize("meta, expected", [({"guided_radius": 0}, "radius"), ({"guided_radius": 2.5}, "radius"),
                                             ({"guided_eps": 0}, "eps"), ({"guided_eps": "small"}, "eps")])
 def test_a_file_with_an_invalid_guided_fit_is_a_clear_load_error(tmp_path, meta, expected):
-    from tiny_models import make_tiny_model
-
-    from illexp_ros.runtime.errors import ModelLoadError
-
     path = make_tiny_model(tmp_path / "bad_fit.pt", meta=meta)
     with pytest.raises(ModelLoadError, match=f"invalid guided fit.*{expected}"):
         load_model(path)

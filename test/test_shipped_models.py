@@ -14,7 +14,7 @@ from shipped import shipped_model
 
 from illexp_ros.core.degradation import degrade
 from illexp_ros.core.metrics import psnr, to_uint8
-from illexp_ros.runtime.model_io import SHIPPED_NAMES
+from illexp_ros.runtime.model_io import SHIPPED_NAMES, load_model
 
 DEGRADATIONS = {  # (alpha, beta, gamma)
     "under": (1.0, 0.3, 1.4),
@@ -78,8 +78,6 @@ def test_fast_mode_routes_to_the_side_s_specialist(reference, kind, mode):
 def test_shipped_fast_model_records_its_guided_fit(name):
     """Each shipped fast file says which guided fit it runs through (meta guided_radius / guided_eps), so a later
     change of core/fast.py's defaults cannot silently change how it corrects frames."""
-    from illexp_ros.runtime.model_io import load_model
-
     _, info = load_model(shipped_model(name))
     meta = info["meta"]
     assert "guided_radius" in meta and "guided_eps" in meta, f"{name}.pt does not record its guided fit"
