@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         cfg = load_config(args.config)
         model, info = load_model(args.model)
-        fast = None if args.full else (args.fast or info["meta"].get("fast_short_side"))
+        fast = None if args.full else (args.fast or info["fast_short_side"] or None)
         _, held = config_photos(cfg.data)
         val_sets = config_validation_sets(cfg.data, held)
         result = diagnose(model, val_sets, fast, info["guided_fit"])

@@ -38,7 +38,7 @@ IDENTITY_METHODS = ("none", "clahe", "gamma", "mixed", "auto", "mixed_fast", "au
 
 
 def models_table(models_dir: Path) -> str:
-    from illexp_ros.runtime.model_io import load_model
+    from illexp_ros.runtime.model_io import guided_fit_meta, load_model
 
     lines = ["| model | config | warm start | parameters | steps | device | time to best | validation score "
              "| validation PSNR by kind | fast mode | file | sha256 |",
@@ -59,9 +59,9 @@ def models_table(models_dir: Path) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in meta.get("val_by_kind", {}).items()) or "-"
         fit = info["guided_fit"]
         fast = "-"
-        if meta.get("fast_short_side"):
-            recorded = "guided_radius" in meta or "guided_eps" in meta
-            fast = (f"{meta['fast_short_side']} px, fit r {fit.radius} / eps {fit.eps:g}"
+        if info["fast_short_side"]:
+            recorded = guided_fit_meta(fit).keys() <= meta.keys()  # the keys model_io writes and reads
+            fast = (f"{info['fast_short_side']} px, fit r {fit.radius} / eps {fit.eps:g}"
                     + ("" if recorded else " (default: not recorded)"))
         lines.append(f"| {name} | {meta.get('config', '?')} | {start} "
                      f"| {parameter_count(model):,} | {meta.get('step', '?')} "

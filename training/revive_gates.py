@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         cfg = load_config(args.config)
         model, info = load_model(args.model)
-        fast = info["meta"].get("fast_short_side") or cfg.train.fast_short_side
+        fast = info["fast_short_side"] or cfg.train.fast_short_side
         train_files, _ = config_photos(cfg.data)
         source = TensorPatchSource(train_files, cfg.data, args.seed, "cpu")
         frames = [source.batch(args.batch_size, cfg.data.crop)[0] for _ in range(args.batches)]

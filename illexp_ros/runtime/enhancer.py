@@ -293,9 +293,7 @@ class Enhancer:
         model, info = load_model(path) if path is not None else (None, {"name": PASSTHROUGH})
         trained = 0
         if path is not None:
-            meta_side = info.get("meta", {}).get("fast_short_side")
-            trained = meta_side if isinstance(meta_side, int) and meta_side > 0 else 0
-            fit = info["guided_fit"]
+            trained, fit = info["fast_short_side"], info["guided_fit"]
             self._log(f"loaded {path} ({info['name']}) on {self._backend.name}"
                       + (f"; fine-tuned for fast mode at internal short side {trained}, guided fit radius "
                          f"{fit.radius} eps {fit.eps:g}" if trained else ""))

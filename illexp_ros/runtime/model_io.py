@@ -110,7 +110,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def load_model(name_or_path: str | os.PathLike, allow_nonfinite: bool = False) -> tuple[IllExpNet, dict[str, Any]]:
     """Load a model file into an eval-mode fp32 IllExpNet; returns (model, info) with info = name, path,
-    sha256, model_config, meta and guided_fit (a GuidedFit: how fast mode runs this file). Any problem raises
+    sha256, model_config, meta, and how fast mode runs this file: fast_short_side (the internal size it was
+    fine-tuned at, 0 if none) and guided_fit (a GuidedFit). Any problem raises
     ModelLoadError naming the file, non-finite values included (allow_nonfinite is for the tool that repairs
     such files)."""
     path = resolve_model_path(name_or_path)
@@ -137,11 +138,15 @@ def load_model(name_or_path: str | os.PathLike, allow_nonfinite: bool = False) -
             + (" (BatchNorm statistics that overflowed float16 in an older save: re-estimate them with "
                "`python training/recalibrate_bn.py`)" if all("running_" in k for k in bad) else ""))
     meta = payload.get("meta", {})
+    meta = meta if isinstance(meta, dict) else {}
     try:
-        fit = guided_fit_of(meta if isinstance(meta, dict) else {})
+        fit = guided_fit_of(meta)
     except ValueError as exc:
         raise ModelLoadError(f"model file {path} has an invalid guided fit in its meta: {exc}") from exc
+    side = meta.get("fast_short_side")
     model.eval()
     info = {"name": payload.get("name", path.stem), "path": str(path), "sha256": file_sha256(path),
-            "model_config": payload["model_config"], "meta": meta, "guided_fit": fit}
+            "model_config": payload["model_config"], "meta": meta,
+            "fast_short_side": side if isinstance(side, int) and not isinstance(side, bool) and side > 0 else 0,
+            "guided_fit": fit}
     return model, info

@@ -114,4 +114,4 @@ class OnnxRuntimeBackend(Backend):
                 raise EnhancerError(f"onnxruntime cannot load the ONNX export {path} of {info['path']}: "
                                     f"{str(exc).splitlines()[0]}") from exc
         self.log(f"onnxruntime {info['name']}: providers {', '.join(session.get_providers())}")
-        return OrtRunner(session, model.stride_multiple, self.threads, info.get("guided_fit", DEFAULT_FIT))
+        return OrtRunner(session, model.stride_multiple, self.threads, info["guided_fit"])

@@ -337,4 +337,4 @@ class TensorRtBackend(Backend):
             except Exception as exc:  # noqa: BLE001
                 raise EnhancerError(f"cannot load TensorRT engine {path} (delete it to rebuild): "
                                     f"{_one_line(exc)}") from exc
-        return TensorRtRunner(module, profile, model.stride_multiple, self.log, info.get("guided_fit", DEFAULT_FIT))
+        return TensorRtRunner(module, profile, model.stride_multiple, self.log, info["guided_fit"])

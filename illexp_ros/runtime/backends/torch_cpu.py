@@ -50,4 +50,4 @@ class TorchCpuBackend(Backend):
 
             torch.set_num_threads(self.threads)  # process-wide in torch
         # BatchNorm folded into the convs: exact up to rounding and fewer passes.
-        return TorchCpuRunner(fold_batchnorm(model), self.threads, info.get("guided_fit", DEFAULT_FIT))
+        return TorchCpuRunner(fold_batchnorm(model), self.threads, info["guided_fit"])

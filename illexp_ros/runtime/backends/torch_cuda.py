@@ -58,7 +58,7 @@ class TorchCudaBackend(Backend):
 
     def load(self, model: IllExpNet | None, info: dict[str, Any]) -> TorchCudaRunner:
         return TorchCudaRunner(model, self.device, cuda_graphs=True, logger=self.log,
-                               fit=info.get("guided_fit", DEFAULT_FIT))
+                               fit=info["guided_fit"])
 
     def close(self) -> None:
         import torch
