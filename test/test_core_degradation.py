@@ -92,3 +92,34 @@ def test_metering_brings_the_mean_linear_luminance_to_the_key():
     assert per_sample.shape == (2,) and float(per_sample[0]) == pytest.approx(stops, abs=1e-4)
     assert float(per_sample[1]) < 0  # a bright frame is metered down
     np.testing.assert_allclose(metered(batch)[0].permute(1, 2, 0).numpy(), out, atol=1e-5)
+
+
+def test_flat_rendering_lifts_blacks_lowers_whites_and_washes_out_colour():
+    import torch
+
+    from illexp_ros.core.degradation import flat_rendering
+    from illexp_ros.core.exposure import LUMA_WEIGHTS
+
+    rng = np.random.default_rng(0)
+    img = rng.random((24, 32, 3), dtype=np.float32)
+    img[0, 0], img[0, 1] = 0.0, 1.0
+    flat = flat_rendering(img, 0.6, 0.0, 0.7)
+    assert flat.dtype == np.float32 and flat.shape == img.shape
+    assert flat[0, 0].min() > 5 / 255 and flat[0, 1].max() < 250 / 255  # black lifted, white pulled down
+    assert flat.std() < 0.8 * img.std()  # less contrast
+
+    def chroma(x):
+        return np.abs(x - (x * np.asarray(LUMA_WEIGHTS, np.float32)).sum(-1, keepdims=True)).mean()
+
+    assert chroma(flat) < 0.75 * chroma(img)
+    grey = np.repeat(img[..., :1], 3, axis=-1)
+    out = flat_rendering(grey, 0.6, 0.2, 0.7)
+    assert np.abs(out.max(-1) - out.min(-1)).max() < 1e-6  # a grey frame stays grey
+    # slope 1, shift 0, saturation 1 is the identity (up to the open interval a logit needs).
+    np.testing.assert_allclose(flat_rendering(img, 1.0, 0.0, 1.0), img, atol=0.5 / 255 + 1e-6)
+    # The batched torch version agrees with numpy, per sample.
+    batch = torch.from_numpy(np.stack([img, grey])).permute(0, 3, 1, 2).contiguous()
+    params = [torch.tensor([a, b]).view(2, 1, 1, 1) for a, b in ((0.6, 0.8), (0.0, 0.2), (0.7, 0.9))]
+    got = flat_rendering(batch, *params).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(got[0], flat_rendering(img, 0.6, 0.0, 0.7), atol=1e-5)
+    np.testing.assert_allclose(got[1], flat_rendering(grey, 0.8, 0.2, 0.9), atol=1e-5)

@@ -95,6 +95,24 @@ def test_resume_continues_from_checkpoint_step(tmp_path):
     assert [r["loss_enh"] for r in rows[20:]] == [r["loss_enh"] for r in rows_b[20:]]
 
 
+def test_resume_of_a_run_logged_before_a_validation_kind_was_added_keeps_its_columns(tmp_path):
+    cfg = load_config(tiny_config(tmp_path, max_steps=20))
+    train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, max_steps=10, progress=False)
+    log = tmp_path / "runs" / "tiny" / "log.csv"
+    rows = read_log(tmp_path / "runs" / "tiny")
+    old_header = [c for c in rows[0] if c != "val_flat"]  # as a log written before the flat kind existed
+    with log.open("w", newline="") as f:
+        writer = csv.DictWriter(f, old_header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    train(cfg, "cpu", tmp_path / "runs", seed=0, resume=True, export=None, max_steps=20, progress=False)
+    resumed = read_log(tmp_path / "runs" / "tiny")
+    assert [int(r["step"]) for r in resumed] == list(range(1, 21))
+    assert all(None not in r for r in resumed), "a row has more cells than the header"
+    assert all(float(r["elapsed_s"]) >= 0 for r in resumed)
+    assert [r["val_psnr"] for r in resumed[:10]] == [r["val_psnr"] for r in rows]
+
+
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
 def test_resume_after_interruption_logs_each_step_once(tmp_path, monkeypatch, failure):
     """Ctrl-C ends the run cleanly (checkpoint at the current step); a crash leaves the last periodic
@@ -150,6 +168,10 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("data", "metering_key: 18", "data.metering_key"),
     ("data", "camera_logistic_prob: -0.1", "data.camera_logistic_prob"),
     ("data", "camera_logit_per_stop: [1.0, 0.5]", "data.camera_logit_per_stop"),
+    ("data", "flat_prob: 1.2", "data.flat_prob"),
+    ("data", "flat_slope: [0.5, 1.3]", "data.flat_slope"),
+    ("data", "flat_shift: [0.3, -0.3]", "data.flat_shift"),
+    ("data", "well_prob: 0.5\n  flat_prob: 0.6", "data.flat_prob"),
     ("train", "guided_radius: 0", "train.guided_radius"),
     ("train", "guided_eps: -1.0e-4", "train.guided_eps"),
 ])

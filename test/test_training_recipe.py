@@ -116,6 +116,26 @@ def test_mild_draws_stay_mild_and_strong_ones_do_not(photos):
     assert float(d_strong.mean()) < float(r_strong.mean())  # under-exposure only darkens
 
 
+def test_flat_draws_keep_the_level_and_lose_contrast_and_the_target_is_the_photo(photos):
+    cfg = data_cfg(flat_prob=1.0, metering=1.0)
+    src = TensorPatchSource(photos, cfg, seed=0)
+    deg, ref, _ = src.batch(12, 32)
+    # metering leaves flat pairs alone: the target is the plain crop, as for a well-exposed pair.
+    plain, _, _ = TensorPatchSource(photos, data_cfg(well_prob=1.0), seed=0).batch(12, 32)
+    assert torch.equal(ref, plain)
+    change = (deg - ref).abs().mean(dim=(1, 2, 3))
+    assert float(change.min()) > 0.005 and float(change.max()) < 0.2
+    assert bool((deg.std(dim=(1, 2, 3)) < ref.std(dim=(1, 2, 3))).all())
+    assert abs(float(deg.mean() - ref.mean())) < 0.05
+    sets = validation_sets(photos, data_cfg(well_prob=0.2, flat_prob=0.2), seed=1, crop=32, max_images=3)
+    assert list(sets) == ["under", "over", "mixed", "well", "flat"]
+    without = validation_sets(photos, data_cfg(well_prob=0.2), seed=1, crop=32, max_images=3)
+    # flat comes last, so the other kinds keep their seeded pairs when it is switched on.
+    assert all(np.array_equal(a[1], b[1]) for k in without for a, b in zip(sets[k], without[k]))
+    for _, d, r in sets["flat"]:
+        assert d.std() < r.std() and not np.array_equal(d, r)
+
+
 def test_mixed_region_draws_darken_one_side_and_brighten_the_other(photos):
     src = TensorPatchSource(photos, data_cfg(mixed_region_prob=1.0), seed=3)
     deg, ref, _ = src.batch(8, 32)

@@ -59,6 +59,13 @@ class DataConfig:
     metering: float = 0.0
     metering_key: float = METERING_KEY
     metering_max_stops: float = METERING_MAX_STOPS
+    # Flat renderings (core.degradation.flat_rendering says why): this share of the pairs gets a lower log-odds
+    # slope (less contrast, lifted blacks, lowered whites), a log-odds shift and a saturation scale; the target is
+    # the photo as it is. Drawn after well_prob and mild_prob: well + mild + flat <= 1.
+    flat_prob: float = 0.0
+    flat_slope: tuple[float, float] = (0.55, 0.85)
+    flat_shift: tuple[float, float] = (-0.3, 0.3)
+    flat_saturation: tuple[float, float] = (0.7, 1.0)
     val_kinds: tuple[str, ...] | None = None  # validation draws; None = all that `kind` trains on
 
 
@@ -111,9 +118,9 @@ class RunConfig:
 
 
 _PAIR_KEYS = {"alpha", "beta_under", "gamma_under", "beta_over", "gamma_over", "mild_beta",
-              "mild_gamma", "camera_logit_per_stop"}
+              "mild_gamma", "camera_logit_per_stop", "flat_slope", "flat_saturation"}
 _MODEL_KEYS = set(MODEL_CONFIG_KEYS)
-VAL_KINDS = ("under", "over", "mixed", "camera", "filmic", "lights", "mild", "well")
+VAL_KINDS = ("under", "over", "mixed", "camera", "filmic", "lights", "mild", "well", "flat")
 
 
 def _fill(cls, raw: dict, section: str):
@@ -126,9 +133,9 @@ def _fill(cls, raw: dict, section: str):
     obj = cls()
     for key, value in raw.items():
         default = getattr(obj, key)
-        if key in ("camera_stops_under", "camera_stops_over") and value is not None:
+        if key in ("camera_stops_under", "camera_stops_over", "flat_shift") and value is not None:
             if not (isinstance(value, list | tuple) and len(value) == 2 and value[0] <= value[1]):
-                raise ConfigError(f"'{section}.{key}' must be a [low, high] pair of stops, got {value!r}")
+                raise ConfigError(f"'{section}.{key}' must be a [low, high] pair, got {value!r}")
             value = (float(value[0]), float(value[1]))
         elif key == "val_kinds" and value is not None:
             if not (isinstance(value, list | tuple) and value and all(v in VAL_KINDS for v in value)):
@@ -159,11 +166,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0 < d.val_fraction < 1:
         raise ConfigError(f"'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
     for key in ("mixed_region_prob", "well_prob", "mild_prob", "noise_prob", "camera_prob", "camera_logistic_prob",
-                "light_prob", "metering"):
+                "light_prob", "metering", "flat_prob"):
         if not 0 <= getattr(d, key) <= 1:
             raise ConfigError(f"'data.{key}' must be in [0, 1], got {getattr(d, key)}")
-    if d.well_prob + d.mild_prob > 1:
-        raise ConfigError(f"'data.well_prob' + 'data.mild_prob' must be <= 1, got {d.well_prob + d.mild_prob}")
+    if d.well_prob + d.mild_prob + d.flat_prob > 1:
+        raise ConfigError("'data.well_prob' + 'data.mild_prob' + 'data.flat_prob' must be <= 1, got "
+                          f"{d.well_prob + d.mild_prob + d.flat_prob}")
+    if d.flat_slope[1] > 1 or d.flat_saturation[1] > 1:
+        raise ConfigError("'data.flat_slope' and 'data.flat_saturation' must be <= 1 (a flat rendering loses "
+                          f"contrast and colour), got {list(d.flat_slope)}, {list(d.flat_saturation)}")
     if not d.mild_beta[0] <= 1 <= d.mild_beta[1] or not d.mild_gamma[0] <= 1 <= d.mild_gamma[1]:
         raise ConfigError("'data.mild_beta' and 'data.mild_gamma' must each contain 1 (split into under / over)")
     if not d.camera_stops_under[1] <= 0 <= d.camera_stops_over[0]:

@@ -21,6 +21,7 @@ from illexp_ros.core.degradation import (
     degrade_mixed,
     expose,
     expose_scene,
+    flat_rendering,
     light_sources,
     lit_scene,
     logit_exposure,
@@ -121,13 +122,16 @@ def draw_kinds(data_cfg) -> tuple[str, ...]:
         kinds.append("mild")
     if data_cfg.well_prob > 0:
         kinds.append("well")
+    if data_cfg.flat_prob > 0:  # last, so that adding it leaves the other kinds' seeded pairs as they were
+        kinds.append("flat")
     return tuple(data_cfg.val_kinds or kinds)
 
 
 class TensorPatchSource:
     """Random crops (with flips) of the photos, held on `device` as uint8, degraded there in whole batches.
 
-    Per sample, one of: well-exposed (input = target, map = 0) with well_prob; a mild draw with mild_prob; else a
+    Per sample, one of: well-exposed (input = target, map = 0) with well_prob; a mild draw with mild_prob; a flat
+    rendering (core.degradation.flat_rendering) with flat_prob; else a
     strong draw of `kind` (kind mixed: under or over, or with mixed_region_prob an under/over split across a soft
     edge; with camera_prob a stop change in linear light, core.degradation.expose, instead of eq. 5; of those,
     camera_logistic_prob through the film-like response and light_prob with lamps in the scene, which then
@@ -175,7 +179,7 @@ class TensorPatchSource:
         blends in across its edge (under, then over, for those); identity for well-exposed samples."""
         first, second = [], []
         for k in kinds:
-            if k == "well" or k.startswith("camera"):  # camera draws use expose(), not eq. 5
+            if k in ("well", "flat") or k.startswith("camera"):  # camera / flat draws are not eq. 5
                 first.append(ExposureParams(1.0, 1.0, 1.0))
                 second.append(ExposureParams(1.0, 1.0, 1.0))
                 continue
@@ -200,6 +204,8 @@ class TensorPatchSource:
                 kinds.append("well")
             elif r < cfg.well_prob + cfg.mild_prob:
                 kinds.append(f"mild_{side}")
+            elif r < cfg.well_prob + cfg.mild_prob + cfg.flat_prob:
+                kinds.append("flat")
             elif cfg.kind == "mixed" and self.rng.random() < cfg.mixed_region_prob:
                 kinds.append("mixed")
             elif self.rng.random() < cfg.camera_prob:
@@ -249,7 +255,7 @@ class TensorPatchSource:
         # Each step only on the samples it concerns (measured: the whole-batch version spent a third of its time
         # on noise and eq. 5 for samples that then discarded them).
         deg = ref.clone()
-        eq5 = [i for i, k in enumerate(kinds) if k != "well" and not k.startswith("camera")]
+        eq5 = [i for i, k in enumerate(kinds) if k not in ("well", "flat") and not k.startswith("camera")]
         if eq5:
             deg[eq5] = degrade_batch(ref[eq5], ua[eq5], ub[eq5], ug[eq5])
         mixed = [i for i, k in enumerate(kinds) if k == "mixed"]
@@ -259,6 +265,11 @@ class TensorPatchSource:
         camera = [i for i, k in enumerate(kinds) if k.startswith("camera")]
         if camera:
             self._camera_draws(deg, ref, kinds, camera, crop)
+        flat = [i for i, k in enumerate(kinds) if k == "flat"]
+        if flat:
+            slope, shift, saturation = (torch.from_numpy(self.rng.uniform(lo, hi, len(flat)).astype(np.float32))
+                                        .to(self.device).view(-1, 1, 1, 1) for lo, hi in flat_bounds(self.cfg))
+            deg[flat] = flat_rendering(ref[flat], slope, shift, saturation)
         if self.cfg.noise_prob > 0:
             noisy = [i for i, k in enumerate(kinds) if k != "well" and self.rng.random() < self.cfg.noise_prob]
             if noisy:
@@ -270,10 +281,15 @@ class TensorPatchSource:
         return deg, ref, exposure_map(deg, ref, self.cfg.kind)
 
 
+def flat_bounds(data_cfg) -> tuple[tuple[float, float], ...]:
+    """(slope, shift, saturation) ranges of the config's flat renderings, in flat_rendering's argument order."""
+    return data_cfg.flat_slope, data_cfg.flat_shift, data_cfg.flat_saturation
+
+
 def is_metered_kind(kind: str) -> bool:
     """Whether data.metering applies to a kind of draw (training: mild_under / mild_over; validation: mild):
-    only the strong ones, since a well-exposed or mildly off frame keeps its own level."""
-    return kind != "well" and not kind.startswith("mild")
+    only the strong ones, since a well-exposed, mildly off or flat frame keeps its own level."""
+    return kind not in ("well", "flat") and not kind.startswith("mild")
 
 
 def metered_reference(reference, data_cfg):
@@ -313,6 +329,8 @@ def validation_sets(files: list[Path], data_cfg, seed: int, crop: int | None,
                     ref = frame[0].permute(1, 2, 0).numpy().astype(np.float32)
             elif kind == "mild":
                 deg = mild.sample(side).apply(ref)
+            elif kind == "flat":
+                deg = flat_rendering(ref, *(float(rng.uniform(*b)) for b in flat_bounds(data_cfg)))
             elif kind == "mixed":
                 h, w = ref.shape[:2]
                 deg = degrade_mixed(ref, strong.sample("under"), strong.sample("over"), mixed_exposure_mask(h, w, rng))

@@ -272,9 +272,12 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
         t0 -= ck.get("elapsed", 0.0)  # times in the log and the model meta count the whole run
         if log_path.exists():  # rows an interrupted run logged after its last checkpoint are redone: drop them
             with log_path.open(newline="") as f:
-                rows = list(csv.reader(f))
+                rows = list(csv.DictReader(f))
+            # Rewritten under today's header: a run logged before a validation kind was added keeps its columns.
             with log_path.open("w", newline="") as f:
-                csv.writer(f).writerows(rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step])
+                out = csv.DictWriter(f, LOG_HEADER, restval="", extrasaction="ignore")
+                out.writeheader()
+                out.writerows(r for r in rows if r.get("step") and int(r["step"]) <= step)
     elif log_path.exists():
         log_path.unlink()
     new_log = not log_path.exists()

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import torch
 
+from illexp_ros.core.exposure import LUMA_WEIGHTS
+
 PAPER_ALPHA = (0.9, 1 / 0.9)
 PAPER_BETA = (0.5, 2.0)
 PAPER_GAMMA = (1 / 1.5, 1.5)
@@ -260,3 +262,28 @@ def metered(reference, strength: float = 1.0, key: float = METERING_KEY, max_sto
         return reference
     out = expose(reference, metering_stops(reference, key, max_stops) * strength)
     return out.astype(np.float32) if isinstance(out, np.ndarray) else out
+
+
+# ------------------------------------------------------------------------------------------------------
+# Flat renderings (beyond the paper; issue 10, item 2: "training data that covers what cameras do"). Exposure is
+# not the only way a frame comes out badly: a camera's flat or log picture profile, a raw file rendered with
+# neutral defaults, haze or a veil of glare on the lens all keep the level but lift the blacks, pull the whites
+# down and wash out colour. None of the draws above does that (eq. 5 and a stop change both keep black at black),
+# so a net trained on them leaves such a frame flat. A flat rendering here is the film model read backwards: a
+# lower log-odds slope (logit(v') = slope * logit(v) + shift, slope < 1: less contrast, grey 0.5 stays unless
+# shifted) and a saturation scale towards the frame's luma. The target is the photo, at its own level (not
+# metered: a flat frame is not mis-exposed). Everything here is what the tone head can undo per pixel (a gain, an
+# offset and a saturation scale), so the net can learn it exactly.
+def flat_rendering(reference, slope, shift, saturation):
+    """A low-contrast, washed-out rendering of `reference` (values in [0, 1], numpy H x W x 3 or torch
+    N x 3 x H x W); slope, shift, saturation: floats, or N x 1 x 1 x 1 tensors for a batch."""
+    if isinstance(reference, torch.Tensor):
+        v = reference.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS)
+        flat = torch.sigmoid(torch.logit(v) * slope + shift)
+        w = torch.tensor(LUMA_WEIGHTS, dtype=flat.dtype, device=flat.device).view(1, 3, 1, 1)
+        luma = (flat * w).sum(1, keepdim=True)
+        return (luma + saturation * (flat - luma)).clamp(0.0, 1.0)
+    v = np.clip(reference, LOGIT_EPS, 1.0 - LOGIT_EPS)
+    flat = 1.0 / (1.0 + np.exp(-(np.log(v / (1.0 - v)) * slope + shift)))
+    luma = (flat * np.asarray(LUMA_WEIGHTS, np.float32)).sum(-1, keepdims=True)
+    return np.clip(luma + saturation * (flat - luma), 0.0, 1.0).astype(np.float32)
