@@ -61,7 +61,8 @@ class DataConfig:
     metering_max_stops: float = METERING_MAX_STOPS
     # Flat renderings (core.degradation.flat_rendering says why): this share of the pairs gets a lower log-odds
     # slope (less contrast, lifted blacks, lowered whites), a log-odds shift and a saturation scale; the target is
-    # the photo as it is. Drawn after well_prob and mild_prob: well + mild + flat <= 1.
+    # the photo as it is. Drawn after well_prob and mild_prob: well + mild + flat <= 1. No shipped config sets it:
+    # the two fine-tunes of 2026-11-27 with it did not pass their bar (models/MODEL_CARD.md, "afternoon").
     flat_prob: float = 0.0
     flat_slope: tuple[float, float] = (0.55, 0.85)
     flat_shift: tuple[float, float] = (-0.3, 0.3)

@@ -176,7 +176,7 @@ class TensorPatchSource:
 
     def _params(self, kinds: list[str]) -> tuple[torch.Tensor, ...]:
         """Per-sample (alpha, beta, gamma) of the frame's draw and of the second draw that a mixed-region sample
-        blends in across its edge (under, then over, for those); identity for well-exposed samples."""
+        blends in across its edge (under, then over, for those); identity for well-exposed, camera and flat samples."""
         first, second = [], []
         for k in kinds:
             if k in ("well", "flat") or k.startswith("camera"):  # camera / flat draws are not eq. 5

@@ -269,11 +269,13 @@ def metered(reference, strength: float = 1.0, key: float = METERING_KEY, max_sto
 # not the only way a frame comes out badly: a camera's flat or log picture profile, a raw file rendered with
 # neutral defaults, haze or a veil of glare on the lens all keep the level but lift the blacks, pull the whites
 # down and wash out colour. None of the draws above does that (eq. 5 and a stop change both keep black at black),
-# so a net trained on them leaves such a frame flat. A flat rendering here is the film model read backwards: a
-# lower log-odds slope (logit(v') = slope * logit(v) + shift, slope < 1: less contrast, grey 0.5 stays unless
-# shifted) and a saturation scale towards the frame's luma. The target is the photo, at its own level (not
-# metered: a flat frame is not mis-exposed). Everything here is what the tone head can undo per pixel (a gain, an
-# offset and a saturation scale), so the net can learn it exactly.
+# and the shipped mixed_fast makes such frames worse (21.8 dB against their own 23.1 on validation). A flat
+# rendering here is a lower log-odds slope (logit(v') = slope * logit(v) + shift, slope < 1: less contrast, grey
+# 0.5 stays unless shifted) and a saturation scale towards the frame's luma. The target is the photo, at its own
+# level (not metered: a flat frame is not mis-exposed). Everything here is what the tone head can undo per pixel
+# (a gain, an offset and a saturation scale). Representable is not identifiable, though: a single frame does not say how
+# flat it was rendered, and two 90-minute fine-tunes with flat draws (2026-11-27, models/MODEL_CARD.md) learnt to
+# stop harming flat frames (+1.0 / +1.5 dB) but not to restore them, and lost on the other kinds: off by default.
 def flat_rendering(reference, slope, shift, saturation):
     """A low-contrast, washed-out rendering of `reference` (values in [0, 1], numpy H x W x 3 or torch
     N x 3 x H x W); slope, shift, saturation: floats, or N x 1 x 1 x 1 tensors for a batch."""
