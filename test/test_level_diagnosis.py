@@ -54,6 +54,16 @@ def test_diagnose_separates_a_level_error_from_the_rest():
     well = result["well"]
     assert well["bias"] == pytest.approx(-1.0, abs=1e-4) and well["std"] < 1e-4
     assert well["psnr"] < 15 and well["gain_psnr"] > 60  # the whole error is the level
+    assert well["off"] == 3  # every frame is a stop off
+
+    # Only frames moved by more than LEVEL_OFF_STOPS count: x0.8 (-0.32 stops) does, x0.9 (-0.15) does not.
+    class DarkensByLevel(torch.nn.Module):
+        def forward(self, x):
+            mean = float(x.mean())
+            return x * (0.8 if mean < 0.3 else 0.9 if mean < 0.45 else 1.0), torch.zeros_like(x)
+
+    some = diagnose(DarkensByLevel(), {"well": [(str(i), r, r) for i, r in enumerate(refs)]}, None)["well"]
+    assert some["off"] == 1
 
 
 def test_cli_prints_a_row_per_kind_and_writes_the_plot(tmp_path, capsys):
@@ -63,11 +73,12 @@ def test_cli_prints_a_row_per_kind_and_writes_the_plot(tmp_path, capsys):
     rc = diagnosis_main(["--config", str(cfg_path), str(model), "--threads", "1", "--png", str(png)])
     out = capsys.readouterr().out
     assert rc == 0 and png.is_file() and png.stat().st_size > 1000
-    rows = [line.split() for line in out.splitlines()[2:] if line and not line.startswith(("level", "wrote"))]
+    rows = [line.split() for line in out.splitlines()[2:] if line and not line.startswith(("level", "wrote", "off:"))]
     assert [r[0] for r in rows] == list(draw_kinds(load_config(cfg_path).data)), out
     for row in rows:  # the best per-image gain can only raise PSNR
         assert float(row[2]) >= float(row[1]) - 1e-6, row
     assert "fast mode at 64" in out and "level-blind floor" in out
+    assert all(0 <= int(row[6].split("/")[0]) <= int(row[6].split("/")[1]) for row in rows), out
 
 
 def test_cli_bad_model_is_one_clear_error(tmp_path, capsys):
