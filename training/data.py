@@ -176,10 +176,10 @@ class TensorPatchSource:
 
     def _params(self, kinds: list[str]) -> tuple[torch.Tensor, ...]:
         """Per-sample (alpha, beta, gamma) of the frame's draw and of the second draw that a mixed-region sample
-        blends in across its edge (under, then over, for those); identity for well-exposed, camera and flat samples."""
+        blends in across its edge (under, then over, for those); identity for draws not made with eq. 5."""
         first, second = [], []
         for k in kinds:
-            if k in ("well", "flat") or k.startswith("camera"):  # camera / flat draws are not eq. 5
+            if not is_eq5_kind(k):
                 first.append(ExposureParams(1.0, 1.0, 1.0))
                 second.append(ExposureParams(1.0, 1.0, 1.0))
                 continue
@@ -255,7 +255,7 @@ class TensorPatchSource:
         # Each step only on the samples it concerns (measured: the whole-batch version spent a third of its time
         # on noise and eq. 5 for samples that then discarded them).
         deg = ref.clone()
-        eq5 = [i for i, k in enumerate(kinds) if k not in ("well", "flat") and not k.startswith("camera")]
+        eq5 = [i for i, k in enumerate(kinds) if is_eq5_kind(k)]
         if eq5:
             deg[eq5] = degrade_batch(ref[eq5], ua[eq5], ub[eq5], ug[eq5])
         mixed = [i for i, k in enumerate(kinds) if k == "mixed"]
@@ -284,6 +284,12 @@ class TensorPatchSource:
 def flat_bounds(data_cfg) -> tuple[tuple[float, float], ...]:
     """(slope, shift, saturation) ranges of the config's flat renderings, in flat_rendering's argument order."""
     return data_cfg.flat_slope, data_cfg.flat_shift, data_cfg.flat_saturation
+
+
+def is_eq5_kind(kind: str) -> bool:
+    """Whether a kind of training draw is made with eq. 5 (well-exposed pairs are not degraded; camera draws use
+    expose() and its film / lamp variants; flat draws use flat_rendering)."""
+    return kind not in ("well", "flat") and not kind.startswith("camera")
 
 
 def is_metered_kind(kind: str) -> bool:
