@@ -73,12 +73,42 @@ def test_cli_prints_a_row_per_kind_and_writes_the_plot(tmp_path, capsys):
     rc = diagnosis_main(["--config", str(cfg_path), str(model), "--threads", "1", "--png", str(png)])
     out = capsys.readouterr().out
     assert rc == 0 and png.is_file() and png.stat().st_size > 1000
-    rows = [line.split() for line in out.splitlines()[2:] if line and not line.startswith(("level", "wrote", "off:"))]
+    rows = kind_rows(out)
     assert [r[0] for r in rows] == list(draw_kinds(load_config(cfg_path).data)), out
     for row in rows:  # the best per-image gain can only raise PSNR
         assert float(row[2]) >= float(row[1]) - 1e-6, row
-    assert "fast mode at 64" in out and "level-blind floor" in out
+    assert "validation pairs, fast mode at 64" in out and "level-blind floor" in out
     assert all(0 <= int(row[6].split("/")[0]) <= int(row[6].split("/")[1]) for row in rows), out
+    assert score_of(out) == pytest.approx(np.mean([min(float(r[1]), 40.0) for r in rows]), abs=0.006)
+
+
+def kind_rows(out: str) -> list[list[str]]:
+    return [line.split() for line in out.splitlines()[2:]
+            if line and not line.startswith(("level", "wrote", "off:", "score"))]
+
+
+def score_of(out: str) -> float:
+    return float(next(line for line in out.splitlines() if line.startswith("score")).split()[-1])
+
+
+def test_cli_confirmation_pairs_are_the_photos_validation_leaves_out(tmp_path, capsys):
+    cfg_path = tiny_config(tmp_path, max_steps=1)
+    # 6 photos, half held out: validation takes 2 (max_val_images), confirmation the third.
+    cfg_path.write_text(cfg_path.read_text().replace("max_val_images: 2", "max_val_images: 2, val_fraction: 0.5"))
+    model = Path(__file__).resolve().parents[1] / "models" / "mixed_fast.pt"
+    args = ["--config", str(cfg_path), str(model), "--threads", "1", "--set", "data.flat_prob=0.1"]
+    assert diagnosis_main(args + ["--pairs", "confirmation"]) == 0
+    confirm = capsys.readouterr().out
+    assert "confirmation pairs" in confirm
+    rows = kind_rows(confirm)
+    assert rows[-1][0] == "flat" and all(r[6] == f"{r[6][0]}/1" for r in rows), confirm  # one photo per kind
+    assert diagnosis_main(args) == 0
+    validation = capsys.readouterr().out
+    assert all(r[6].endswith("/2") for r in kind_rows(validation)) and score_of(validation) != score_of(confirm)
+    # Validation taking every held-out photo leaves none: one clear line.
+    assert diagnosis_main(args + ["--pairs", "confirmation", "--set", "data.max_val_images=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no confirmation pairs" in err
 
 
 def test_cli_bad_model_is_one_clear_error(tmp_path, capsys):

@@ -21,7 +21,7 @@ from test_training import write_photos  # noqa: E402
 
 from illexp_ros.core.networks import IllExpNet  # noqa: E402
 from training.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
-from training.data import TensorPatchSource, draw_kinds, validation_sets  # noqa: E402
+from training.data import TensorPatchSource, config_confirmation_sets, draw_kinds, validation_sets  # noqa: E402
 from training.train import learning_rate  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -174,6 +174,21 @@ def test_validation_sets_hold_each_kind_the_config_trains_on(photos):
     assert draw_kinds(data_cfg(kind="under", mild_prob=0.1)) == ("under", "mild")
     again = validation_sets(photos, data_cfg(well_prob=0.2, mild_prob=0.2), seed=1, crop=32)
     assert all(np.array_equal(a[1], b[1]) for k in sets for a, b in zip(sets[k], again[k]))
+
+
+def test_confirmation_pairs_use_the_held_out_photos_validation_leaves_out(photos):
+    cfg = data_cfg(well_prob=0.2, mild_prob=0.2)  # validation: the first 3 of the 4 photos
+    confirm = config_confirmation_sets(cfg, photos)
+    assert list(confirm) == list(draw_kinds(cfg))
+    assert all([name for name, _, _ in pairs] == [f"{kind}_{photos[3].stem}"] for kind, pairs in confirm.items())
+    # Their own seed: the same photo drawn as validation would draw it is degraded differently.
+    as_validation = validation_sets(photos[3:], cfg, seed=cfg.val_seed, crop=cfg.val_crop)
+    assert not np.array_equal(confirm["under"][0][1], as_validation["under"][0][1])
+    assert np.array_equal(confirm["well"][0][1], as_validation["well"][0][1])  # same photo, same crop
+    again = config_confirmation_sets(cfg, photos)
+    assert all(np.array_equal(a[1], b[1]) for k in confirm for a, b in zip(confirm[k], again[k]))
+    with pytest.raises(ValueError, match="validation uses all 4 held-out photos"):
+        config_confirmation_sets(data_cfg(max_val_images=4), photos)
 
 
 def test_cosine_schedule_spans_steps_or_the_time_budget():

@@ -2,10 +2,11 @@
 """How much of a model's validation error is the overall brightness level, and how much is the rest.
 
     python training/level_diagnosis.py --config training/configs/mixed_fast.yaml models/mixed_fast.pt
-                                       [--fast N | --full] [--png FILE] [--threads N]
+                                       [--fast N | --full] [--pairs validation|confirmation]
+                                       [--set SECTION.KEY=VALUE] [--png FILE] [--threads N]
 
 For each validation kind of the config (the pairs train.py validates on, held-out training photos, never
-eval/) it prints:
+eval/; with --pairs confirmation the held-out photos validation leaves out, training.data says why) it prints:
   psnr        the model as it is (fast mode at the model's own internal side unless told otherwise);
   +gain       the same output times the one per-image gain that fits the reference best (least squares): what
               the model would score if only its overall level were right;
@@ -16,8 +17,10 @@ eval/) it prints:
   off         how many pairs come out more than LEVEL_OFF_STOPS off the reference's level: a mean over the
               pairs hides a few frames moved a long way (on 2026-11-27 the shipped mixed_fast's well-exposed
               kind scored 35.7 dB on average while 3 of its 16 frames came out more than 0.25 stops off).
-and, once, the level-blind floor: the PSNR of a perfect reconstruction scaled to the mean level of the
-references (a model that gets every detail right but knows nothing of the scene's own level).
+and, once, the score train.py compares (the mean over kinds of each kind's psnr capped at 40 dB; with the
+model's stored BatchNorm statistics, so it is what a shipped file scores) and the level-blind floor: the PSNR
+of a perfect reconstruction scaled to the mean level of the references (a model that gets every detail right
+but knows nothing of the scene's own level).
 
 Why: on 2026-11-26 the fast net's score stopped at ~20 dB on validation whatever the draws and the run length.
 This tells whether more capacity (detail) or more information about the level would move it. With --png, a
@@ -39,8 +42,9 @@ from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, run_network  # noqa: E4
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
-from training.config import ConfigError, load_config  # noqa: E402
-from training.data import config_photos, config_validation_sets  # noqa: E402
+from training.config import ConfigError, apply_overrides, load_config  # noqa: E402
+from training.data import config_confirmation_sets, config_photos, config_validation_sets  # noqa: E402
+from training.train import PSNR_CAP  # noqa: E402
 
 LEVEL_OFF_STOPS = 0.25  # a mean brightness 16 % lower or 19 % higher than the reference's: plainly visible
 
@@ -125,29 +129,36 @@ def main(argv: list[str] | None = None) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--fast", type=int, default=None, help="fast mode at this internal short side")
     mode.add_argument("--full", action="store_true", help="full mode (no fast path)")
+    p.add_argument("--pairs", choices=("validation", "confirmation"), default="validation",
+                   help="validation: the pairs train.py validates on; confirmation: the held-out photos it leaves out")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set data.flat_prob=0.1 (adds the flat kind)")
     p.add_argument("--png", default=None, help="write the level-error scatter here")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     try:
         if args.threads:
             torch.set_num_threads(args.threads)
-        cfg = load_config(args.config)
+        cfg = apply_overrides(load_config(args.config), args.set)
         model, info = load_model(args.model)
         fast = None if args.full else (args.fast or info["fast_short_side"] or None)
         _, held = config_photos(cfg.data)
-        val_sets = config_validation_sets(cfg.data, held)
+        pairs_of = config_validation_sets if args.pairs == "validation" else config_confirmation_sets
+        val_sets = pairs_of(cfg.data, held)
         result = diagnose(model, val_sets, fast, info["guided_fit"])
     except (ConfigError, EnhancerError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     references = [ref for _, _, ref in val_sets.get("well", next(iter(val_sets.values())))]
-    print(f"{Path(args.model).name} on {cfg.name}'s validation pairs, "
+    print(f"{Path(args.model).name} on {cfg.name}'s {args.pairs} pairs, "
           f"{'fast mode at ' + str(fast) if fast else 'full mode'}")
     print(f"{'kind':8s} {'psnr':>6s} {'+gain':>6s} {'bias':>6s} {'std':>5s} {'corr':>6s} {'off':>6s}")
     for kind, r in result.items():
         print(f"{kind:8s} {r['psnr']:6.2f} {r['gain_psnr']:6.2f} {r['bias']:+6.2f} {r['std']:5.2f} {r['corr']:+6.2f} "
               f"{r['off']:>3d}/{len(r['errors']):<2d}")
     print(f"off: pairs whose mean brightness is more than {LEVEL_OFF_STOPS} stops from the reference's")
+    score = float(np.mean([min(r["psnr"], PSNR_CAP) for r in result.values()]))
+    print(f"score (mean over kinds, each capped at {PSNR_CAP:g} dB): {score:.2f}")
     print(f"level-blind floor (perfect detail at the references' mean level): {level_blind_floor(references):.2f} dB")
     if args.png:
         plot(result, Path(args.png), f"{Path(args.model).name}: level error vs reference level")
