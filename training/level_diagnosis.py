@@ -44,7 +44,7 @@ from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
 from training.config import ConfigError, apply_overrides, load_config  # noqa: E402
 from training.data import config_confirmation_sets, config_photos, config_validation_sets  # noqa: E402
-from training.train import PSNR_CAP  # noqa: E402
+from training.train import PSNR_CAP, validation_score  # noqa: E402
 
 LEVEL_OFF_STOPS = 0.25  # a mean brightness 16 % lower or 19 % higher than the reference's: plainly visible
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind:8s} {r['psnr']:6.2f} {r['gain_psnr']:6.2f} {r['bias']:+6.2f} {r['std']:5.2f} {r['corr']:+6.2f} "
               f"{r['off']:>3d}/{len(r['errors']):<2d}")
     print(f"off: pairs whose mean brightness is more than {LEVEL_OFF_STOPS} stops from the reference's")
-    score = float(np.mean([min(r["psnr"], PSNR_CAP) for r in result.values()]))
+    score = validation_score({kind: r["psnr"] for kind, r in result.items()})
     print(f"score (mean over kinds, each capped at {PSNR_CAP:g} dB): {score:.2f}")
     print(f"level-blind floor (perfect detail at the references' mean level): {level_blind_floor(references):.2f} dB")
     if args.png:

@@ -63,12 +63,17 @@ def seed_everything(seed: int) -> None:
 PSNR_CAP = 40.0  # per-kind validation PSNR counts at most this much in the score (a near-identity would dominate)
 
 
+def validation_score(psnr_by_kind: dict[str, float]) -> float:
+    """The mean over kinds of each kind's PSNR capped at PSNR_CAP: what checkpoint selection, stopping and export
+    compare (and level_diagnosis.py prints)."""
+    return float(np.mean([min(v, PSNR_CAP) for v in psnr_by_kind.values()]))
+
+
 @torch.no_grad()
 def validate(model, val_sets: dict, device: str, fast_short_side: int | None, chunk: int = 8,
              fit: GuidedFit = DEFAULT_FIT) -> dict[str, float]:
     """Mean PSNR per kind of draw on the fixed validation pairs (fast mode through `fit` when fast_short_side),
-    and `score`: the mean over kinds of each kind's PSNR capped at PSNR_CAP, which checkpoint selection,
-    stopping and export compare."""
+    and `score` (validation_score)."""
     was_training = model.training
     model.eval()
     result = {}
@@ -84,7 +89,7 @@ def validate(model, val_sets: dict, device: str, fast_short_side: int | None, ch
                 out = out.float().permute(0, 2, 3, 1).cpu().numpy()
                 scores += [psnr(o, p[2]) for o, p in zip(out, b)]
         result[kind] = float(np.mean(scores))
-    result["score"] = float(np.mean([min(v, PSNR_CAP) for v in result.values()]))
+    result["score"] = validation_score(result)
     model.train(was_training)
     return result
 
