@@ -5,7 +5,7 @@ from skimage.metrics import structural_similarity
 
 from illexp_ros.core.degradation import degrade
 from illexp_ros.core.exposure import exposure_map
-from illexp_ros.core.losses import attention_loss, dssim, enhancement_loss
+from illexp_ros.core.losses import attention_loss, dssim, enhancement_loss, view_consistency_loss
 from illexp_ros.core.networks import IllExpNet
 
 torch.set_num_threads(1)
@@ -98,3 +98,18 @@ def test_mse_weight_adds_a_squared_error_term_that_weighs_large_errors_more():
     # Per unit of error, the squared term grows with the error; the L1 term does not.
     extra = [float(enhancement_loss(o, ref, mse_weight=1.0) - enhancement_loss(o, ref)) for o in (small, large)]
     assert extra[1] / 0.2 > 3.5 * extra[0] / 0.05
+
+
+def test_view_consistency_compares_only_the_region_both_views_show():
+    frame = torch.rand(2, 3, 40, 40)
+    dy, dx = 5, 3
+    first, second = frame[..., :32, :32], frame[..., dy:dy + 32, dx:dx + 32]
+    # Two views of one consistent output: nothing to penalise, though the views differ pixel by pixel.
+    assert float(view_consistency_loss(first, second, (dy, dx))) == 0.0
+    assert float((first - second).abs().mean()) > 0.1
+    # A correction that moved by 0.02 in the second view (a border that moved the level): penalised by 0.02.
+    assert float(view_consistency_loss(first, second + 0.02, (dy, dx))) == pytest.approx(0.02, abs=1e-6)
+    # The wrong offset sees a difference: the loss aligns the views.
+    assert float(view_consistency_loss(first, second, (dx, dy))) > 0.05
+    with pytest.raises(ValueError, match="do not overlap"):
+        view_consistency_loss(first, second, (32, 0))

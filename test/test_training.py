@@ -174,6 +174,9 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("data", "well_prob: 0.5\n  flat_prob: 0.6", "data.flat_prob"),
     ("train", "guided_radius: 0", "train.guided_radius"),
     ("train", "guided_eps: -1.0e-4", "train.guided_eps"),
+    ("train", "view_consistency: 1.0", "train.view_shift"),  # nothing to compare without shifted views
+    ("train", "view_shift: 4\n  batch_size: 3", "train.batch_size"),
+    ("train", "view_shift: -4", "train.view_shift"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, section, bad, expected):
     path = tmp_path / "bad.yaml"
@@ -337,3 +340,15 @@ def test_a_fast_run_records_the_guided_fit_it_trained_through(tmp_path):
     assert train_main(["--config", str(cfg_path), "--out", str(tmp_path / "full"), "--no-progress"]) == 0
     _, info = load_model(tmp_path / "full" / "tiny" / "best.pt")
     assert "guided_radius" not in info["meta"] and "guided_eps" not in info["meta"]
+
+
+def test_view_consistency_reaches_the_training_step(tmp_path):
+    def consistency_term(weight: float) -> float:
+        loss, att, enh = first_training_step(tmp_path, f", view_shift: 8, view_consistency: {weight}")[1]
+        return float(loss - att - enh)
+
+    assert consistency_term(0.0) == 0.0
+    once, twice = consistency_term(1.0), consistency_term(2.0)
+    # The same views and network each time: the term adds weight x the outputs' mean difference on the overlap.
+    assert 0 < once < 0.5
+    assert twice == pytest.approx(2 * once, rel=1e-3)

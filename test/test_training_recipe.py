@@ -165,6 +165,22 @@ def test_state_round_trip_repeats_the_next_batch(photos):
         assert torch.equal(x, y)
 
 
+def test_view_pairs_show_one_frame_twice_at_an_offset(photos):
+    src = TensorPatchSource(photos, data_cfg(noise_prob=1.0, mixed_region_prob=0.5), seed=3)
+    offsets = set()
+    for _ in range(6):
+        deg, ref, em, (dy, dx) = src.view_pairs(3, 32, 8)
+        assert deg.shape == ref.shape == (6, 3, 32, 32) and em.shape[0] == 6
+        assert 0 <= dy <= 8 and 0 <= dx <= 8
+        offsets.add((dy, dx))
+        for t in (deg, ref, em):
+            first, second = t[:3], t[3:]
+            # The overlap is the same pixels (noise and region masks included): only the framing differs.
+            assert torch.equal(first[..., dy:, dx:], second[..., :32 - dy, :32 - dx])
+        assert not torch.equal(deg[:3], deg[3:]) or (dy, dx) == (0, 0)
+    assert len(offsets) > 1
+
+
 def test_validation_sets_hold_each_kind_the_config_trains_on(photos):
     sets = validation_sets(photos, data_cfg(well_prob=0.2, mild_prob=0.2), seed=1, crop=32, max_images=3)
     assert list(sets) == ["under", "over", "mixed", "mild", "well"]

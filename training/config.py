@@ -104,6 +104,11 @@ class TrainConfig:
     # this many fixed training batches (0 = off: use the running statistics training left; precise_bn.py says
     # why). best.pt and the exported file keep the measured statistics.
     precise_bn_batches: int = 0
+    # Beyond the paper: build each batch from batch_size / 2 frames seen twice, the second view shifted by up to
+    # view_shift pixels (0 = off), and add view_consistency x the mean |difference| of the two outputs where the
+    # views overlap (core/losses.py, view_consistency_loss, says why: a pan must not make the correction flicker).
+    view_shift: int = 0
+    view_consistency: float = 0.0
 
     def guided_fit(self) -> GuidedFit:
         """The guided fit of fast mode (ValueError if invalid)."""
@@ -201,6 +206,14 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'train.mse_weight' must be >= 0, got {t.mse_weight}")
     if t.precise_bn_batches < 0:
         raise ConfigError(f"'train.precise_bn_batches' must be >= 0 (0 = off), got {t.precise_bn_batches}")
+    if t.view_shift < 0 or t.view_consistency < 0:
+        raise ConfigError(f"'train.view_shift' and 'train.view_consistency' must be >= 0, got {t.view_shift} and "
+                          f"{t.view_consistency}")
+    if t.view_shift and (t.batch_size % 2 or t.view_shift >= cfg.data.crop):
+        raise ConfigError(f"'train.view_shift' needs an even 'train.batch_size' (got {t.batch_size}) and a shift "
+                          f"below 'data.crop' ({cfg.data.crop}), got {t.view_shift}")
+    if t.view_consistency and not t.view_shift:
+        raise ConfigError("'train.view_consistency' needs 'train.view_shift' > 0 (the views it compares)")
     if t.grad_clip < 0:
         raise ConfigError(f"'train.grad_clip' must be >= 0 (0 = off), got {t.grad_clip}")
     if t.val_patience < 1:

@@ -244,6 +244,20 @@ class TensorPatchSource:
         deg[camera] = out
 
     @torch.no_grad()
+    def view_pairs(self, pairs: int, crop: int, shift: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                      tuple[int, int]]:
+        """Two overlapping crop x crop views of each of `pairs` frames (made as in `batch`, at crop + shift):
+        (degraded, reference, target map), each 2 * pairs x 3 x crop x crop, the first views then the second,
+        and the offset (dy, dx) in [0, shift] of the second views (core.losses.view_consistency_loss)."""
+        deg, ref, em = self.batch(pairs, crop + shift)
+        dy, dx = (int(v) for v in self.rng.integers(0, shift + 1, 2))
+
+        def views(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t[..., :crop, :crop], t[..., dy:dy + crop, dx:dx + crop]])
+
+        return views(deg), views(ref), views(em), (dy, dx)
+
+    @torch.no_grad()
     def batch(self, batch_size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(degraded, reference, target exposure map), each B x 3 x crop x crop float32 on the device."""
         ref = torch.stack([self._crop(self.images[int(self.rng.integers(len(self.images)))], crop)

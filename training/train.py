@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, fast_forward, run_network  # noqa: E402
-from illexp_ros.core.losses import attention_loss, enhancement_loss  # noqa: E402
+from illexp_ros.core.losses import attention_loss, enhancement_loss, view_consistency_loss  # noqa: E402
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.core.networks import build_model, parameter_count  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
@@ -202,7 +202,11 @@ def training_step(model, opt, source, cfg: RunConfig, fast: int | None, amp: boo
     """One optimisation step on a fresh batch; returns (loss, attention loss, enhancement loss), detached."""
     mark = timer.mark if timer is not None else (lambda phase: None)
     cuda = source.device.type == "cuda"
-    deg, ref, em_t = source.batch(cfg.train.batch_size, cfg.data.crop)
+    offset = None
+    if cfg.train.view_shift:
+        deg, ref, em_t, offset = source.view_pairs(cfg.train.batch_size // 2, cfg.data.crop, cfg.train.view_shift)
+    else:
+        deg, ref, em_t = source.batch(cfg.train.batch_size, cfg.data.crop)
     deg = deg.contiguous(memory_format=torch.channels_last)
     mark("data")
     # bf16 autocast on the GPU only (8-14x slower on CPUs without bf16 units); losses in fp32.
@@ -219,6 +223,9 @@ def training_step(model, opt, source, cfg: RunConfig, fast: int | None, amp: boo
     loss_enh = enhancement_loss(out.float(), ref, l1_weight=cfg.train.l1_weight,
                                 mse_weight=cfg.train.mse_weight)
     loss = loss_att + loss_enh
+    if offset is not None and cfg.train.view_consistency:
+        first, second = out.float().chunk(2)
+        loss = loss + cfg.train.view_consistency * view_consistency_loss(first, second, offset)
     mark("loss")
     opt.zero_grad(set_to_none=True)
     loss.backward()
