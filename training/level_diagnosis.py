@@ -17,7 +17,7 @@ eval/; with --pairs confirmation the held-out photos validation leaves out, trai
   off         how many pairs come out more than LEVEL_OFF_STOPS off the reference's level: a mean over the
               pairs hides a few frames moved a long way (on 2026-11-27 the shipped mixed_fast's well-exposed
               kind scored 35.7 dB on average while 3 of its 16 frames came out more than 0.25 stops off).
-and, once, the score train.py compares (the mean over kinds of each kind's psnr capped at 40 dB; with the
+and, once, the score train.py compares (the mean over kinds of each kind's psnr capped at PSNR_CAP, 35 dB; with the
 model's stored BatchNorm statistics, so it is what a shipped file scores) and the level-blind floor: the PSNR
 of a perfect reconstruction scaled to the mean level of the references (a model that gets every detail right
 but knows nothing of the scene's own level).

@@ -113,7 +113,8 @@ def generated_section(report: dict, models_dir: Path, count: int, seed: int, bac
         "",
         "Validation: each model's own held-out draws (up to 16 of the 34 held-out photos, degraded with each "
         "kind of draw its config trains on), recorded when the file was saved; the score is the mean over "
-        "kinds of the PSNR, each capped at 40 dB. Files trained before the per-kind validation have only a "
+        "kinds of the PSNR, each capped at 40 dB for the files listed here (35 dB for runs since the night of "
+        "2026-11-27: training/train.py, PSNR_CAP). Files trained before the per-kind validation have only a "
         "score. It compares checkpoints of one model, not models with each other. Steps and time count from "
         "the last warm start. Fast mode: the internal short side a fast model was fine-tuned at and the guided "
         "fit the runtime applies to it (recorded in the file, else core/fast.py's defaults).",

@@ -13,7 +13,7 @@ The recipe: Adam with a cosine learning rate from train.lr down to lr * lr_min_r
 wall-clock budget (--minutes), whichever ends first; batches synthesised on the training device
 (training/data.py, TensorPatchSource); validation every val_every steps on fixed held-out draws of each kind
 (under, over, mixed-region, mild, well-exposed), logged per kind. The score that picks best.pt is the mean of
-the per-kind PSNRs (each capped at 40 dB). Stopping (train.stop): `val_plateau` (val_patience validations
+the per-kind PSNRs (each capped at 35 dB). Stopping (train.stop): `val_plateau` (val_patience validations
 without a better score), `paper` (the smoothed loss has not improved by min_delta for `patience` batches: the
 paper's rule) or `none`. With --export, best.pt is copied there at the end if its validation score beats the
 file already there (evaluated on the same validation pairs).
@@ -60,7 +60,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-PSNR_CAP = 40.0  # per-kind validation PSNR counts at most this much in the score (a near-identity would dominate)
+# Per-kind validation PSNR counts at most this much in the score: past it a frame's change is invisible (RMS error
+# < 4.6 / 255), and only the well-exposed kind gets there. 40 dB until the night of 2026-11-27: the score then
+# rewarded well-exposed gains between 35 and 40 dB on the 16 validation photos as much as any correcting kind's,
+# and the candidates it ranked highest were the ones that lost most on the 18 confirmation photos. Over the six
+# files scored on both (the shipped mixed_fast, two fine-tunes, two weight soups, a view-consistency run), the rank
+# correlation between the validation and the confirmation scores is -0.03 with the cap at 40 and 0.94 at 35.
+PSNR_CAP = 35.0
 
 
 def validation_score(psnr_by_kind: dict[str, float]) -> float:
