@@ -95,7 +95,6 @@ def enhancement_loss(output: torch.Tensor, reference: torch.Tensor,
     return loss
 
 
-
 VIEW_BLOCKS = 4  # the overlap is compared as VIEW_BLOCKS x VIEW_BLOCKS block means: the correction's level, not detail
 VIEW_FLOOR = 1e-3  # added to a block mean before its log (a black block)
 
