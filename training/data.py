@@ -385,10 +385,20 @@ def config_validation_sets(data_cfg, held: list[Path]) -> dict[str, list[tuple[s
 CONFIRMATION_SEED_OFFSET = 96297  # the shipped configs' val_seed 1234 -> seed 97531
 
 
+def validation_photos(data_cfg, held: list[Path]) -> list[Path]:
+    """The held-out photos validation uses: the first data.max_val_images (all when 0)."""
+    return held[:data_cfg.max_val_images] if data_cfg.max_val_images else held
+
+
+def confirmation_photos(data_cfg, held: list[Path]) -> list[Path]:
+    """The held-out photos validation leaves out (none when it uses them all)."""
+    return held[len(validation_photos(data_cfg, held)):]
+
+
 def config_confirmation_sets(data_cfg, held: list[Path]) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
     """Pairs like config_validation_sets' (same kinds, crop and draw ranges) from the held-out photos that
     validation does not use, with a seed of their own. ValueError when validation uses them all."""
-    rest = held[data_cfg.max_val_images:] if data_cfg.max_val_images else []
+    rest = confirmation_photos(data_cfg, held)
     if not rest:
         raise ValueError(f"no confirmation pairs: validation uses all {len(held)} held-out photos "
                          f"(data.max_val_images {data_cfg.max_val_images})")

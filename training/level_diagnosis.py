@@ -56,9 +56,14 @@ def best_gain(output: np.ndarray, reference: np.ndarray) -> float:
     return float((o * r).sum() / denom) if denom > 0 else 1.0
 
 
+def stops_between(output_level, reference_level):
+    """log2(output level / reference level) of mean brightnesses (floats or arrays; a black mean counts as 1e-6)."""
+    return np.log2(np.maximum(output_level, 1e-6) / np.maximum(reference_level, 1e-6))
+
+
 def level_error_stops(output: np.ndarray, reference: np.ndarray) -> float:
     """log2 of the ratio of mean brightness, output over reference (0 = the right level)."""
-    return float(np.log2(max(float(output.mean()), 1e-6) / max(float(reference.mean()), 1e-6)))
+    return float(stops_between(float(output.mean()), float(reference.mean())))
 
 
 def level_blind_floor(references: list[np.ndarray]) -> float:

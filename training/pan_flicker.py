@@ -36,9 +36,8 @@ from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, run_network  # noqa: E4
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
-from training.data import config_photos, read_reference  # noqa: E402
-
-MIN_MEAN = 1e-4  # floor of a mean brightness before its log (an all-black crop)
+from training.data import config_photos, confirmation_photos, read_reference, validation_photos  # noqa: E402
+from training.level_diagnosis import stops_between  # noqa: E402
 
 
 def pan_crops(image: np.ndarray, frames: int, step: int, crop: int) -> np.ndarray:
@@ -62,7 +61,7 @@ def pan_levels(model: torch.nn.Module, frames: np.ndarray, fast_short_side: int 
 
 def flicker(output_levels: np.ndarray, reference_levels: np.ndarray) -> tuple[float, float]:
     """(mean |frame-to-frame change| of the level error in stops, the output's mean drift / the reference's)."""
-    error = np.log2(np.maximum(output_levels, MIN_MEAN) / np.maximum(reference_levels, MIN_MEAN))
+    error = stops_between(output_levels, reference_levels)
     ref_drift = float(np.abs(np.diff(reference_levels)).mean())
     ratio = float(np.abs(np.diff(output_levels)).mean()) / ref_drift if ref_drift > 0 else float("nan")
     return float(np.abs(np.diff(error)).mean()), ratio
@@ -108,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         model.eval()
         fast = None if args.full else (args.fast or info["fast_short_side"] or None)
         _, held = config_photos(cfg.data)
-        n_val = cfg.data.max_val_images or len(held)
-        photos = held[:n_val] if args.photos == "validation" else held[n_val:]
+        photos = (validation_photos if args.photos == "validation" else confirmation_photos)(cfg.data, held)
         if not photos:
             raise ValueError(f"no {args.photos} photos among the {len(held)} held-out ones")
         result = measure(model, photos, stops, args.frames, args.step, args.crop, fast, info["guided_fit"])

@@ -31,7 +31,7 @@ from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
-from training.precise_bn import recalibrate  # noqa: E402
+from training.precise_bn import batchnorm_names, recalibrate  # noqa: E402
 from training.train import validate  # noqa: E402
 
 
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         cfg = load_config(args.config)
         model, info = load_model(args.model, allow_nonfinite=True)
-        names = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)] if args.all \
-            else broken_batchnorms(model)
+        names = batchnorm_names(model) if args.all else broken_batchnorms(model)
         if not names:
             print(f"{args.model}: every BatchNorm statistic is finite; nothing to do (--all re-estimates them)")
             return 0

@@ -31,7 +31,7 @@ from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
 from training.config import ConfigError, RunConfig, load_config  # noqa: E402
 from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
-from training.precise_bn import recalibrate  # noqa: E402
+from training.precise_bn import batchnorm_names, recalibrate  # noqa: E402
 from training.train import validate  # noqa: E402
 
 
@@ -54,7 +54,7 @@ class SoupScorer:
         self.val_sets = config_validation_sets(cfg.data, held)
 
     def __call__(self, model: nn.Module, fit) -> dict[str, float]:
-        names = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+        names = batchnorm_names(model)
         source = TensorPatchSource(self.train_files, self.cfg.data, self.seed, "cpu")  # the same batches each time
         fast = self.cfg.train.fast_short_side
         recalibrate(model, names, source, self.batches, self.batch_size, self.cfg.data.crop, fast)
