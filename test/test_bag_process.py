@@ -235,3 +235,39 @@ def test_bag_processing_does_not_import_rclpy() -> None:
             "print('rclpy' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_process_smooths_the_level_as_the_node_does(tmp_path: Path) -> None:
+    """Default --level-smoothing is the node's (0.9): the first frame is the network's own, later ones carry the
+    averaged gain; 0 gives every frame as the network corrects it."""
+    from illexp_ros.ros.node.parameters import PARAMETERS
+    from illexp_ros.runtime import Enhancer
+    from illexp_ros.runtime.level_smoothing import LevelSmoother
+
+    assert bag_tool.DEFAULT_LEVEL_SMOOTHING == PARAMETERS["level_smoothing"].default
+    src = tmp_path / "in"
+    write_sample_bag(src, frames=60, size=SIZE, with_reference=False)  # slow enough for the smoothing to act
+    outputs = {}
+    for weight in ("0", None):
+        out = tmp_path / f"out{weight}"
+        extra = ["--level-smoothing", weight] if weight else []
+        assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "torch_cpu", "--fast",
+                       *extra) == 0
+        _, msgs = read_bag(out)
+        outputs[weight] = [(ts, deserialize(d, IMAGE_TYPE).data.reshape(*SIZE, 3)) for t, ts, d in msgs
+                           if t == CORRECTED]
+    _, msgs = read_bag(src)
+    frames = [(ts, deserialize(d, IMAGE_TYPE)) for t, ts, d in msgs if t == IMAGE_TOPIC]
+    enhancer = Enhancer.from_model(backend="torch_cpu", mode="mixed", fast=True, logger=lambda line: None)
+    smoother = LevelSmoother(0.9)
+    changed = 0
+    for (ts, msg), (_, raw), (_, steady) in zip(frames, outputs["0"], outputs[None], strict=True):
+        pixels = msg.data.reshape(*SIZE, 3)
+        own = enhancer.enhance(pixels, color_order="bgr" if msg.encoding == "bgr8" else "rgb")
+        np.testing.assert_array_equal(raw, own)
+        np.testing.assert_array_equal(steady, smoother.apply(pixels, own, ts * 1e-9, "mixed_fast"))
+        changed += not np.array_equal(steady, raw)
+    assert changed >= 10, changed
+    np.testing.assert_array_equal(outputs[None][0][1], outputs["0"][0][1])  # the first frame: unchanged
+    with pytest.raises(SystemExit):
+        process(str(src), str(tmp_path / "bad"), "--topic", IMAGE_TOPIC, "--level-smoothing", "1")

@@ -351,10 +351,17 @@ def test_mode_change_takes_effect_on_the_next_frame_and_bad_values_are_refused(n
         assert not refused.successful and "mode must be one of" in refused.reason
         refused = set_parameter(harness, "max_rate_hz", -5.0)
         assert not refused.successful and "max_rate_hz" in refused.reason
+        assert set_parameter(harness, "level_smoothing", 0.5).successful
+        assert harness.wait_for(lambda: harness.diags["main"] and
+                                harness.diags["main"][-1]["level_smoothing"] == "0.50", REPLY_S,
+                                "level_smoothing 0.5 in diagnostics")
+        refused = set_parameter(harness, "level_smoothing", 1.5)
+        assert not refused.successful and "level_smoothing must be in" in refused.reason
         refused = set_parameter(harness, "backend", "passthrough")
         assert not refused.successful and "read-only" in refused.reason
     finally:
         set_parameter(harness, "mode", "mixed")
+        set_parameter(harness, "level_smoothing", 0.9)
 
 
 def test_sigint_and_sigterm_exit_cleanly_within_3_s(nodes):

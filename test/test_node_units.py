@@ -24,6 +24,8 @@ from illexp_ros.ros.node.rate_limit import RateLimiter
     ("max_rate_hz", -1.0, "max_rate_hz must be in"),
     ("max_rate_hz", 1e6, "max_rate_hz must be in"),
     ("max_rate_hz", "10", "must be a number"),
+    ("level_smoothing", 1.0, "level_smoothing must be in"),
+    ("level_smoothing", -0.1, "level_smoothing must be in"),
     ("internal_short_side", -3, "internal_short_side must be in"),
     ("qos", "best_effort", "qos must be one of"),
     ("output_encoding", "bayer_rggb8", "output_encoding must be one of"),
@@ -38,7 +40,7 @@ def test_defaults_are_valid_and_runtime_set_is_the_documented_one():
     for name, spec in PARAMETERS.items():
         assert validate(name, spec.default) is None, name
         assert spec.descriptor().description
-    assert set(RUNTIME_PARAMETERS) == {"mode", "fast", "max_rate_hz", "publish_exposure_map"}
+    assert set(RUNTIME_PARAMETERS) == {"mode", "fast", "max_rate_hz", "publish_exposure_map", "level_smoothing"}
     assert validate("max_rate_hz", 10) is None  # an integer from `ros2 param set` is fine
 
 
@@ -207,6 +209,11 @@ def test_runtime_parameter_changes_apply_and_invalid_ones_are_refused(node):
     assert node.enhancer.mode == "auto"
     assert node.set_parameters([Parameter("publish_exposure_map", value=True)])[0].successful
     assert node._publish_map is True
+    assert node._level.weight == 0.9  # the documented default
+    assert node.set_parameters([Parameter("level_smoothing", value=0)])[0].successful  # an integer is fine
+    assert node._level.weight == 0.0
+    refused = node.set_parameters([Parameter("level_smoothing", value=1.0)])[0]
+    assert not refused.successful and "level_smoothing must be in" in refused.reason and node._level.weight == 0.0
     refused = node.set_parameters([Parameter("backend", value="torch_cpu")])[0]
     assert not refused.successful and "read-only" in refused.reason
 

@@ -3,16 +3,23 @@
 
     python training/pan_flicker.py --config training/configs/mixed_fast.yaml models/mixed_fast.pt
                                    [--photos validation|confirmation] [--stops=-2,0,1] [--frames 40] [--step 4]
-                                   [--crop 256] [--fast N | --full] [--threads N]
+                                   [--crop 256] [--fast N | --full] [--level-smoothing W] [--threads N]
 
 A pan simulated on the held-out training photos (never eval/): `frames` square crops of side `crop` sliding
 `step` pixels per frame across each photo, the photo exposed by each of `stops` (core.degradation.expose, a
-camera's exposure change in linear light; 0 = the photo as it is). For each frame the level error is
+camera's exposure change in linear light; 0 = the photo as it is), rounded to 8 bits as a camera gives it, and
+the output rounded to 8 bits as the node publishes it. For each frame the level error is
 log2(mean output / mean reference crop) in stops; the flicker is the mean |change of that error| from one frame
 to the next, in millistops per frame. The reference crops drift too (the view changes), so a correction that
 keeps its error steady has zero flicker however much the scene's brightness moves. Per exposure it prints the
 mean, median and largest flicker over the photos, and the median ratio of the output's mean drift to the
-reference's (1 = moves as the scene does); then the mean over everything.
+reference's (1 = moves as the scene does), and the mean PSNR of the frames against their reference crops; then
+the mean over everything.
+
+--level-smoothing W runs each pan's outputs through the node's level smoothing (runtime.level_smoothing, the
+node's `level_smoothing` parameter) at weight W, as a 30 Hz stream, and then also prints its lag: on a still
+view whose exposure steps or ramps as auto-exposure would (RAMPS), the largest level difference between the
+smoothed stream and the network's own.
 
 Why: a robot's camera pans all the time, and SLAM's photometric terms and detectors take a correction that
 breathes with the framing for a change in the scene (README, known limits). On 2026-11-27 the shipped
@@ -34,10 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from illexp_ros.core.degradation import expose  # noqa: E402
 from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, run_network  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
+from illexp_ros.runtime.level_smoothing import LevelSmoother  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.data import config_photos, confirmation_photos, read_reference, validation_photos  # noqa: E402
 from training.level_diagnosis import stops_between  # noqa: E402
+
+FPS = 30.0  # frame rate of the simulated stream (level smoothing's pause check)
 
 
 def pan_crops(image: np.ndarray, frames: int, step: int, crop: int) -> np.ndarray:
@@ -51,12 +61,23 @@ def pan_crops(image: np.ndarray, frames: int, step: int, crop: int) -> np.ndarra
 
 
 @torch.no_grad()
-def pan_levels(model: torch.nn.Module, frames: np.ndarray, fast_short_side: int | None,
-               fit: GuidedFit = DEFAULT_FIT) -> np.ndarray:
-    """Mean brightness of the model's output for each frame (N x H x W x 3 in [0, 1])."""
-    x = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+def pan_outputs(model: torch.nn.Module, frames: np.ndarray, fast_short_side: int | None,
+                fit: GuidedFit = DEFAULT_FIT) -> np.ndarray:
+    """The model's 8-bit output for each frame (N x H x W x 3 uint8 in, as a camera gives them; the same out,
+    as the node publishes them)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).float() / 255.0
     out, _ = run_network(model, x, fast_short_side, fit)
-    return out.float().mean(dim=(1, 2, 3)).numpy()
+    return (out.float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def smoothed(inputs: np.ndarray, outputs: np.ndarray, weight: float, fps: float = FPS) -> np.ndarray:
+    """The outputs of one stream after the node's level smoothing (runtime.level_smoothing) at `weight`."""
+    smoother = LevelSmoother(weight)
+    return np.stack([smoother.apply(i, o.copy(), t=n / fps) for n, (i, o) in enumerate(zip(inputs, outputs))])
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def flicker(output_levels: np.ndarray, reference_levels: np.ndarray) -> tuple[float, float]:
@@ -67,17 +88,51 @@ def flicker(output_levels: np.ndarray, reference_levels: np.ndarray) -> tuple[fl
     return float(np.abs(np.diff(error)).mean()), ratio
 
 
+def mean_psnr(outputs: np.ndarray, references: np.ndarray) -> float:
+    """Mean over frames of the PSNR (dB) of 8-bit outputs against the references in [0, 1]."""
+    mse = ((outputs.astype(np.float32) / 255.0 - references) ** 2).mean(axis=(1, 2, 3))
+    return float(np.mean(10.0 * np.log10(1.0 / np.maximum(mse, 1e-10))))
+
+
 def measure(model: torch.nn.Module, photos: list[Path], stops: list[float], frames: int, step: int, crop: int,
-            fast_short_side: int | None, fit: GuidedFit = DEFAULT_FIT) -> dict[float, np.ndarray]:
-    """Per exposure, a photos x 2 array of (flicker in stops per frame, drift ratio)."""
-    rows: dict[float, list[tuple[float, float]]] = {s: [] for s in stops}
+            fast_short_side: int | None, fit: GuidedFit = DEFAULT_FIT,
+            smoothing: float = 0.0) -> dict[float, np.ndarray]:
+    """Per exposure, a photos x 3 array of (flicker in stops per frame, drift ratio, mean PSNR in dB)."""
+    rows: dict[float, list[tuple[float, float, float]]] = {s: [] for s in stops}
     for path in photos:
         reference = pan_crops(read_reference(path, None), frames, step, crop)
         ref_levels = reference.mean(axis=(1, 2, 3))
         for s in stops:
-            degraded = np.clip(expose(reference, s), 0, 1).astype(np.float32)
-            rows[s].append(flicker(pan_levels(model, degraded, fast_short_side, fit), ref_levels))
+            degraded = to_uint8(expose(reference, s))
+            out = pan_outputs(model, degraded, fast_short_side, fit)
+            if smoothing:
+                out = smoothed(degraded, out, smoothing)
+            rows[s].append((*flicker(out.mean(axis=(1, 2, 3)) / 255.0, ref_levels), mean_psnr(out, reference)))
     return {s: np.array(v) for s, v in rows.items()}
+
+
+# Auto-exposure changes on a still view (stops per frame), for the lag of level smoothing: ~20-30 frames each.
+RAMPS = {
+    "step 1": np.r_[np.full(10, -2.0), np.full(10, -1.0)],
+    "ramp 0.1": np.r_[np.full(10, -2.0), np.linspace(-1.9, -1.0, 10), np.full(10, -1.0)],
+    "ramp 0.02": np.r_[np.full(5, -2.0), np.linspace(-1.98, -1.5, 25), np.full(5, -1.5)],
+}
+
+
+def ramp_lag(model: torch.nn.Module, photos: list[Path], crop: int, fast_short_side: int | None,
+             fit: GuidedFit, smoothing: float) -> dict[str, np.ndarray]:
+    """Per exposure change in RAMPS, per photo: the largest |level difference| in stops between the smoothed
+    stream and the network's own, on a still view whose exposure changes (0 = no lag)."""
+    lags: dict[str, list[float]] = {name: [] for name in RAMPS}
+    for path in photos:
+        view = pan_crops(read_reference(path, None), 1, 1, crop)[0]
+        for name, stops in RAMPS.items():
+            inputs = to_uint8(np.stack([expose(view, s) for s in stops]))
+            out = pan_outputs(model, inputs, fast_short_side, fit)
+            own = np.log2(out.mean(axis=(1, 2, 3)) + 1.0)
+            steady = np.log2(smoothed(inputs, out, smoothing).mean(axis=(1, 2, 3)) + 1.0)
+            lags[name].append(float(np.abs(steady - own).max()))
+    return {name: np.array(v) for name, v in lags.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,12 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--fast", type=int, default=None, help="fast mode at this internal short side")
     mode.add_argument("--full", action="store_true", help="full mode (no fast path)")
+    p.add_argument("--level-smoothing", type=float, default=0.0, metavar="W",
+                   help="the node's level smoothing at this weight (0 = off, the network's frames as they are)")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     try:
         stops = [float(s) for s in args.stops.split(",")]
         if args.frames < 2 or args.step < 1 or args.crop < 16:
             raise ValueError("--frames must be >= 2, --step >= 1 and --crop >= 16")
+        LevelSmoother(args.level_smoothing)  # ValueError for a weight outside [0, 1)
         if args.threads:
             torch.set_num_threads(args.threads)
         cfg = load_config(args.config)
@@ -110,19 +168,25 @@ def main(argv: list[str] | None = None) -> int:
         photos = (validation_photos if args.photos == "validation" else confirmation_photos)(cfg.data, held)
         if not photos:
             raise ValueError(f"no {args.photos} photos among the {len(held)} held-out ones")
-        result = measure(model, photos, stops, args.frames, args.step, args.crop, fast, info["guided_fit"])
+        result = measure(model, photos, stops, args.frames, args.step, args.crop, fast, info["guided_fit"],
+                         args.level_smoothing)
+        lags = (ramp_lag(model, photos, args.crop, fast, info["guided_fit"], args.level_smoothing)
+                if args.level_smoothing else {})
     except (ConfigError, EnhancerError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{Path(args.model).name}: pan of {args.frames} x {args.crop}-px views, {args.step} px per frame, over "
-          f"{len(photos)} {args.photos} photos of {cfg.name}, {'fast mode at ' + str(fast) if fast else 'full mode'}")
-    print(f"{'stops':>6s} {'mean':>7s} {'median':>7s} {'max':>7s} {'drift':>6s}   (flicker: millistops per frame; "
-          "drift: output's / reference's)")
+          f"{len(photos)} {args.photos} photos of {cfg.name}, {'fast mode at ' + str(fast) if fast else 'full mode'}, "
+          f"level smoothing {args.level_smoothing:g}")
+    print(f"{'stops':>6s} {'mean':>7s} {'median':>7s} {'max':>7s} {'drift':>6s} {'PSNR':>6s}   (flicker: millistops "
+          "per frame; drift: output's / reference's; PSNR: dB, mean over frames)")
     for s, v in result.items():
         print(f"{s:+6.1f} {v[:, 0].mean() * 1e3:7.1f} {np.median(v[:, 0]) * 1e3:7.1f} {v[:, 0].max() * 1e3:7.1f} "
-              f"{np.nanmedian(v[:, 1]):6.2f}")
+              f"{np.nanmedian(v[:, 1]):6.2f} {v[:, 2].mean():6.2f}")
     everything = np.concatenate([v[:, 0] for v in result.values()])
     print(f"flicker (mean over photos and exposures): {everything.mean() * 1e3:.1f} millistops per frame")
+    for name, lag in lags.items():
+        print(f"lag on an exposure {name} (stops per frame): mean {lag.mean():.3f}, max {lag.max():.3f} stops")
     return 0
 
 

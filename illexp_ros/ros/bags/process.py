@@ -6,7 +6,9 @@ same topic, type, message definition, type hash, serialization format and offere
 bag timestamp. A ROS 1 bag's messages are converted as `rosbags-convert` converts them (Kilted message types,
 CDR; the header's seq, which ROS 2 lacks, is dropped) and OUT is a ROS 2 bag (mcap unless --storage says so).
 The corrected frames go to `<topic>/corrected` (sensor_msgs/Image, header copied from the
-input message, same bag timestamp, the input topic's QoS).
+input message, same bag timestamp, the input topic's QoS), through the node's level smoothing (its
+`level_smoothing` parameter, runtime/level_smoothing.py) with the bag timestamps as the frames' times, so a
+replay gives what the node would have published.
 
 OUT is written inside a hidden work directory beside it and renamed into place only when complete, so an
 interrupted run (Ctrl-C, SIGTERM, SIGKILL, a crash) never leaves a half-written OUT. Work directories left
@@ -113,7 +115,8 @@ def atomic_output(out: Path, force: bool) -> Iterator[Path]:
 
 def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                 make_enhancer: Callable[[], FrameEnhancer], out_topic: str | None = None,
-                storage: str | None = None, force: bool = False, progress: bool = True) -> ProcessSummary:
+                storage: str | None = None, force: bool = False, progress: bool = True,
+                level_smoothing: float = 0.0) -> ProcessSummary:
     """Copy IN to OUT adding corrected frames; raises BagError on bad input (see the module docstring)."""
     in_path, out_path = Path(in_path), Path(out_path)
     out_topic = out_topic or f"{topic.rstrip('/')}/corrected"
@@ -129,6 +132,9 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
             raise BagError(f"bag {in_path} already has topic {out_topic}; choose another --out-topic")
         storage = storage or storage_of(in_path)
         n_images = sum(c.msgcount for c in image_conns)
+        from illexp_ros.runtime.level_smoothing import LevelSmoother  # the runtime, once the bag checks out
+
+        smoother = LevelSmoother(level_smoothing)
         enhancer = make_enhancer()
         start = time.perf_counter()
         frames = messages = 0
@@ -159,6 +165,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                             raise BagError(f"{topic} message at t={timestamp} ns in {in_path}: {exc}"
                                            ) from exc
                         out = enhancer.enhance(frame.pixels, color_order=frame.color_order)
+                        out = smoother.apply(frame.pixels, out, timestamp * 1e-9,
+                                             getattr(enhancer, "last_route", None))
                         image = frame_to_image(out, frame.color_order, output_encoding(msg, conn.msgtype),
                                                msg.header, alpha=frame.alpha,
                                                bigendian=bool(getattr(msg, "is_bigendian", 0)))

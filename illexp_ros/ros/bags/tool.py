@@ -21,6 +21,14 @@ from illexp_ros.ros.bags.source import BagError
 
 BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passthrough")
 MODES = ("under", "over", "mixed", "auto")
+DEFAULT_LEVEL_SMOOTHING = 0.9  # the node's default (ros/node/parameters.py; a test keeps them equal)
+
+
+def smoothing_weight(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -48,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="storage of OUT (default: that of IN; mcap for a ROS 1 bag)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--level-smoothing", type=smoothing_weight, default=DEFAULT_LEVEL_SMOOTHING, metavar="W",
+                   help="steady brightness across frames as the node's level_smoothing parameter (default "
+                        f"{DEFAULT_LEVEL_SMOOTHING}, the node's; 0 = each frame as the network corrects it)")
     _add_model_args(p)
 
     p = sub.add_parser("play", help="publish a bag's images over DDS at their recorded pace")
@@ -90,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
         summary = process_bag(args.input, args.output, args.topic, enhancer_factory(args),
                               out_topic=args.out_topic, storage=args.storage, force=args.force,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, level_smoothing=args.level_smoothing)
         print(summary.line())
     elif args.command == "play":
         from illexp_ros.ros.bags.play import play_command

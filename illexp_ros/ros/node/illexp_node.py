@@ -37,6 +37,7 @@ from illexp_ros.ros.node.parameters import MODES, PARAMETERS, RUNTIME_PARAMETERS
 from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, image_qos
 from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
+from illexp_ros.runtime.level_smoothing import LevelSmoother
 
 NODE_NAME = "illexp_node"
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -85,6 +86,7 @@ class IllExpNode(Node):
         self._output_encoding: str = p["output_encoding"]
         self._publish_map: bool = p["publish_exposure_map"]
         self._rate_limit = RateLimiter(float(p["max_rate_hz"]))
+        self._level = LevelSmoother(float(p["level_smoothing"]))  # used by the worker thread only
         self.stats = FrameStats()
         self._last_seq: dict[bytes, int] = {}
         self._last_shape: tuple | None = None
@@ -185,6 +187,8 @@ class IllExpNode(Node):
                 self._publish_map = param.value
             elif param.name == "max_rate_hz":
                 self._rate_limit.rate_hz = float(param.value)
+            elif param.name == "level_smoothing":
+                self._level.weight = float(param.value)  # one attribute: the worker reads it per frame
             self.get_logger().info(f"{param.name} set to {param.value!r}")
         with self._switch_cond:
             if (mode, fast) != self._wanted:
@@ -253,7 +257,9 @@ class IllExpNode(Node):
         snap = self.stats.snapshot()
         extra = {"backend": self.backend_name, "model": self.enhancer.model_name, "mode": self.enhancer.mode,
                  "fast": self.enhancer.fast, "last_route": getattr(self.enhancer, "last_route", ""),
-                 "input_topic": self.input_topic, "buffered_resolutions": self.enhancer.buffered_resolutions()}
+                 "input_topic": self.input_topic, "buffered_resolutions": self.enhancer.buffered_resolutions(),
+                 "level_smoothing": self._level.weight,
+                 "level_gain_change": f"{self._level.last_gain_change:.4f}"}  # ~1 +- 0.02: 2 decimals say nothing
         self.diag_pub.publish(diagnostic_array(snap, f"{self.get_fully_qualified_name()}: exposure correction",
                                                self.backend_name, self.input_topic, extra,
                                                self.get_clock().now().to_msg()))
@@ -296,6 +302,9 @@ class IllExpNode(Node):
             out, em = self.enhancer.enhance_with_map(frame.pixels, color_order=frame.color_order)
         else:
             out, em = self.enhancer.enhance(frame.pixels, color_order=frame.color_order), None
+        # Steady brightness across frames; another mode, model or auto route restarts the average.
+        out = self._level.apply(frame.pixels, out, item.received,
+                                (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route))
         self.image_pub.publish(frame_to_image(out, frame.color_order, encoding, msg.header,
                                               alpha=frame.alpha, bigendian=bigendian))
         done = time.monotonic()

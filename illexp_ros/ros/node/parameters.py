@@ -2,8 +2,8 @@
 
 Read-only parameters (model, backend, threads, preload, qos, input_transport, internal_short_side,
 output_encoding, republish_camera_info) are fixed at start-up: changing them would mean reloading the model or
-recreating topics. mode, fast, max_rate_hz and publish_exposure_map can be changed while running and are
-applied between frames (mode and fast once what they need is loaded, off the frame path).
+recreating topics. mode, fast, max_rate_hz, publish_exposure_map and level_smoothing can be changed while running
+and are applied between frames (mode and fast once what they need is loaded, off the frame path).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ INPUT_TRANSPORTS = ("raw", "compressed")
 MAX_RATE_HZ = 1000.0
 MAX_SHORT_SIDE = 4096
 MAX_THREADS = 256
+MAX_LEVEL_SMOOTHING = 0.99
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,11 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "max_rate_hz": ParameterSpec(
         0.0, "Most frames per second to correct; extra frames are dropped and counted. 0 = unlimited.",
         read_only=False, float_range=(0.0, MAX_RATE_HZ)),
+    "level_smoothing": ParameterSpec(
+        0.9, "Steady brightness: weight of the past in an exponential average of the correction's overall gain "
+        "(per frame; 0 = off, each frame as the network corrects it). Follows camera exposure changes at once; "
+        "a single frame is never changed (runtime/level_smoothing.py).",
+        read_only=False, float_range=(0.0, MAX_LEVEL_SMOOTHING)),
     "publish_exposure_map": ParameterSpec(
         False, "Also publish the attention network's exposure map (mono8) on `exposure_map`.",
         read_only=False),

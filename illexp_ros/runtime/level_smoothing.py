@@ -1,0 +1,110 @@
+"""Steadies the overall brightness of a corrected stream (beyond the paper).
+
+    smoother = LevelSmoother(weight=0.7)
+    out = smoother.apply(frame, enhancer.enhance(frame), t=time.monotonic(), segment=(mode, fast, route))
+
+Why: the networks correct each frame on its own, and the level they pick depends on what the view holds, so a
+pan makes the corrected stream breathe (training/pan_flicker.py: ~10-13 millistops of level change per frame
+on the shipped fast model, where the scene's own exposure did not change). Downstream, SLAM's photometric terms
+and feature trackers read that as the scene changing.
+
+What it does: it keeps an exponential average of the correction's overall gain, g = log2(mean output / mean
+input), and scales each output frame (a per-value look-up table, clipped) so its gain is the average's instead of
+its own. The level still follows the input at once (a darker view gives a darker output); only the network's
+frame-to-frame choice of gain is smoothed. That choice does change, rightly, when the camera's exposure changes
+(auto-exposure, a light switched on): the networks then pick a very different gain, and an average would lag
+behind it. So the average's weight falls to 0 as the input's own level moves between two frames by up to
+`cut_stops`: pans move the input's level by 0.003 stops per frame (median; 0.025 at the 99th percentile) on the
+held-out photos, an auto-exposure step or ramp by far more. It restarts (no smoothing) on the first frame,
+a change of frame size, a pause longer than `max_gap_s`, and a change of `segment` (mode, fast, auto's route:
+another network, another gain).
+
+A single image is never changed: the first frame passes as the network made it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# An input level change per frame (stops) at which the average's weight reaches 0; chosen with
+# training/pan_flicker.py on the validation photos (README, "Steady brightness").
+CUT_STOPS = 0.05
+MAX_GAP_S = 1.0
+# Output gains within this of 1 are not applied (less than half a grey level at white).
+MIN_GAIN_CHANGE = 1.0 / 1024.0
+_LEVEL_FLOOR = 1.0  # grey levels: keeps log2 of a black frame finite
+_VALUES = np.arange(256, dtype=np.float64)
+
+
+def frame_level(frame: np.ndarray) -> float:
+    """log2 of a uint8 frame's mean value (all channels), in stops; black frames give log2(1) = 0."""
+    means = cv2.mean(frame)
+    channels = frame.shape[2] if frame.ndim == 3 else 1
+    return math.log2(sum(means[:channels]) / channels + _LEVEL_FLOOR)
+
+
+@dataclass
+class _State:
+    shape: tuple[int, ...]
+    segment: object
+    t: float | None
+    input_level: float
+    gain: float  # the smoothed log2 gain
+
+
+class LevelSmoother:
+    """Exponential smoothing of the correction's overall gain across the frames of one stream."""
+
+    def __init__(self, weight: float, cut_stops: float = CUT_STOPS, max_gap_s: float = MAX_GAP_S) -> None:
+        self.weight = weight
+        if not cut_stops > 0 or not max_gap_s > 0:
+            raise ValueError(f"cut_stops and max_gap_s must be > 0, got {cut_stops!r} and {max_gap_s!r}")
+        self.cut_stops = float(cut_stops)
+        self.max_gap_s = float(max_gap_s)
+        self._state: _State | None = None
+        self.last_gain_change = 1.0  # the factor applied to the last output (diagnostics)
+
+    @property
+    def weight(self) -> float:
+        return self._weight
+
+    @weight.setter
+    def weight(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+            raise ValueError(f"level smoothing weight must be a number in [0, 1), got {value!r}")
+        self._weight = float(value)
+
+    def reset(self) -> None:
+        self._state = None
+
+    def apply(self, frame_in: np.ndarray, frame_out: np.ndarray, t: float | None = None,
+              segment: object = None) -> np.ndarray:
+        """frame_out with its overall gain over frame_in replaced by the smoothed one. Both are H x W x C uint8
+        of the same shape; frame_out is changed in place and returned. t: the frame's time in seconds (any
+        clock that does not jump; None = no pause check); segment: anything that changes when the correction
+        itself does (mode, model), which restarts the average."""
+        if frame_in.shape != frame_out.shape or frame_out.dtype != np.uint8 or frame_in.dtype != np.uint8:
+            raise ValueError(f"input and output must be uint8 frames of one shape, got {frame_in.shape} "
+                             f"{frame_in.dtype} and {frame_out.shape} {frame_out.dtype}")
+        self.last_gain_change = 1.0
+        if self._weight == 0.0:
+            self._state = None
+            return frame_out
+        input_level = frame_level(frame_in)
+        gain = frame_level(frame_out) - input_level
+        prev, weight = self._state, 0.0
+        if (prev is not None and prev.shape == frame_out.shape and prev.segment == segment
+                and (t is None or prev.t is None or 0.0 <= t - prev.t <= self.max_gap_s)):
+            weight = self._weight * max(0.0, 1.0 - abs(input_level - prev.input_level) / self.cut_stops)
+        smoothed = gain if prev is None else weight * prev.gain + (1.0 - weight) * gain
+        self._state = _State(frame_out.shape, segment, t, input_level, smoothed)
+        change = 2.0 ** (smoothed - gain)
+        if abs(change - 1.0) < MIN_GAIN_CHANGE:
+            return frame_out
+        self.last_gain_change = change
+        lut = np.clip(_VALUES * change + 0.5, 0, 255).astype(np.uint8)
+        return cv2.LUT(frame_out, lut, dst=frame_out)
