@@ -364,6 +364,36 @@ def test_mode_change_takes_effect_on_the_next_frame_and_bad_values_are_refused(n
         set_parameter(harness, "level_smoothing", 0.9)
 
 
+def test_level_smoothing_steadies_a_pan_and_leaves_the_first_frame_alone(nodes):
+    """A slow pan, under-exposed, through the node twice: level_smoothing 0 (each frame as the network corrects
+    it) and 0.9 (the default). The frame-to-frame change of the correction's gain must shrink."""
+    harness, _ = nodes
+    wide = cv2.resize(skdata.chelsea(), (W + 60, H), interpolation=cv2.INTER_AREA)
+    views = [under_exposed(np.ascontiguousarray(wide[:, 3 * i:3 * i + W])) for i in range(20)]
+
+    def level(img: np.ndarray) -> float:
+        return float(np.log2(img.mean() + 1.0))
+
+    def gains(weight: float) -> tuple[np.ndarray, np.ndarray]:
+        assert set_parameter(harness, "level_smoothing", weight).successful
+        time.sleep(1.2)  # a pause restarts the average: runs do not see each other
+        outs = []
+        for view in views:
+            stamp = time.time_ns()
+            harness.image_pub.publish(image_msg(view, "rgb8", stamp))
+            outs.append(pixels_of(harness.frame_with_stamp("main", stamp)).copy())
+        return np.array([level(o) - level(v) for o, v in zip(outs, views, strict=True)]), outs[0]
+
+    try:
+        own, first_own = gains(0.0)
+        steady, first_steady = gains(0.9)
+    finally:
+        set_parameter(harness, "level_smoothing", 0.9)
+    own_flicker, steady_flicker = np.abs(np.diff(own)).mean(), np.abs(np.diff(steady)).mean()
+    assert steady_flicker < 0.7 * own_flicker, (own_flicker, steady_flicker)
+    assert np.abs(first_steady.astype(int) - first_own.astype(int)).max() <= 1  # to float rounding
+
+
 def test_sigint_and_sigterm_exit_cleanly_within_3_s(nodes):
     harness, procs = nodes
     for key, sig in (("main", signal.SIGINT), ("comp", signal.SIGTERM)):

@@ -130,7 +130,7 @@ class IllExpNode(Node):
         self.get_logger().info(
             f"correcting {self.input_topic} -> {self.resolve_topic_name('corrected/image')} "
             f"(backend {self.backend_name}, model {self.model_name}, mode {p['mode']}, fast {p['fast']}, "
-            f"qos {p['qos']})")
+            f"qos {p['qos']}, level smoothing {p['level_smoothing']})")
 
     # --- executor thread -------------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage, info: dict) -> None:
