@@ -78,9 +78,6 @@ class LevelSmoother:
             raise ValueError(f"level smoothing weight must be a number in [0, 1), got {value!r}")
         self._weight = float(value)
 
-    def reset(self) -> None:
-        self._state = None
-
     def apply(self, frame_in: np.ndarray, frame_out: np.ndarray, t: float | None = None,
               segment: object = None) -> np.ndarray:
         """frame_out with its overall gain over frame_in replaced by the smoothed one. Both are H x W x C uint8
