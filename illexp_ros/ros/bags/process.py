@@ -7,8 +7,8 @@ bag timestamp. A ROS 1 bag's messages are converted as `rosbags-convert` convert
 CDR; the header's seq, which ROS 2 lacks, is dropped) and OUT is a ROS 2 bag (mcap unless --storage says so).
 The corrected frames go to `<topic>/corrected` (sensor_msgs/Image, header copied from the
 input message, same bag timestamp, the input topic's QoS), through the node's level smoothing (its
-`level_smoothing` parameter, runtime/level_smoothing.py) with the bag timestamps as the frames' times, so a
-replay gives what the node would have published.
+`level_smoothing` parameter, runtime/level_smoothing.py) with the bag timestamps as the frames' times, so with
+the node's mode and fast setting it gives what the node would have published.
 
 OUT is written inside a hidden work directory beside it and renamed into place only when complete, so an
 interrupted run (Ctrl-C, SIGTERM, SIGKILL, a crash) never leaves a half-written OUT. Work directories left
