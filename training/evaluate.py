@@ -17,8 +17,9 @@ repository's config/illexp.yaml). That file is read at run time (section `/**/il
 ros__parameters:`, or any key that matches a node named illexp_node in the root namespace, ROS wildcards
 `/**` and `*` included; several matching sections merge in file order); its `model`, `mode`, `fast` and
 `internal_short_side` build the Enhancer exactly as illexp_ros/ros/node/illexp_node.py does, a key it lacks takes the
-node's default (illexp_ros/ros/node/parameters.py), other keys are not used. `model: default` and shipped names
-are looked up in --models (default needs the file(s) of its mode there: under.pt / over.pt / mixed.pt, all
+node's default (illexp_ros/ros/node/parameters.py), other keys are not used (`level_smoothing` acts across the
+frames of a stream and leaves a stream's first frame, i.e. any single image, unchanged). `model: default` and
+shipped names are looked up in --models (default needs the file(s) of its mode there: under.pt / over.pt / mixed.pt, all
 three for auto; in fast mode a <name>_fast.pt next to one replaces it, as in the node); a path is taken
 relative to the working directory. The file's `backend` is not used: every model method runs through
 illexp_ros.runtime.Enhancer on --backend (default torch_cpu, so numbers do not depend on the GPU kernels
