@@ -271,3 +271,15 @@ def test_process_smooths_the_level_as_the_node_does(tmp_path: Path) -> None:
     np.testing.assert_array_equal(outputs[None][0][1], outputs["0"][0][1])  # the first frame: unchanged
     with pytest.raises(SystemExit):
         process(str(src), str(tmp_path / "bad"), "--topic", IMAGE_TOPIC, "--level-smoothing", "1")
+
+
+def test_model_defaults_are_the_nodes() -> None:
+    """process / sheet correct as the node does unless told otherwise: fast mode, mode mixed, smoothing 0.9."""
+    from illexp_ros.ros.node.parameters import PARAMETERS
+
+    for command in (["process", "IN", "OUT"], ["sheet", "IN", "--out", "s.png"]):
+        args = bag_tool.build_parser().parse_args([*command, "--topic", "/t"])
+        assert (args.fast, args.mode) == (PARAMETERS["fast"].default, PARAMETERS["mode"].default)
+        assert bag_tool.build_parser().parse_args([*command, "--topic", "/t", "--no-fast"]).fast is False
+    args = bag_tool.build_parser().parse_args(["process", "IN", "OUT", "--topic", "/t"])
+    assert args.level_smoothing == PARAMETERS["level_smoothing"].default
