@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from illexp_ros.core.degradation import expose  # noqa: E402
 from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, run_network  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
-from illexp_ros.runtime.level_smoothing import LevelSmoother  # noqa: E402
+from illexp_ros.runtime.level_smoothing import LevelSmoother, frame_level  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.data import config_photos, confirmation_photos, read_reference, validation_photos  # noqa: E402
@@ -129,8 +129,8 @@ def ramp_lag(model: torch.nn.Module, photos: list[Path], crop: int, fast_short_s
         for name, stops in RAMPS.items():
             inputs = to_uint8(np.stack([expose(view, s) for s in stops]))
             out = pan_outputs(model, inputs, fast_short_side, fit)
-            own = np.log2(out.mean(axis=(1, 2, 3)) + 1.0)
-            steady = np.log2(smoothed(inputs, out, smoothing).mean(axis=(1, 2, 3)) + 1.0)
+            own = np.array([frame_level(o) for o in out])
+            steady = np.array([frame_level(o) for o in smoothed(inputs, out, smoothing)])
             lags[name].append(float(np.abs(steady - own).max()))
     return {name: np.array(v) for name, v in lags.items()}
 
