@@ -8,16 +8,16 @@ pan makes the corrected stream breathe (training/pan_flicker.py: ~10-13 millisto
 on the shipped fast model, where the scene's own exposure did not change). Downstream, SLAM's photometric terms
 and feature trackers read that as the scene changing.
 
-What it does: it keeps an exponential average of the correction's overall gain, g = log2(mean output / mean
-input), and scales each output frame (a per-value look-up table, clipped) so its gain is the average's instead of
-its own. The level still follows the input at once (a darker view gives a darker output); only the network's
-frame-to-frame choice of gain is smoothed. That choice does change, rightly, when the camera's exposure changes
-(auto-exposure, a light switched on): the networks then pick a very different gain, and an average would lag
-behind it. So the average's weight falls to 0 as the input's own level moves between two frames by up to
+What it does: it keeps an exponential average of the correction's overall gain, g = log2(mean output / mean input),
+and scales each output frame (every value times one factor, rounded and clipped) so its gain is the average's
+instead of its own. The level still follows the input at once (a darker view gives a darker output); only the
+network's frame-to-frame choice of gain is smoothed. That choice does change, rightly, when the camera's exposure
+changes (auto-exposure, a light switched on): the networks then pick a very different gain, and an average would
+lag behind it. So the average's weight falls to 0 as the input's own level moves between two frames by up to
 `cut_stops`: pans move the input's level by 0.003 stops per frame (median; 0.025 at the 99th percentile) on the
-held-out photos, an auto-exposure step or ramp by far more. It restarts (no smoothing) on the first frame,
-a change of frame size, a pause longer than `max_gap_s`, and a change of `segment` (mode, fast, auto's route:
-another network, another gain).
+held-out photos, an auto-exposure step or ramp by far more. It restarts (no smoothing) on the first frame, a change
+of frame size, a pause longer than `max_gap_s`, and a change of `segment` (mode, fast, auto's route: another
+network, another gain).
 
 A single image is never changed: the first frame passes as the network made it.
 """
@@ -37,7 +37,6 @@ MAX_GAP_S = 1.0
 # Output gains within this of 1 are not applied (less than half a grey level at white).
 MIN_GAIN_CHANGE = 1.0 / 1024.0
 _LEVEL_FLOOR = 1.0  # grey levels: keeps log2 of a black frame finite
-_VALUES = np.arange(256, dtype=np.float64)
 
 
 def frame_level(frame: np.ndarray) -> float:
@@ -103,5 +102,5 @@ class LevelSmoother:
         if abs(change - 1.0) < MIN_GAIN_CHANGE:
             return frame_out
         self.last_gain_change = change
-        lut = np.clip(_VALUES * change + 0.5, 0, 255).astype(np.uint8)
-        return cv2.LUT(frame_out, lut, dst=frame_out)
+        # value * change, rounded and clipped to 0..255 (measured 1.0 ms at 1920x1080 here, a look-up table 1.6)
+        return cv2.convertScaleAbs(frame_out, dst=frame_out, alpha=change)
