@@ -2,7 +2,7 @@
 
   ros2 launch illexp_ros illexp.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
 
-Arguments left empty (model, mode, backend, fast, qos) keep the value from params_file
+Arguments left empty (model, mode, backend, fast, qos, level_smoothing) keep the value from params_file
 (config/illexp.yaml by default). FASTDDS_BUILTIN_TRANSPORTS defaults to LARGE_DATA for the node: with Fast DDS's
 default transports large frames are slow (reliable) or mostly lost (best effort); see the README, "QoS and Fast DDS".
 """
@@ -14,7 +14,19 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 # Launch argument -> node parameter of the same name, with its type; empty argument = keep the params file.
-PARAMETER_ARGUMENTS = {"model": str, "mode": str, "backend": str, "fast": bool, "qos": str}
+PARAMETER_ARGUMENTS = {"model": str, "mode": str, "backend": str, "fast": bool, "qos": str,
+                       "level_smoothing": float}
+
+
+def typed(value: str, kind: type):
+    if kind is bool:
+        return value.lower() in ("true", "1", "yes", "on")
+    if kind is float:
+        try:
+            return float(value)
+        except ValueError:
+            return value  # the node refuses it with one line that names the parameter
+    return value
 
 
 def node_overrides(context) -> dict:
@@ -22,7 +34,7 @@ def node_overrides(context) -> dict:
     for name, kind in PARAMETER_ARGUMENTS.items():
         value = LaunchConfiguration(name).perform(context).strip()
         if value:
-            overrides[name] = value.lower() in ("true", "1", "yes", "on") if kind is bool else value
+            overrides[name] = typed(value, kind)
     return overrides
 
 
@@ -58,6 +70,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="auto | tensorrt | torch_cuda | onnxruntime | torch_cpu | passthrough"),
         DeclareLaunchArgument("fast", default_value="", description="true | false"),
         DeclareLaunchArgument("qos", default_value="", description="reliable | sensor_data"),
+        DeclareLaunchArgument("level_smoothing", default_value="",
+                              description="0.0 (off) .. 0.99: steady brightness across frames"),
         SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS",
                                EnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", default_value="LARGE_DATA")),
         OpaqueFunction(function=launch_node),

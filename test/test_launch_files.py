@@ -142,3 +142,22 @@ def test_config_documents_every_parameter_with_a_comment():
     for name in PARAMETERS:
         index = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name}:"))
         assert lines[index - 1].strip().startswith("#"), f"{name} has no comment above it"
+
+
+def test_launch_arguments_reach_the_node_with_its_parameter_types():
+    """illexp.launch.py turns each parameter argument into the type the node declares (`launch` is not installable
+    here, so its pure `typed` function is run on its own, taken from the file's syntax tree)."""
+    tree = tree_of(ROOT / "launch" / "illexp.launch.py")
+    kinds = next(a.value for a in ast.walk(tree) if isinstance(a, ast.Assign)
+                 and any(getattr(t, "id", "") == "PARAMETER_ARGUMENTS" for t in a.targets))
+    for key, kind in zip(kinds.keys, kinds.values, strict=True):
+        assert kind.id == type(PARAMETERS[key.value].default).__name__, key.value
+    function = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "typed")
+    namespace: dict = {}
+    exec(compile(ast.Module(body=[function], type_ignores=[]), "illexp.launch.py", "exec"), namespace)
+    typed = namespace["typed"]
+    assert typed("0.5", float) == 0.5 and typed("0", float) == 0.0
+    assert validate("level_smoothing", typed("0.5", float)) is None
+    assert typed("lots", float) == "lots" and "must be a number" in validate("level_smoothing", "lots")
+    assert typed("True", bool) is True and typed("off", bool) is False
+    assert typed("auto", str) == "auto"
