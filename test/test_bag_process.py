@@ -245,6 +245,7 @@ def test_process_smooths_the_level_as_the_node_does(tmp_path: Path) -> None:
     from illexp_ros.runtime.level_smoothing import LevelSmoother
 
     assert bag_tool.DEFAULT_LEVEL_SMOOTHING == PARAMETERS["level_smoothing"].default
+    assert (0.0, bag_tool.MAX_LEVEL_SMOOTHING) == PARAMETERS["level_smoothing"].float_range
     src = tmp_path / "in"
     write_sample_bag(src, frames=60, size=SIZE, with_reference=False)  # slow enough for the smoothing to act
     outputs = {}

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.core.degradation import expose  # noqa: E402
 from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, run_network  # noqa: E402
+from illexp_ros.core.metrics import to_uint8  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.level_smoothing import LevelSmoother, frame_level  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
@@ -67,17 +68,13 @@ def pan_outputs(model: torch.nn.Module, frames: np.ndarray, fast_short_side: int
     as the node publishes them)."""
     x = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).float() / 255.0
     out, _ = run_network(model, x, fast_short_side, fit)
-    return (out.float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return to_uint8(out.float().permute(0, 2, 3, 1).numpy())
 
 
 def smoothed(inputs: np.ndarray, outputs: np.ndarray, weight: float, fps: float = FPS) -> np.ndarray:
     """The outputs of one stream after the node's level smoothing (runtime.level_smoothing) at `weight`."""
     smoother = LevelSmoother(weight)
     return np.stack([smoother.apply(i, o.copy(), t=n / fps) for n, (i, o) in enumerate(zip(inputs, outputs))])
-
-
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def flicker(output_levels: np.ndarray, reference_levels: np.ndarray) -> tuple[float, float]:
@@ -150,14 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--fast", type=int, default=None, help="fast mode at this internal short side")
     mode.add_argument("--full", action="store_true", help="full mode (no fast path)")
     p.add_argument("--level-smoothing", type=float, default=0.0, metavar="W",
-                   help="the node's level smoothing at this weight (0 = off, the network's frames as they are)")
+                   help="the node's level smoothing at this weight, 0..0.99 (0 = off, the network's frames as "
+                        "they are)")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     try:
         stops = [float(s) for s in args.stops.split(",")]
         if args.frames < 2 or args.step < 1 or args.crop < 16:
             raise ValueError("--frames must be >= 2, --step >= 1 and --crop >= 16")
-        LevelSmoother(args.level_smoothing)  # ValueError for a weight outside [0, 1)
+        LevelSmoother(args.level_smoothing)  # ValueError for a weight outside the node's range
         if args.threads:
             torch.set_num_threads(args.threads)
         cfg = load_config(args.config)

@@ -34,6 +34,7 @@ import numpy as np
 # training/pan_flicker.py on the validation photos (README, "Steady brightness").
 CUT_STOPS = 0.05
 MAX_GAP_S = 1.0
+MAX_WEIGHT = 0.99  # the node's parameter range too (ros/node/parameters.py)
 # Output gains within this of 1 are not applied (less than half a grey level at white).
 MIN_GAIN_CHANGE = 1.0 / 1024.0
 _LEVEL_FLOOR = 1.0  # grey levels: keeps log2 of a black frame finite
@@ -73,8 +74,8 @@ class LevelSmoother:
 
     @weight.setter
     def weight(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-            raise ValueError(f"level smoothing weight must be a number in [0, 1), got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= MAX_WEIGHT:
+            raise ValueError(f"level smoothing weight must be a number in [0, {MAX_WEIGHT}], got {value!r}")
         self._weight = float(value)
 
     def apply(self, frame_in: np.ndarray, frame_out: np.ndarray, t: float | None = None,

@@ -21,13 +21,16 @@ from illexp_ros.ros.bags.source import BagError
 
 BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passthrough")
 MODES = ("under", "over", "mixed", "auto")
-DEFAULT_LEVEL_SMOOTHING = 0.9  # the node's default (ros/node/parameters.py; a test keeps them equal)
+# The node's default and range (ros/node/parameters.py, runtime/level_smoothing.py; a test keeps them equal). Not
+# imported: this module must not load the runtime (torch) before the bag has been checked.
+DEFAULT_LEVEL_SMOOTHING = 0.9
+MAX_LEVEL_SMOOTHING = 0.99
 
 
 def smoothing_weight(text: str) -> float:
     value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    if not 0.0 <= value <= MAX_LEVEL_SMOOTHING:
+        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_LEVEL_SMOOTHING}], got {text}")
     return value
 
 

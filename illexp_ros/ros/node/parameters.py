@@ -14,6 +14,7 @@ from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 
 from illexp_ros.ros.node.image_conversion import SUPPORTED_ENCODINGS
 from illexp_ros.ros.node.qos import QOS_NAMES
+from illexp_ros.runtime.level_smoothing import MAX_WEIGHT
 
 MODES = ("under", "over", "mixed", "auto")
 BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passthrough")
@@ -21,7 +22,6 @@ INPUT_TRANSPORTS = ("raw", "compressed")
 MAX_RATE_HZ = 1000.0
 MAX_SHORT_SIDE = 4096
 MAX_THREADS = 256
-MAX_LEVEL_SMOOTHING = 0.99
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
         0.9, "Steady brightness: weight of the past in an exponential average of the correction's overall gain "
         "(per frame; 0 = off, each frame as the network corrects it). Follows camera exposure changes at once; "
         "a single frame is never changed (runtime/level_smoothing.py).",
-        read_only=False, float_range=(0.0, MAX_LEVEL_SMOOTHING)),
+        read_only=False, float_range=(0.0, MAX_WEIGHT)),
     "publish_exposure_map": ParameterSpec(
         False, "Also publish the attention network's exposure map (mono8) on `exposure_map`.",
         read_only=False),
