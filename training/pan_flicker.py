@@ -68,7 +68,7 @@ def pan_outputs(model: torch.nn.Module, frames: np.ndarray, fast_short_side: int
     as the node publishes them)."""
     x = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).float() / 255.0
     out, _ = run_network(model, x, fast_short_side, fit)
-    return to_uint8(out.float().permute(0, 2, 3, 1).numpy())
+    return np.ascontiguousarray(to_uint8(out.float().permute(0, 2, 3, 1).numpy()))
 
 
 def smoothed(inputs: np.ndarray, outputs: np.ndarray, weight: float, fps: float = FPS) -> np.ndarray:
