@@ -34,12 +34,14 @@ def stamp_of(msg: Any) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
-def param_value(value: bool | float | str) -> Any:
-    """An rcl_interfaces ParameterValue of the parameter types the node has (bool, double, string)."""
+def param_value(value: bool | int | float | str) -> Any:
+    """An rcl_interfaces ParameterValue of the parameter types the node has (bool, integer, double, string)."""
     from rcl_interfaces.msg import ParameterType, ParameterValue
 
     if isinstance(value, bool):
         return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    if isinstance(value, int):
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
     if isinstance(value, float):
         return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
     return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)

@@ -6,12 +6,14 @@ import cv2
 import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
+from skimage import data as skdata
 from std_msgs.msg import Header
 
 from illexp_ros.ros.node.image_conversion import (
     SUPPORTED_ENCODINGS,
     ImageFormatError,
     compressed_to_frame,
+    frame_to_compressed,
     frame_to_image,
     image_array,
     image_to_frame,
@@ -189,3 +191,53 @@ def test_compressed_garbage_raises(payload):
     msg.data = array.array("B", payload)
     with pytest.raises(ImageFormatError, match="compressed frame"):
         compressed_to_frame(msg)
+
+
+def photo_bgr(h: int = 64, w: int = 96) -> np.ndarray:
+    """A real photograph (skimage's chelsea), BGR: JPEG error on noise would say little."""
+    return np.ascontiguousarray(cv2.resize(skdata.chelsea(), (w, h), interpolation=cv2.INTER_AREA)[..., ::-1])
+
+
+@pytest.mark.parametrize("encoding,compression,target", [
+    ("bgr8", "jpeg", "bgr8"), ("rgb8", "jpeg", "bgr8"), ("rgba8", "png", "bgr8"), ("mono8", "jpeg", "mono8"),
+    ("bgr16", "jpeg", "bgr8"), ("rgb16", "png", "bgr16"), ("mono16", "png", "mono16"),
+])
+def test_compressed_output_follows_image_transport(encoding, compression, target):
+    """format "<encoding>; <fmt> compressed <target>" (ROS 2 compressed_image_transport's), colour as bgr, grey as
+    mono, 16-bit only in png; the payload decodes to the corrected frame (png exactly, x257 for 16 bits)."""
+    bgr = photo_bgr()
+    header = Header(frame_id="cam")
+    header.stamp.sec = 7
+    msg = frame_to_compressed(bgr, "bgr", encoding, header, compression)
+    assert msg.format == f"{encoding}; {compression} compressed {target}"
+    assert msg.header.frame_id == "cam" and msg.header.stamp.sec == 7
+    decoded = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_UNCHANGED)
+    expected = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if target.startswith("mono") else bgr
+    if target.endswith("16"):
+        assert decoded.dtype == np.uint16
+        expected = expected.astype(np.uint16) * 257
+    assert decoded.shape == expected.shape
+    if compression == "png":
+        np.testing.assert_array_equal(decoded, expected)
+    else:
+        assert np.abs(decoded.astype(int) - expected.astype(int)).mean() < 3.0
+
+
+def test_compressed_output_of_rgb_pixels_is_bgr_and_quality_and_level_matter():
+    bgr = photo_bgr()
+    header = Header()
+    from_rgb = frame_to_compressed(np.ascontiguousarray(bgr[..., ::-1]), "rgb", "rgb8", header, "png")
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(from_rgb.data, np.uint8), cv2.IMREAD_COLOR), bgr)
+    sizes = {q: len(frame_to_compressed(bgr, "bgr", "bgr8", header, "jpeg", jpeg_quality=q).data) for q in (20, 95)}
+    assert sizes[20] < 0.6 * sizes[95]
+    levels = {n: len(frame_to_compressed(bgr, "bgr", "bgr8", header, "png", png_level=n).data) for n in (0, 9)}
+    assert levels[9] < levels[0]
+
+
+def test_compressed_output_of_yuv_is_named_as_its_data_and_bad_format_raises():
+    bgr = photo_bgr()
+    msg = frame_to_compressed(bgr, "bgr", "yuv422_yuy2", Header(), "jpeg")
+    assert msg.format == "bgr8; jpeg compressed bgr8"  # a subscriber would otherwise label bgr data as yuv
+    assert compressed_to_frame(msg).pixels.shape == bgr.shape
+    with pytest.raises(ValueError, match="compression must be one of"):
+        frame_to_compressed(bgr, "bgr", "bgr8", Header(), "webp")

@@ -394,6 +394,60 @@ def test_level_smoothing_steadies_a_pan_and_leaves_the_first_frame_alone(nodes):
     assert np.abs(first_steady.astype(int) - first_own.astype(int)).max() <= 1  # to float rounding
 
 
+def test_compressed_output_over_dds_is_lazy_and_follows_its_parameters(nodes):
+    """corrected/image/compressed: nothing encoded while nobody listens; once subscribed, each corrected frame
+    also arrives compressed with its header (jpeg close to the raw one, png equal), as image_transport names it."""
+    harness, _ = nodes
+    frame = under_exposed(reference_frame())
+
+    def compressed_count() -> int:
+        start = len(harness.diags["main"])
+        harness.wait_for(lambda: len(harness.diags["main"]) > start, REPLY_S, "diagnostics from main")
+        return int(harness.diags["main"][-1]["compressed_published"])
+
+    before = compressed_count()
+    send_until_answered(harness, "main", lambda s: image_msg(frame, "rgb8", s), harness.image_pub.publish)
+    assert compressed_count() == before, "a frame was encoded with no subscriber"
+
+    got: list[CompressedImage] = []
+    deep = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    sub = harness.node.create_subscription(CompressedImage, "/illexp_main_ns/corrected/image/compressed",
+                                           lambda m: harness._store(got, m), deep)
+
+    def both(stamp_ns: int) -> tuple[np.ndarray, CompressedImage]:
+        raw = harness.frame_with_stamp("main", stamp_ns)
+        comp = harness.wait_for(lambda: next((m for m in got if m.header.stamp.sec * 1_000_000_000 +
+                                              m.header.stamp.nanosec == stamp_ns), None), REPLY_S,
+                                "a compressed frame with that stamp")
+        return pixels_of(raw), comp
+
+    try:
+        for _ in range(40):  # until the node's publisher has matched the new subscriber
+            _, stamp = send_until_answered(harness, "main", lambda s: image_msg(frame, "rgb8", s),
+                                           harness.image_pub.publish)
+            if any(m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec == stamp for m in got):
+                break
+            time.sleep(0.2)
+        raw, comp = both(stamp)
+        assert comp.format == "rgb8; jpeg compressed bgr8" and comp.header.frame_id == "cam_optical"
+        decoded = cv2.imdecode(np.frombuffer(comp.data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        assert psnr(decoded, raw) > 35.0
+
+        assert set_parameter(harness, "compressed_format", "png").successful
+        stamp = time.time_ns()
+        harness.image_pub.publish(image_msg(frame, "rgb8", stamp))
+        raw, comp = both(stamp)
+        assert comp.format == "rgb8; png compressed bgr8"
+        np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(comp.data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1],
+                                      raw)
+        refused = set_parameter(harness, "jpeg_quality", 0)
+        assert not refused.successful and "jpeg_quality" in refused.reason  # rclpy: out of its range
+        assert compressed_count() > before
+    finally:
+        harness.node.destroy_subscription(sub)
+        set_parameter(harness, "compressed_format", "jpeg")
+
+
 def test_sigint_and_sigterm_exit_cleanly_within_3_s(nodes):
     harness, procs = nodes
     for key, sig in (("main", signal.SIGINT), ("comp", signal.SIGTERM)):

@@ -4,6 +4,7 @@ limit, transport-gap counting and run-time parameter changes (passthrough backen
 import array
 import time
 
+import cv2
 import numpy as np
 import pytest
 import rclpy
@@ -29,6 +30,10 @@ from illexp_ros.ros.node.rate_limit import RateLimiter
     ("internal_short_side", -3, "internal_short_side must be in"),
     ("qos", "best_effort", "qos must be one of"),
     ("output_encoding", "bayer_rggb8", "output_encoding must be one of"),
+    ("compressed_format", "webp", "compressed_format must be one of"),
+    ("jpeg_quality", 0, "jpeg_quality must be in"),
+    ("jpeg_quality", 101, "jpeg_quality must be in"),
+    ("png_level", 10, "png_level must be in"),
     ("model", " ", "model must not be empty"),
     ("nonsense", 1, "unknown parameter"),
 ])
@@ -40,7 +45,8 @@ def test_defaults_are_valid_and_runtime_set_is_the_documented_one():
     for name, spec in PARAMETERS.items():
         assert validate(name, spec.default) is None, name
         assert spec.descriptor().description
-    assert set(RUNTIME_PARAMETERS) == {"mode", "fast", "max_rate_hz", "publish_exposure_map", "level_smoothing"}
+    assert set(RUNTIME_PARAMETERS) == {"mode", "fast", "max_rate_hz", "publish_exposure_map", "level_smoothing",
+                                       "compressed_format", "jpeg_quality", "png_level"}
     assert validate("max_rate_hz", 10) is None  # an integer from `ros2 param set` is fine
 
 
@@ -189,6 +195,52 @@ def test_worker_publishes_and_rejects(node):
     while node.stats.snapshot().rejected == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert node.stats.snapshot().rejected == 1 and node._worker.is_alive()
+
+
+def test_compressed_output_only_while_subscribed_and_with_the_parameters_in_force(node, monkeypatch):
+    assert node.compressed_pub.topic_name == node.resolve_topic_name("corrected/image") + "/compressed"
+    raw, compressed = [], []
+    node.image_pub.publish = raw.append
+    node.compressed_pub.publish = compressed.append
+    subscribers = [0]
+    monkeypatch.setattr(node.compressed_pub, "get_subscription_count", lambda: subscribers[0])
+    node._process(PendingFrame(frame_msg(1), time.monotonic()))
+    assert len(raw) == 1 and compressed == [] and node.compressed_published == 0  # nobody listens: no encoding
+    subscribers[0] = 1
+    node._process(PendingFrame(frame_msg(2), time.monotonic()))
+    assert compressed[-1].format == "rgb8; jpeg compressed bgr8" and compressed[-1].header.stamp.nanosec == 2
+    assert node.set_parameters([Parameter("compressed_format", value="png"),
+                                Parameter("png_level", value=9)])[0].successful
+    node._process(PendingFrame(frame_msg(3), time.monotonic()))
+    assert compressed[-1].format == "rgb8; png compressed bgr8" and node.compressed_published == 2
+    decoded = cv2.imdecode(np.frombuffer(compressed[-1].data, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decoded[..., ::-1].reshape(-1), np.frombuffer(raw[-1].data, np.uint8))
+    assert node._compression == ("png", 95, 9)
+    refused = node.set_parameters([Parameter("jpeg_quality", value=0)])[0]
+    assert not refused.successful and node._compression == ("png", 95, 9)
+    # An encoder failure is logged; the frame stays published and counted once, the worker keeps going.
+    monkeypatch.setattr(node, "_compression", ("bmp", 95, 9))
+    node._process(PendingFrame(frame_msg(4), time.monotonic()))
+    snap = node.stats.snapshot()
+    assert len(raw) == 4 and snap.published == 4 and snap.failed == 0 and node.compressed_published == 2
+
+
+def test_publish_compressed_false_offers_no_compressed_topic():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    n = IllExpNode(context=context, parameter_overrides=[Parameter("backend", value="passthrough"),
+                                                         Parameter("publish_compressed", value=False)])
+    try:
+        assert n.compressed_pub is None
+        assert not any(name.endswith("/compressed") for name, _ in n.get_publisher_names_and_types_by_node(
+            n.get_name(), n.get_namespace()))
+        n.image_pub.publish = lambda msg: None
+        n._process(PendingFrame(frame_msg(1), time.monotonic()))
+        assert n.stats.snapshot().published == 1
+    finally:
+        n.stop()
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def wait_until(predicate, timeout: float = 30.0) -> bool:

@@ -30,6 +30,7 @@ from illexp_ros.ros.node.image_conversion import (
     ImageFormatError,
     array_to_image,
     compressed_to_frame,
+    frame_to_compressed,
     frame_to_image,
     image_to_frame,
 )
@@ -46,6 +47,7 @@ ERROR_THROTTLE_S = 5.0
 JOIN_TIMEOUT_S = 1.5
 SWITCH_INTERVAL_S = 0.0005
 MAX_TRACKED_PUBLISHERS = 32  # sequence-number state kept per publisher GID (publishers come and go)
+COMPRESSION_PARAMETERS = ("compressed_format", "jpeg_quality", "png_level")  # frame_to_compressed's order
 
 
 class StartupError(RuntimeError):
@@ -87,6 +89,9 @@ class IllExpNode(Node):
         self._publish_map: bool = p["publish_exposure_map"]
         self._rate_limit = RateLimiter(float(p["max_rate_hz"]))
         self._level = LevelSmoother(float(p["level_smoothing"]))  # used by the worker thread only
+        # One tuple, replaced whole, so the worker never sees half a change.
+        self._compression = tuple(p[name] for name in COMPRESSION_PARAMETERS)
+        self.compressed_published = 0
         self.stats = FrameStats()
         self._last_seq: dict[bytes, int] = {}
         self._last_shape: tuple | None = None
@@ -96,6 +101,12 @@ class IllExpNode(Node):
         pub_events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_subscriber)
         self.image_pub = self.create_publisher(Image, "corrected/image", qos, event_callbacks=pub_events)
         self.map_pub = self.create_publisher(Image, "exposure_map", qos)
+        # image_transport convention, as for the input: the compressed stream of base topic T is T/compressed, so
+        # it follows a remapped corrected/image.
+        self.compressed_pub = None
+        if p["publish_compressed"]:
+            self.compressed_pub = self.create_publisher(
+                CompressedImage, self.resolve_topic_name("corrected/image") + "/compressed", qos)
         if p["input_transport"] == "compressed":
             # image_transport convention: the compressed stream of base topic T is T/compressed.
             self.input_topic = self.resolve_topic_name("image") + "/compressed"
@@ -189,6 +200,10 @@ class IllExpNode(Node):
                 self._rate_limit.rate_hz = float(param.value)
             elif param.name == "level_smoothing":
                 self._level.weight = float(param.value)  # one attribute: the worker reads it per frame
+            elif param.name in COMPRESSION_PARAMETERS:
+                values = list(self._compression)
+                values[COMPRESSION_PARAMETERS.index(param.name)] = param.value
+                self._compression = tuple(values)
             self.get_logger().info(f"{param.name} set to {param.value!r}")
         with self._switch_cond:
             if (mode, fast) != self._wanted:
@@ -258,7 +273,7 @@ class IllExpNode(Node):
         extra = {"backend": self.backend_name, "model": self.enhancer.model_name, "mode": self.enhancer.mode,
                  "fast": self.enhancer.fast, "last_route": getattr(self.enhancer, "last_route", ""),
                  "input_topic": self.input_topic, "buffered_resolutions": self.enhancer.buffered_resolutions(),
-                 "level_smoothing": self._level.weight,
+                 "level_smoothing": self._level.weight, "compressed_published": self.compressed_published,
                  "level_gain_change": f"{self._level.last_gain_change:.4f}"}  # ~1 +- 0.02: 2 decimals say nothing
         self.diag_pub.publish(diagnostic_array(snap, f"{self.get_fully_qualified_name()}: exposure correction",
                                                self.backend_name, self.input_topic, extra,
@@ -319,6 +334,21 @@ class IllExpNode(Node):
         self.stats.published(None if first_of_size else done - item.received, age)
         if em is not None:
             self.map_pub.publish(array_to_image(em, "mono8", msg.header))
+        if self.compressed_pub is not None and self.compressed_pub.get_subscription_count():
+            self._publish_compressed(out, frame.color_order, encoding, msg.header)
+
+    def _publish_compressed(self, out, color_order: str, encoding: str, header) -> None:
+        """Encoded only while someone listens (image_transport does the same), after corrected/image so its
+        latency does not pay for it. The frame is already published and counted: a failure here is logged,
+        not counted as a failed frame."""
+        fmt, quality, level = self._compression
+        try:
+            self.compressed_pub.publish(frame_to_compressed(out, color_order, encoding, header, fmt, quality, level))
+        except Exception as exc:  # noqa: BLE001 - the raw output must keep flowing
+            self.get_logger().error(f"publishing {self.compressed_pub.topic_name} failed: {type(exc).__name__}: "
+                                    f"{exc}", throttle_duration_sec=ERROR_THROTTLE_S)
+            return
+        self.compressed_published += 1
 
     def stop(self) -> None:
         self._stop.set()

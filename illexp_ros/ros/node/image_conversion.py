@@ -45,6 +45,11 @@ ENCODINGS: dict[str, EncodingLayout] = {
 }
 SUPPORTED_ENCODINGS = tuple(ENCODINGS)
 
+# What `corrected/image/compressed` can carry, and image_transport's defaults for ROS 2 (OpenCV's own).
+COMPRESSED_FORMATS = ("jpeg", "png")
+DEFAULT_JPEG_QUALITY = 95
+DEFAULT_PNG_LEVEL = 3
+
 _YUV_TO_RGB = {"yuv422": cv2.COLOR_YUV2RGB_UYVY, "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2}
 _RGB_TO_YUV = {"yuv422": cv2.COLOR_RGB2YUV_UYVY, "yuv422_yuy2": cv2.COLOR_RGB2YUV_YUY2}
 
@@ -165,6 +170,38 @@ def frame_to_array(pixels: np.ndarray, color_order: str, encoding: str, alpha: n
         if bigendian:
             out = out.astype(">u2")
     return np.ascontiguousarray(out)
+
+
+def frame_to_compressed(pixels: np.ndarray, color_order: str, encoding: str, header: Header,
+                        compression: str = "jpeg", jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+                        png_level: int = DEFAULT_PNG_LEVEL) -> CompressedImage:
+    """Corrected pixels -> CompressedImage as ROS 2 image_transport's `compressed` publisher writes an Image of
+    `encoding`: grey encodings as mono, colour as bgr, 8-bit except 16-bit encodings in png (x257, as on
+    corrected/image); format "<encoding>; <jpeg|png> compressed <bgr8|mono8|bgr16|mono16>", whose first field
+    image_transport's subscriber gives the decoded image. YUV encodings are named as what the data is (bgr8):
+    that subscriber does not convert back to YUV and would label bgr data as yuv."""
+    if compression not in COMPRESSED_FORMATS:
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSED_FORMATS)} (got {compression!r})")
+    layout = layout_of(encoding)
+    grey = encoding in ("mono8", "mono16")
+    values = _grey(pixels, color_order) if grey else np.ascontiguousarray(_in_order(pixels, color_order, "bgr"))
+    bits = 16 if compression == "png" and layout.bytes_per_channel == 2 else 8
+    if bits == 16:
+        values = values.astype(np.uint16) * np.uint16(257)
+    target = f"{'mono' if grey else 'bgr'}{bits}"
+    if compression == "jpeg":
+        ok, buf = cv2.imencode(".jpg", values, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    else:
+        ok, buf = cv2.imencode(".png", values, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
+    if not ok:
+        raise ImageFormatError(f"{compression} encoding of a {values.shape} {values.dtype} frame failed")
+    msg = CompressedImage()
+    msg.header = header
+    msg.format = f"{target if encoding in _YUV_TO_RGB else encoding}; {compression} compressed {target}"
+    data = array.array("B")
+    data.frombytes(buf)  # one memcpy into the message buffer
+    msg.data = data
+    return msg
 
 
 def _grey(pixels: np.ndarray, color_order: str) -> np.ndarray:

@@ -1,9 +1,10 @@
 """The node's parameters: names, defaults, descriptors, and validation of run-time changes.
 
 Read-only parameters (model, backend, threads, preload, qos, input_transport, internal_short_side,
-output_encoding, republish_camera_info) are fixed at start-up: changing them would mean reloading the model or
-recreating topics. mode, fast, max_rate_hz, publish_exposure_map and level_smoothing can be changed while running
-and are applied between frames (mode and fast once what they need is loaded, off the frame path).
+output_encoding, publish_compressed, republish_camera_info) are fixed at start-up: changing them would mean
+reloading the model or recreating topics. mode, fast, max_rate_hz, publish_exposure_map, level_smoothing and the
+compressed output's compressed_format, jpeg_quality and png_level can be changed while running and are applied
+between frames (mode and fast once what they need is loaded, off the frame path).
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from dataclasses import dataclass
 
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 
-from illexp_ros.ros.node.image_conversion import SUPPORTED_ENCODINGS
+from illexp_ros.ros.node.image_conversion import (
+    COMPRESSED_FORMATS,
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_PNG_LEVEL,
+    SUPPORTED_ENCODINGS,
+)
 from illexp_ros.ros.node.qos import QOS_NAMES
 from illexp_ros.runtime.level_smoothing import MAX_WEIGHT
 
@@ -91,6 +97,19 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "output_encoding": ParameterSpec(
         "", "Encoding of corrected/image; '' = the input's encoding (bgr8 for compressed input).",
         read_only=True, choices=("", *SUPPORTED_ENCODINGS)),
+    "publish_compressed": ParameterSpec(
+        True, "Also offer the corrected frames as sensor_msgs/CompressedImage on `corrected/image/compressed` "
+        "(the image_transport name); frames are encoded only while that topic has subscribers.",
+        read_only=True),
+    "compressed_format": ParameterSpec(
+        "jpeg", "Format of corrected/image/compressed: jpeg or png.", read_only=False,
+        choices=COMPRESSED_FORMATS),
+    "jpeg_quality": ParameterSpec(
+        DEFAULT_JPEG_QUALITY, "JPEG quality of corrected/image/compressed, 1..100 (image_transport's default).",
+        read_only=False, int_range=(1, 100)),
+    "png_level": ParameterSpec(
+        DEFAULT_PNG_LEVEL, "PNG compression level of corrected/image/compressed, 0..9 (image_transport's "
+        "default); higher = smaller and slower.", read_only=False, int_range=(0, 9)),
     "republish_camera_info": ParameterSpec(
         True, "Republish `camera_info` unchanged on corrected/camera_info, so rectification downstream of "
         "the corrected image keeps working.", read_only=True),
