@@ -73,6 +73,24 @@ def test_tiny_training_loss_falls(tmp_path):
         assert (tmp_path / "runs" / "tiny" / name).is_file(), name
 
 
+def test_a_warm_start_logs_its_starting_score_first_and_keeps_it_unless_beaten(tmp_path):
+    from illexp_ros.runtime.model_io import load_model
+
+    first = train(load_config(tiny_config(tmp_path / "a", max_steps=10)), "cpu", tmp_path / "a" / "runs", seed=0,
+                  resume=False, export=None, progress=False)
+    start = Path(first["run_dir"]) / "best.pt"
+    start_score = load_model(start)[1]["meta"]["val_psnr"]
+    cfg = load_config(tiny_config(tmp_path / "b", max_steps=10, extra_train=f", init_from: '{start}', stop: none"))
+    cfg.train.lr = 1.0  # wrecks the net: no step can beat where it started
+    summary = train(cfg, "cpu", tmp_path / "b" / "runs", seed=0, resume=False, export=None, progress=False)
+    rows = read_log(tmp_path / "b" / "runs" / "tiny")
+    assert rows[0]["step"] == "0" and rows[0]["loss_att"] == ""
+    assert float(rows[0]["val_psnr"]) == pytest.approx(start_score, abs=2e-3)  # the same pairs, the same weights
+    assert [int(r["step"]) for r in rows[1:]] == list(range(1, 11))
+    best = load_model(tmp_path / "b" / "runs" / "tiny" / "best.pt")[1]["meta"]
+    assert best["step"] == 0 and summary["best_val_psnr"] == pytest.approx(start_score, abs=2e-3)
+
+
 def test_resume_continues_from_checkpoint_step(tmp_path):
     cfg = load_config(tiny_config(tmp_path, max_steps=30))
     out_a, out_b = tmp_path / "a", tmp_path / "b"
@@ -177,6 +195,8 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("train", "view_consistency: 1.0", "train.view_shift"),  # nothing to compare without shifted views
     ("train", "view_shift: 4\n  batch_size: 3", "train.batch_size"),
     ("train", "view_shift: -4", "train.view_shift"),
+    ("train", "warmup_steps: -1", "train.warmup_steps"),
+    ("train", "warmup_steps: 2.5", "train.warmup_steps"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, section, bad, expected):
     path = tmp_path / "bad.yaml"

@@ -218,6 +218,17 @@ def test_cosine_schedule_spans_steps_or_the_time_budget():
     assert learning_rate(cfg, 999, 600.0) == 1e-3
 
 
+def test_warmup_ramps_the_first_steps_then_leaves_the_schedule_alone():
+    cfg = RunConfig(name="x", train=TrainConfig(lr=1e-3, max_steps=1000, lr_min_ratio=0.02, warmup_steps=100))
+    plain = RunConfig(name="x", train=TrainConfig(lr=1e-3, max_steps=1000, lr_min_ratio=0.02))
+    assert learning_rate(cfg, 0, 0.0) == pytest.approx(1e-5)  # the first step: 1/100 of the rate
+    assert learning_rate(cfg, 49, 0.0) == pytest.approx(0.5 * learning_rate(plain, 49, 0.0))
+    for step in (99, 100, 500, 1000):
+        assert learning_rate(cfg, step, 0.0) == pytest.approx(learning_rate(plain, step, 0.0))
+    cfg.train.schedule = "constant"
+    assert learning_rate(cfg, 9, 0.0) == pytest.approx(1e-4)
+
+
 def test_gpu_run_dry_run_brings_back_weights_logs_and_bench(tmp_path):
     """training/gpu_run.sh --dry-run: the prepared GPU run, end to end, on this CPU with a tiny model."""
     out = tmp_path / "out"

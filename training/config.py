@@ -88,6 +88,10 @@ class TrainConfig:
     minutes: float = 0.0  # wall-clock budget of the run (0 = none, max_steps only); the LR schedule spans it
     schedule: str = "cosine"  # cosine (lr -> lr * lr_min_ratio over max_steps or the budget) | constant
     lr_min_ratio: float = 0.02
+    # Beyond the paper: a linear ramp from 0 over the first warmup_steps steps (0 = none). A warm start gets a
+    # fresh Adam state whose first steps move every weight by about lr whatever its gradient; the ramp lets
+    # Adam's moment estimates settle first (README, "Train").
+    warmup_steps: int = 0
     stop: str = "val_plateau"  # val_plateau | paper (smoothed-loss patience) | none
     val_patience: int = 10  # val_plateau: validations without a better score before stopping
     # Beyond the paper: an exponential moving average of the weights and BatchNorm statistics (decay per step;
@@ -197,6 +201,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'train.schedule' must be cosine or constant, got {t.schedule!r}")
     if t.stop not in ("val_plateau", "paper", "none"):
         raise ConfigError(f"'train.stop' must be val_plateau, paper or none, got {t.stop!r}")
+    if isinstance(t.warmup_steps, bool) or not isinstance(t.warmup_steps, int) or t.warmup_steps < 0:
+        raise ConfigError(f"'train.warmup_steps' must be an integer >= 0, got {t.warmup_steps!r}")
     if t.minutes < 0 or not 0 < t.lr_min_ratio <= 1:
         raise ConfigError("'train.minutes' must be >= 0 and 'train.lr_min_ratio' in (0, 1]")
     if not 0 <= t.weight_average < 1:

@@ -10,10 +10,11 @@ Writes to OUT/NAME/: checkpoint.pt (model + optimizer + data-generator state, wh
 best.pt (weights only, in the shipped model format, best validation score so far), log.csv and curves.png.
 
 The recipe: Adam with a cosine learning rate from train.lr down to lr * lr_min_ratio over max_steps or the
-wall-clock budget (--minutes), whichever ends first; batches synthesised on the training device
-(training/data.py, TensorPatchSource); validation every val_every steps on fixed held-out draws of each kind
-(under, over, mixed-region, mild, well-exposed), logged per kind. The score that picks best.pt is the mean of
-the per-kind PSNRs (each capped at 35 dB). Stopping (train.stop): `val_plateau` (val_patience validations
+wall-clock budget (--minutes), whichever ends first (after a linear ramp over train.warmup_steps, 0 = none);
+batches synthesised on the training device (training/data.py, TensorPatchSource); validation every val_every
+steps on fixed held-out draws of each kind (under, over, mixed-region, mild, well-exposed), logged per kind; a
+warm start (--init-from) validates its starting weights first, logged as step 0. The score that picks best.pt
+is the mean of the per-kind PSNRs (each capped at 35 dB). Stopping (train.stop): `val_plateau` (val_patience validations
 without a better score), `paper` (the smoothed loss has not improved by min_delta for `patience` batches: the
 paper's rule) or `none`. With --export, best.pt is copied there at the end if its validation score beats the
 file already there (evaluated on the same validation pairs).
@@ -139,16 +140,18 @@ def _raise_interrupt(signum, frame) -> None:
 def learning_rate(cfg: RunConfig, step: int, elapsed: float) -> float:
     """Cosine from lr to lr * lr_min_ratio over train.max_steps or the time budget, whichever ends first. The
     schedule follows the config's max_steps, not a --max-steps cap, so a run cut short and resumed (or
-    continued with a larger cap) stays on the same curve."""
+    continued with a larger cap) stays on the same curve. With train.warmup_steps W, the step taken after `step`
+    steps gets (step + 1) / W of that while step < W."""
     t = cfg.train
+    ramp = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else 1.0
     if t.schedule == "constant":
-        return t.lr
+        return t.lr * ramp
     progress = step / t.max_steps
     if t.minutes > 0:
         progress = max(progress, elapsed / (60.0 * t.minutes))
     progress = min(progress, 1.0)
     low = t.lr * t.lr_min_ratio
-    return low + 0.5 * (t.lr - low) * (1.0 + math.cos(math.pi * progress))
+    return ramp * (low + 0.5 * (t.lr - low) * (1.0 + math.cos(math.pi * progress)))
 
 
 LOG_HEADER = ["step", "loss_att", "loss_enh", "loss_ema", "lr", "val_psnr", *(f"val_{k}" for k in VAL_KINDS),
@@ -341,13 +344,18 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                              "train_seconds": round(time.time() - t0, 1)})
         else:
             val_since_best += 1
-        bar.set_postfix(loss=f"{ema:.4f}", val=f"{last_val['score']:.2f}", best=f"{best_val:.2f}")
+        bar.set_postfix(loss="-" if ema is None else f"{ema:.4f}", val=f"{last_val['score']:.2f}",
+                        best=f"{best_val:.2f}")
         return [f"{last_val['score']:.3f}"] + [f"{last_val[k]:.3f}" if k in last_val else "" for k in VAL_KINDS]
 
     n_params = parameter_count(model)
     stop_reason = "max_steps"
-    model.train()
     bar = tqdm(total=limit, initial=step, desc=cfg.name, disable=not progress, dynamic_ncols=True)
+    if init_note is not None and step == 0:
+        # A warm start's own score first, measured as every later one: the curve then shows whether the run
+        # improves on where it began, and best.pt stays the starting weights unless a step beats them.
+        writer.writerow([0, "", "", "", "", *validate_and_keep(), f"{time.time() - t0:.1f}"])
+    model.train()
     # Ctrl-C / SIGTERM end the run like the stopping rule does: checkpoint, curves, summary and export.
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
