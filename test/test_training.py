@@ -196,6 +196,10 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("train", "view_shift: 4\n  batch_size: 3", "train.batch_size"),
     ("train", "view_shift: -4", "train.view_shift"),
     ("train", "warmup_steps: -1", "train.warmup_steps"),
+    ("data", "jpeg_prob: 1.5", "data.jpeg_prob"),
+    ("data", "jpeg_quality: [0, 90]", "data.jpeg_quality"),
+    ("data", "jpeg_quality: [90, 60]", "data.jpeg_quality"),
+    ("data", "jpeg_quality: [60.5, 90]", "data.jpeg_quality"),
     ("train", "warmup_steps: 2.5", "train.warmup_steps"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, section, bad, expected):

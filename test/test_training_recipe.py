@@ -10,6 +10,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,6 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from test_training import write_photos  # noqa: E402
 
+from illexp_ros.core.degradation import jpeg_roundtrip  # noqa: E402
 from illexp_ros.core.networks import IllExpNet  # noqa: E402
 from training.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from training.data import TensorPatchSource, config_confirmation_sets, draw_kinds, validation_sets  # noqa: E402
@@ -134,6 +136,35 @@ def test_flat_draws_keep_the_level_and_lose_contrast_and_the_target_is_the_photo
     assert all(np.array_equal(a[1], b[1]) for k in without for a, b in zip(sets[k], without[k]))
     for _, d, r in sets["flat"]:
         assert d.std() < r.std() and not np.array_equal(d, r)
+
+
+def test_jpeg_draws_code_degraded_inputs_only_and_validate_as_their_own_kind(photos):
+    plain_cfg = data_cfg(well_prob=0.5, noise_prob=0.5)
+    coded_cfg = data_cfg(well_prob=0.5, noise_prob=0.5, jpeg_prob=1.0, jpeg_quality=(30, 30))
+    plain, coded = TensorPatchSource(photos, plain_cfg, seed=2), TensorPatchSource(photos, coded_cfg, seed=2)
+    d0, r0, _ = plain.batch(16, 32)
+    d1, r1, _ = coded.batch(16, 32)
+    assert torch.equal(r0, r1)  # the same draws (the codec's draws come after all others), clean targets
+    degraded = torch.tensor([not torch.equal(d, r) for d, r in zip(d0, r0)])
+    assert bool(degraded.any()) and not bool(degraded.all())
+    assert torch.equal(d1[~degraded], d0[~degraded])  # well-exposed pairs stay the identity
+    error = (d1[degraded] - d0[degraded]).abs().mean(dim=(1, 2, 3))
+    assert bool((error > 1e-3).all()) and float(error.max()) < 0.08  # blocks and ringing, not another frame
+    assert torch.equal(d1[degraded], torch.round(d1[degraded] * 255) / 255)  # 8-bit, as a decoder gives it
+    sets = validation_sets(photos, data_cfg(camera_prob=0.5, jpeg_prob=0.2), seed=1, crop=32, max_images=3)
+    assert list(sets) == ["under", "over", "mixed", "camera", "jpeg"]
+    without = validation_sets(photos, data_cfg(camera_prob=0.5), seed=1, crop=32, max_images=3)
+    assert all(np.array_equal(a[1], b[1]) for k in without for a, b in zip(sets[k], without[k]))
+    for _, d, r in sets["jpeg"]:
+        assert d.dtype == np.float32 and np.array_equal(d, np.round(d * 255) / 255) and not np.array_equal(d, r)
+
+
+def test_jpeg_roundtrip_hands_the_codec_bgr():
+    rgb = np.random.default_rng(1).random((24, 40, 3), dtype=np.float32)
+    u8 = (rgb * 255 + 0.5).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(u8[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 50])
+    expected = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255
+    np.testing.assert_array_equal(jpeg_roundtrip(rgb, 50), expected)
 
 
 def test_mixed_region_draws_darken_one_side_and_brighten_the_other(photos):

@@ -67,6 +67,11 @@ class DataConfig:
     flat_slope: tuple[float, float] = (0.55, 0.85)
     flat_shift: tuple[float, float] = (-0.3, 0.3)
     flat_saturation: tuple[float, float] = (0.7, 1.0)
+    # JPEG (core.degradation.jpeg_roundtrip; beyond the paper): this share of the degraded pairs reaches the
+    # network as a JPEG at a quality drawn from jpeg_quality, after the noise, as a camera or a compressed image
+    # topic delivers it (the target stays clean). Validated as the kind `jpeg` (camera draws through JPEG).
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (60, 95)
     val_kinds: tuple[str, ...] | None = None  # validation draws; None = all that `kind` trains on
 
 
@@ -131,7 +136,7 @@ class RunConfig:
 _PAIR_KEYS = {"alpha", "beta_under", "gamma_under", "beta_over", "gamma_over", "mild_beta",
               "mild_gamma", "camera_logit_per_stop", "flat_slope", "flat_saturation"}
 _MODEL_KEYS = set(MODEL_CONFIG_KEYS)
-VAL_KINDS = ("under", "over", "mixed", "camera", "filmic", "lights", "mild", "well", "flat")
+VAL_KINDS = ("under", "over", "mixed", "camera", "filmic", "lights", "mild", "well", "flat", "jpeg")
 
 
 def _fill(cls, raw: dict, section: str):
@@ -148,6 +153,11 @@ def _fill(cls, raw: dict, section: str):
             if not (isinstance(value, list | tuple) and len(value) == 2 and value[0] <= value[1]):
                 raise ConfigError(f"'{section}.{key}' must be a [low, high] pair, got {value!r}")
             value = (float(value[0]), float(value[1]))
+        elif key == "jpeg_quality":
+            if not (isinstance(value, list | tuple) and len(value) == 2
+                    and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+                raise ConfigError(f"'{section}.jpeg_quality' must be a [low, high] pair of integers, got {value!r}")
+            value = (value[0], value[1])
         elif key == "val_kinds" and value is not None:
             if not (isinstance(value, list | tuple) and value and all(v in VAL_KINDS for v in value)):
                 raise ConfigError(f"'{section}.val_kinds' must be a list of {list(VAL_KINDS)}, got {value!r}")
@@ -177,9 +187,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0 < d.val_fraction < 1:
         raise ConfigError(f"'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
     for key in ("mixed_region_prob", "well_prob", "mild_prob", "noise_prob", "camera_prob", "camera_logistic_prob",
-                "light_prob", "metering", "flat_prob"):
+                "light_prob", "metering", "flat_prob", "jpeg_prob"):
         if not 0 <= getattr(d, key) <= 1:
             raise ConfigError(f"'data.{key}' must be in [0, 1], got {getattr(d, key)}")
+    if not 1 <= d.jpeg_quality[0] <= d.jpeg_quality[1] <= 100:
+        raise ConfigError(f"'data.jpeg_quality' must be [low, high] within 1..100, got {list(d.jpeg_quality)}")
     if d.well_prob + d.mild_prob + d.flat_prob > 1:
         raise ConfigError("'data.well_prob' + 'data.mild_prob' + 'data.flat_prob' must be <= 1, got "
                           f"{d.well_prob + d.mild_prob + d.flat_prob}")

@@ -23,6 +23,8 @@ from illexp_ros.core.degradation import (
     expose,
     expose_scene,
     flat_rendering,
+    jpeg_batch,
+    jpeg_roundtrip,
     light_sources,
     lit_scene,
     logit_exposure,
@@ -125,6 +127,8 @@ def draw_kinds(data_cfg) -> tuple[str, ...]:
         kinds.append("well")
     if data_cfg.flat_prob > 0:  # last, so that adding it leaves the other kinds' seeded pairs as they were
         kinds.append("flat")
+    if data_cfg.jpeg_prob > 0:  # after flat, for the same reason
+        kinds.append("jpeg")
     return tuple(data_cfg.val_kinds or kinds)
 
 
@@ -293,6 +297,11 @@ class TensorPatchSource:
                 read = torch.from_numpy(self.rng.uniform(0, 0.01, len(noisy)).astype(np.float32))
                 deg[noisy] = add_sensor_noise_batch(deg[noisy], shot.to(self.device).view(-1, 1, 1, 1),
                                                     read.to(self.device).view(-1, 1, 1, 1), self.gen)
+        if self.cfg.jpeg_prob > 0:
+            coded = [i for i, k in enumerate(kinds) if k != "well" and self.rng.random() < self.cfg.jpeg_prob]
+            if coded:
+                low, high = self.cfg.jpeg_quality
+                deg[coded] = jpeg_batch(deg[coded], [int(q) for q in self.rng.integers(low, high + 1, len(coded))])
         return deg, ref, exposure_map(deg, ref, self.cfg.kind)
 
 
@@ -334,11 +343,14 @@ def validation_sets(files: list[Path], data_cfg, seed: int, crop: int | None,
                 ref = metered_reference(ref, data_cfg)
             if kind == "well":
                 deg = ref.copy()
-            elif kind in ("camera", "filmic", "lights"):
+            elif kind in ("camera", "filmic", "lights", "jpeg"):
                 bounds = data_cfg.camera_stops_under if side == "under" else data_cfg.camera_stops_over
                 stops = float(rng.uniform(*bounds))
                 if kind == "camera":
                     deg = expose(ref, stops).astype(np.float32)
+                elif kind == "jpeg":
+                    low, high = data_cfg.jpeg_quality
+                    deg = jpeg_roundtrip(expose(ref, stops), int(rng.integers(low, high + 1)))
                 elif kind == "filmic":
                     deg = logit_exposure(ref, stops, float(rng.uniform(*data_cfg.camera_logit_per_stop)))
                 else:  # lamps in the scene (torch, as in training), then the sRGB camera

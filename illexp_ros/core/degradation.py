@@ -121,12 +121,22 @@ def expose(reference, stops):
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
-    """Encode/decode an RGB float image as JPEG in memory (compression artefacts of cheap cameras)."""
-    u8 = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    """Encode/decode an H x W x 3 RGB float image as an 8-bit JPEG in memory: the blocks and ringing of a
+    camera's or a compressed image topic's JPEG (4:2:0 chroma, OpenCV's default). The channels are handed to the
+    encoder in its BGR order, so its luma and chroma are the image's own."""
+    u8 = np.ascontiguousarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)[..., ::-1])
     ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
-    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+
+
+def jpeg_batch(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
+    """jpeg_roundtrip of each image of an N x 3 x H x W float batch at its own quality (on the CPU: OpenCV's
+    codec; ~1 ms per 256-px crop), returned on the batch's device."""
+    frames = images.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    coded = np.stack([jpeg_roundtrip(f, q) for f, q in zip(frames, qualities, strict=True)])
+    return torch.from_numpy(coded).permute(0, 3, 1, 2).to(images.device, images.dtype)
 
 
 # ------------------------------------------------------------------------------------------------------
