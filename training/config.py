@@ -93,9 +93,9 @@ class TrainConfig:
     minutes: float = 0.0  # wall-clock budget of the run (0 = none, max_steps only); the LR schedule spans it
     schedule: str = "cosine"  # cosine (lr -> lr * lr_min_ratio over max_steps or the budget) | constant
     lr_min_ratio: float = 0.02
-    # Beyond the paper: a linear ramp from 0 over the first warmup_steps steps (0 = none). A warm start gets a
-    # fresh Adam state whose first steps move every weight by about lr whatever its gradient; the ramp lets
-    # Adam's moment estimates settle first (README, "Train").
+    # Beyond the paper: a linear ramp from 0 over the first warmup_steps steps (0 = none), for warm starts, which
+    # begin with a fresh Adam state. Tried once (models/MODEL_CARD.md, "2026-11-28"): it did not remove the dip
+    # of the paper-sized over model's first validation; no shipped config sets it.
     warmup_steps: int = 0
     stop: str = "val_plateau"  # val_plateau | paper (smoothed-loss patience) | none
     val_patience: int = 10  # val_plateau: validations without a better score before stopping
