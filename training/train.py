@@ -348,13 +348,18 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                         best=f"{best_val:.2f}")
         return [f"{last_val['score']:.3f}"] + [f"{last_val[k]:.3f}" if k in last_val else "" for k in VAL_KINDS]
 
+    def validation_only_row() -> list[str]:
+        """A log row with a validation and no training step (a warm start's step 0, a run's closing one)."""
+        return [step, "", "", "" if ema is None else f"{ema:.6f}", "", *validate_and_keep(),
+                f"{time.time() - t0:.1f}"]
+
     n_params = parameter_count(model)
     stop_reason = "max_steps"
     bar = tqdm(total=limit, initial=step, desc=cfg.name, disable=not progress, dynamic_ncols=True)
     if init_note is not None and step == 0:
         # A warm start's own score first, measured as every later one: the curve then shows whether the run
         # improves on where it began, and best.pt stays the starting weights unless a step beats them.
-        writer.writerow([0, "", "", "", "", *validate_and_keep(), f"{time.time() - t0:.1f}"])
+        writer.writerow(validation_only_row())
     model.train()
     # Ctrl-C / SIGTERM end the run like the stopping rule does: checkpoint, curves, summary and export.
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -394,7 +399,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                 stop_reason = f"validation plateau ({cfg.train.val_patience} validations without a better score)"
                 break
         if step > max(last_val_step, 0):  # a run ended by its time budget: its last weights are validated too
-            writer.writerow([step, "", "", f"{ema:.6f}", "", *validate_and_keep(), f"{time.time() - t0:.1f}"])
+            writer.writerow(validation_only_row())
     except KeyboardInterrupt:
         stop_reason = "interrupted"
     finally:

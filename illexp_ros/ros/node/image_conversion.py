@@ -182,13 +182,9 @@ def frame_to_compressed(pixels: np.ndarray, color_order: str, encoding: str, hea
     that subscriber does not convert back to YUV and would label bgr data as yuv."""
     if compression not in COMPRESSED_FORMATS:
         raise ValueError(f"compression must be one of {', '.join(COMPRESSED_FORMATS)} (got {compression!r})")
-    layout = layout_of(encoding)
-    grey = encoding in ("mono8", "mono16")
-    values = _grey(pixels, color_order) if grey else np.ascontiguousarray(_in_order(pixels, color_order, "bgr"))
-    bits = 16 if compression == "png" and layout.bytes_per_channel == 2 else 8
-    if bits == 16:
-        values = values.astype(np.uint16) * np.uint16(257)
-    target = f"{'mono' if grey else 'bgr'}{bits}"
+    bits = 16 if compression == "png" and layout_of(encoding).bytes_per_channel == 2 else 8
+    target = f"{'mono' if encoding in ('mono8', 'mono16') else 'bgr'}{bits}"
+    values = frame_to_array(pixels, color_order, target)  # what corrected/image carries in that encoding
     if compression == "jpeg":
         ok, buf = cv2.imencode(".jpg", values, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
     else:
