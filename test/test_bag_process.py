@@ -108,6 +108,73 @@ def test_compressed_input_gives_bgr8_images(tmp_path: Path, tiny_model: Path) ->
         np.testing.assert_array_equal(np.asarray(msg.data).reshape(expected.shape), expected)
 
 
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+
+
+@pytest.mark.parametrize("compression", ["jpeg", "png"])
+def test_compressed_output_carries_each_corrected_frame(tmp_path: Path, tiny_model: Path, compression: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """--compressed adds <out topic>/compressed: one CompressedImage per corrected Image, same header, bag time
+    and QoS, image_transport's format string, decoding to the corrected pixels (png exactly, jpeg q95 closely)."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_sample_bag(src, frames=3, size=SIZE, with_reference=False)
+    assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "torch_cpu",
+                   "--model", str(tiny_model), "--compressed", compression) == 0
+    assert f"3 frames corrected, also as {compression}" in capsys.readouterr().out
+    conns, msgs = read_bag(out)
+    raw = {ts: deserialize(d, IMAGE_TYPE) for t, ts, d in msgs if t == CORRECTED}
+    coded = [(ts, deserialize(d, COMPRESSED_TYPE)) for t, ts, d in msgs if t == f"{CORRECTED}/compressed"]
+    assert len(raw) == 3 and sorted(ts for ts, _ in coded) == sorted(raw)
+    (conn,) = [c for c in conns if c.topic == f"{CORRECTED}/compressed"]
+    (raw_conn,) = [c for c in conns if c.topic == CORRECTED]
+    assert conn.msgtype == COMPRESSED_TYPE and conn.ext.offered_qos_profiles == raw_conn.ext.offered_qos_profiles
+    for ts, msg in coded:
+        assert msg.header == raw[ts].header
+        assert msg.format == f"rgb8; {compression} compressed bgr8"
+        decoded = cv2.imdecode(np.asarray(msg.data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]  # bgr -> rgb8
+        corrected = np.asarray(raw[ts].data).reshape(*SIZE, 3)
+        if compression == "png":
+            np.testing.assert_array_equal(decoded, corrected)
+        else:
+            assert cv2.PSNR(decoded, corrected) > 30.0
+
+
+def test_compressed_output_follows_quality_and_stays_off_by_default(tmp_path: Path, tiny_model: Path) -> None:
+    src = tmp_path / "in"
+    write_sample_bag(src, frames=2, size=(96, 128), with_reference=False)
+    sizes = {}
+    for quality in ("20", "95"):
+        out = tmp_path / f"q{quality}"
+        assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "passthrough",
+                       "--model", str(tiny_model), "--compressed", "jpeg", "--jpeg-quality", quality) == 0
+        sizes[quality] = sum(len(d) for t, _, d in read_bag(out)[1] if t.endswith("/compressed"))
+    assert sizes["20"] < sizes["95"] / 2
+    out = tmp_path / "plain"
+    assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "passthrough",
+                   "--model", str(tiny_model)) == 0
+    assert not [c for c in read_bag(out)[0] if c.msgtype == COMPRESSED_TYPE]
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--compressed", "jpeg", "--jpeg-quality", "0"], "--jpeg-quality must be in 1..100, got 0"),
+    (["--compressed", "png", "--png-level", "10"], "--png-level must be in 0..9, got 10"),
+    (["--compressed", "jpeg", "--out-topic", "/cam/fixed"], "already has topic /cam/fixed/compressed"),
+])
+def test_compressed_output_errors(tmp_path: Path, tiny_model: Path, extra: list[str], expected: str,
+                                  capsys: pytest.CaptureFixture) -> None:
+    """Out-of-range settings and a compressed topic the bag already has: one line, status 2, no output."""
+    sample, src, out = tmp_path / "sample", tmp_path / "in", tmp_path / "out"
+    write_sample_bag(sample, frames=1, size=SIZE, with_reference=False)
+    common = ["--topic", IMAGE_TOPIC, "--backend", "passthrough", "--model", str(tiny_model)]
+    # IN = the sample plus a topic named where `--out-topic /cam/fixed --compressed` would write
+    assert process(str(sample), str(src), *common, "--out-topic", "/cam/fixed/compressed") == 0
+    capsys.readouterr()
+    assert process(str(src), str(out), *common, *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and err[0].startswith("illexp_bag process: error:")
+    assert not out.exists()
+
+
 def test_existing_output_needs_force(tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     write_sample_bag(src, frames=2, size=SIZE)
@@ -284,3 +351,5 @@ def test_model_defaults_are_the_nodes() -> None:
         assert bag_tool.build_parser().parse_args([*command, "--topic", "/t", "--no-fast"]).fast is False
     args = bag_tool.build_parser().parse_args(["process", "IN", "OUT", "--topic", "/t"])
     assert args.level_smoothing == PARAMETERS["level_smoothing"].default
+    assert (args.compressed, args.jpeg_quality, args.png_level) == (
+        None, PARAMETERS["jpeg_quality"].default, PARAMETERS["png_level"].default)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
 from illexp_ros.ros.node.image_conversion import (
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_PNG_LEVEL,
     Frame,
     ImageFormatError,
     compressed_to_frame,
+    encode_compressed,
     frame_to_array,
     image_to_frame,
 )
@@ -76,14 +78,18 @@ def make_image(frame: np.ndarray, color_order: str, encoding: str, stamp_ns: int
 
 def make_compressed(frame: np.ndarray, color_order: str, stamp_ns: int, frame_id: str,
                     fmt: str = "png") -> Any:
-    """A CompressedImage (png or jpeg) of an RGB/BGR frame."""
-    bgr = frame if color_order == "bgr" else frame[:, :, ::-1]
-    ok, buf = cv2.imencode(f".{fmt}", np.ascontiguousarray(bgr))
-    if not ok:
-        raise ValueError(f"cv2 cannot encode {fmt}")
-    name = "jpeg" if fmt == "jpg" else fmt
-    return _CompressedImage(header=make_header(stamp_ns, frame_id), format=f"bgr8; {name} compressed bgr8",
-                            data=buf.reshape(-1))
+    """A bgr8 CompressedImage (png, or jpeg: fmt "jpg" or "jpeg") of an RGB/BGR frame."""
+    return frame_to_compressed(frame, color_order, "bgr8", make_header(stamp_ns, frame_id),
+                               "jpeg" if fmt == "jpg" else fmt)
+
+
+def frame_to_compressed(pixels: np.ndarray, color_order: str, encoding: str, header: Any,
+                        compression: str = "jpeg", jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+                        png_level: int = DEFAULT_PNG_LEVEL) -> Any:
+    """Corrected H x W x 3 uint8 pixels -> a Kilted sensor_msgs/CompressedImage dataclass with a copy of `header`,
+    encoded as the node's corrected/image/compressed (image_conversion.encode_compressed)."""
+    fmt, buf = encode_compressed(pixels, color_order, encoding, compression, jpeg_quality, png_level)
+    return _CompressedImage(header=copy_header(header), format=fmt, data=buf)
 
 
 def serialize(msg: Any) -> bytes:

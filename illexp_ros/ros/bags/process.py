@@ -8,7 +8,10 @@ CDR; the header's seq, which ROS 2 lacks, is dropped) and OUT is a ROS 2 bag (mc
 The corrected frames go to `<topic>/corrected` (sensor_msgs/Image, header copied from the
 input message, same bag timestamp, the input topic's QoS), through the node's level smoothing (its
 `level_smoothing` parameter, runtime/level_smoothing.py) with the bag timestamps as the frames' times, so with
-the node's mode and fast setting it gives what the node would have published.
+the node's mode and fast setting it gives what the node would have published. With `compressed` ("jpeg" or
+"png"), each corrected frame is also written to `<corrected topic>/compressed` as sensor_msgs/CompressedImage,
+encoded as the node's corrected/image/compressed is (image_conversion.encode_compressed: image_transport's
+format string, jpeg_quality / png_level as its parameters), so a bag of compressed camera frames can stay small.
 
 OUT is written inside a hidden work directory beside it and renamed into place only when complete, so an
 interrupted run (Ctrl-C, SIGTERM, SIGKILL, a crash) never leaves a half-written OUT. Work directories left
@@ -30,9 +33,11 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from tqdm import tqdm
 
 from illexp_ros.ros.bags.images import (
+    COMPRESSED_TYPE,
     IMAGE_TYPE,
     TYPESTORE,
     ImageFormatError,
+    frame_to_compressed,
     frame_to_image,
     message_to_frame,
     output_encoding,
@@ -46,6 +51,13 @@ from illexp_ros.ros.bags.source import (
     one_line,
     open_bag,
     storage_of,
+)
+from illexp_ros.ros.node.image_conversion import (
+    COMPRESSED_FORMATS,
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_PNG_LEVEL,
+    JPEG_QUALITY_RANGE,
+    PNG_LEVEL_RANGE,
 )
 
 BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy / Kilted
@@ -64,14 +76,16 @@ class ProcessSummary:
     messages: int
     seconds: float
     storage: str
+    compressed: str | None = None
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        also = f", also as {self.compressed}" if self.compressed else ""
         return (f"wrote {self.out} ({self.storage}): {self.messages} messages copied, {self.frames} frames "
-                f"corrected in {self.seconds:.1f} s ({self.fps:.1f} FPS)")
+                f"corrected{also} in {self.seconds:.1f} s ({self.fps:.1f} FPS)")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -116,20 +130,24 @@ def atomic_output(out: Path, force: bool) -> Iterator[Path]:
 def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                 make_enhancer: Callable[[], FrameEnhancer], out_topic: str | None = None,
                 storage: str | None = None, force: bool = False, progress: bool = True,
-                level_smoothing: float = 0.0) -> ProcessSummary:
+                level_smoothing: float = 0.0, compressed: str | None = None,
+                jpeg_quality: int = DEFAULT_JPEG_QUALITY, png_level: int = DEFAULT_PNG_LEVEL) -> ProcessSummary:
     """Copy IN to OUT adding corrected frames; raises BagError on bad input (see the module docstring)."""
     in_path, out_path = Path(in_path), Path(out_path)
     out_topic = out_topic or f"{topic.rstrip('/')}/corrected"
+    compressed_topic = f"{out_topic.rstrip('/')}/compressed" if compressed else None
     if storage is not None and storage not in STORAGES:
         raise BagError(f"--storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+    check_compression(compressed, jpeg_quality, png_level)
     if in_path.exists() and out_path.exists() and in_path.resolve() == out_path.resolve():
         raise BagError(f"OUT must differ from IN ({in_path})")
     if out_path.exists() and not force:  # checked again when OUT is created; this one is before model loading
         raise BagError(f"{out_path} exists; pass --force to overwrite it")
     with open_bag(in_path) as reader:
         image_conns = image_connections(reader, in_path, topic)
-        if any(c.topic == out_topic for c in reader.connections):
-            raise BagError(f"bag {in_path} already has topic {out_topic}; choose another --out-topic")
+        for new_topic in filter(None, (out_topic, compressed_topic)):
+            if any(c.topic == new_topic for c in reader.connections):
+                raise BagError(f"bag {in_path} already has topic {new_topic}; choose another --out-topic")
         storage = storage or storage_of(in_path)
         n_images = sum(c.msgcount for c in image_conns)
         from illexp_ros.runtime.level_smoothing import LevelSmoother  # the runtime, once the bag checks out
@@ -141,9 +159,11 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
         with atomic_output(out_path, force) as staged:
             with Writer(staged, version=BAG_VERSION, storage_plugin=STORAGES[storage]) as writer:
                 copy = _copy_connections(reader, writer) if reader.is2 else _convert_connections(reader, writer)
-                corrected = writer.add_connection(
-                    out_topic, IMAGE_TYPE, typestore=TYPESTORE,
-                    offered_qos_profiles=list(copy[image_conns[0].id][0].ext.offered_qos_profiles))
+                qos = list(copy[image_conns[0].id][0].ext.offered_qos_profiles)
+                corrected = writer.add_connection(out_topic, IMAGE_TYPE, typestore=TYPESTORE,
+                                                  offered_qos_profiles=qos)
+                coded = writer.add_connection(compressed_topic, COMPRESSED_TYPE, typestore=TYPESTORE,
+                                              offered_qos_profiles=qos) if compressed_topic else None
                 bar = tqdm(total=n_images, unit="frame", desc=f"correcting {topic}", disable=not progress)
                 with bar:
                     for conn, timestamp, data in checked_messages(reader, in_path):
@@ -167,14 +187,28 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                         out = enhancer.enhance(frame.pixels, color_order=frame.color_order)
                         out = smoother.apply(frame.pixels, out, timestamp * 1e-9,
                                              getattr(enhancer, "last_route", None))
-                        image = frame_to_image(out, frame.color_order, output_encoding(msg, conn.msgtype),
-                                               msg.header, alpha=frame.alpha,
+                        encoding = output_encoding(msg, conn.msgtype)
+                        image = frame_to_image(out, frame.color_order, encoding, msg.header, alpha=frame.alpha,
                                                bigendian=bool(getattr(msg, "is_bigendian", 0)))
                         writer.write(corrected, timestamp, serialize(image))
+                        if coded is not None:
+                            writer.write(coded, timestamp, serialize(frame_to_compressed(
+                                out, frame.color_order, encoding, msg.header, compressed, jpeg_quality, png_level)))
                         frames += 1
                         bar.update(1)
         return ProcessSummary(Path(os.path.abspath(out_path)), frames, messages,
-                              time.perf_counter() - start, storage)
+                              time.perf_counter() - start, storage, compressed)
+
+
+def check_compression(compressed: str | None, jpeg_quality: int, png_level: int) -> None:
+    """BagError unless the compressed output's settings are in the ranges of the node's parameters."""
+    if compressed is not None and compressed not in COMPRESSED_FORMATS:
+        raise BagError(f"--compressed must be one of {', '.join(COMPRESSED_FORMATS)}, got {compressed!r}")
+    if not JPEG_QUALITY_RANGE[0] <= jpeg_quality <= JPEG_QUALITY_RANGE[1]:
+        raise BagError(f"--jpeg-quality must be in {JPEG_QUALITY_RANGE[0]}..{JPEG_QUALITY_RANGE[1]}, "
+                       f"got {jpeg_quality}")
+    if not PNG_LEVEL_RANGE[0] <= png_level <= PNG_LEVEL_RANGE[1]:
+        raise BagError(f"--png-level must be in {PNG_LEVEL_RANGE[0]}..{PNG_LEVEL_RANGE[1]}, got {png_level}")
 
 
 def _convert_connections(reader: Any, writer: Writer) -> dict[int, tuple[Any, Callable[[Any], Any]]]:

@@ -1,6 +1,7 @@
 """`illexp_bag`: process, replay and inspect ROS 2 bags (sqlite3 or mcap) and ROS 1 bags, without rosbag2.
 
   illexp_bag process IN OUT --topic /cam/image_raw   # OUT = IN + corrected frames on /cam/image_raw/corrected
+                                                     # (--compressed jpeg: also .../corrected/compressed)
                                                      # (IN may be a ROS 1 .bag: OUT is its ROS 2 conversion)
   illexp_bag play IN --topic /cam/image_raw           # publish the images live at their recorded pace
   illexp_bag sheet IN --topic /cam/image_raw --out sheet.png   # before / after / exposure-map contact sheet
@@ -25,6 +26,10 @@ MODES = ("under", "over", "mixed", "auto")
 # imported: this module must not load the runtime (torch) before the bag has been checked.
 DEFAULT_LEVEL_SMOOTHING = 0.9
 MAX_LEVEL_SMOOTHING = 0.99
+# The node's corrected/image/compressed defaults (ros/node/image_conversion.py; a test keeps them equal; ranges
+# are checked by process_bag).
+DEFAULT_JPEG_QUALITY = 95
+DEFAULT_PNG_LEVEL = 3
 
 
 def smoothing_weight(text: str) -> float:
@@ -65,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level-smoothing", type=smoothing_weight, default=DEFAULT_LEVEL_SMOOTHING, metavar="W",
                    help="steady brightness across frames as the node's level_smoothing parameter (default "
                         f"{DEFAULT_LEVEL_SMOOTHING}, the node's; 0 = each frame as the network corrects it)")
+    p.add_argument("--compressed", choices=("jpeg", "png"),
+                   help="also write each corrected frame as a CompressedImage on <out topic>/compressed, "
+                        "encoded as the node's corrected/image/compressed")
+    p.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, metavar="Q",
+                   help=f"JPEG quality of --compressed jpeg, 1..100 (default {DEFAULT_JPEG_QUALITY}, the node's)")
+    p.add_argument("--png-level", type=int, default=DEFAULT_PNG_LEVEL, metavar="L",
+                   help=f"PNG compression level of --compressed png, 0..9 (default {DEFAULT_PNG_LEVEL}, the node's)")
     _add_model_args(p)
 
     p = sub.add_parser("play", help="publish a bag's images over DDS at their recorded pace")
@@ -107,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
 
         summary = process_bag(args.input, args.output, args.topic, enhancer_factory(args),
                               out_topic=args.out_topic, storage=args.storage, force=args.force,
-                              progress=not args.no_progress, level_smoothing=args.level_smoothing)
+                              progress=not args.no_progress, level_smoothing=args.level_smoothing,
+                              compressed=args.compressed, jpeg_quality=args.jpeg_quality,
+                              png_level=args.png_level)
         print(summary.line())
     elif args.command == "play":
         from illexp_ros.ros.bags.play import play_command

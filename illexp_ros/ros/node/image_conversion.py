@@ -49,6 +49,8 @@ SUPPORTED_ENCODINGS = tuple(ENCODINGS)
 COMPRESSED_FORMATS = ("jpeg", "png")
 DEFAULT_JPEG_QUALITY = 95
 DEFAULT_PNG_LEVEL = 3
+JPEG_QUALITY_RANGE = (1, 100)
+PNG_LEVEL_RANGE = (0, 9)
 
 _YUV_TO_RGB = {"yuv422": cv2.COLOR_YUV2RGB_UYVY, "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2}
 _RGB_TO_YUV = {"yuv422": cv2.COLOR_RGB2YUV_UYVY, "yuv422_yuy2": cv2.COLOR_RGB2YUV_YUY2}
@@ -175,11 +177,26 @@ def frame_to_array(pixels: np.ndarray, color_order: str, encoding: str, alpha: n
 def frame_to_compressed(pixels: np.ndarray, color_order: str, encoding: str, header: Header,
                         compression: str = "jpeg", jpeg_quality: int = DEFAULT_JPEG_QUALITY,
                         png_level: int = DEFAULT_PNG_LEVEL) -> CompressedImage:
-    """Corrected pixels -> CompressedImage as ROS 2 image_transport's `compressed` publisher writes an Image of
-    `encoding`: grey encodings as mono, colour as bgr, 8-bit except 16-bit encodings in png (x257, as on
-    corrected/image); format "<encoding>; <jpeg|png> compressed <bgr8|mono8|bgr16|mono16>", whose first field
-    image_transport's subscriber gives the decoded image. YUV encodings are named as what the data is (bgr8):
-    that subscriber does not convert back to YUV and would label bgr data as yuv."""
+    """Corrected pixels -> CompressedImage with `header`, encoded by encode_compressed."""
+    fmt, buf = encode_compressed(pixels, color_order, encoding, compression, jpeg_quality, png_level)
+    msg = CompressedImage()
+    msg.header = header
+    msg.format = fmt
+    data = array.array("B")
+    data.frombytes(buf)  # one memcpy into the message buffer
+    msg.data = data
+    return msg
+
+
+def encode_compressed(pixels: np.ndarray, color_order: str, encoding: str, compression: str = "jpeg",
+                      jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+                      png_level: int = DEFAULT_PNG_LEVEL) -> tuple[str, np.ndarray]:
+    """Corrected pixels -> (CompressedImage format, encoded bytes as a uint8 array), as ROS 2 image_transport's
+    `compressed` publisher writes an Image of `encoding`: grey encodings as mono, colour as bgr, 8-bit except
+    16-bit encodings in png (x257, as on corrected/image); format "<encoding>; <jpeg|png> compressed
+    <bgr8|mono8|bgr16|mono16>", whose first field image_transport's subscriber gives the decoded image. YUV
+    encodings are named as what the data is (bgr8): that subscriber does not convert back to YUV and would label
+    bgr data as yuv. The node and `illexp_bag process --compressed` both encode through here."""
     if compression not in COMPRESSED_FORMATS:
         raise ValueError(f"compression must be one of {', '.join(COMPRESSED_FORMATS)} (got {compression!r})")
     bits = 16 if compression == "png" and layout_of(encoding).bytes_per_channel == 2 else 8
@@ -191,13 +208,7 @@ def frame_to_compressed(pixels: np.ndarray, color_order: str, encoding: str, hea
         ok, buf = cv2.imencode(".png", values, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
     if not ok:
         raise ImageFormatError(f"{compression} encoding of a {values.shape} {values.dtype} frame failed")
-    msg = CompressedImage()
-    msg.header = header
-    msg.format = f"{target if encoding in _YUV_TO_RGB else encoding}; {compression} compressed {target}"
-    data = array.array("B")
-    data.frombytes(buf)  # one memcpy into the message buffer
-    msg.data = data
-    return msg
+    return f"{target if encoding in _YUV_TO_RGB else encoding}; {compression} compressed {target}", buf.reshape(-1)
 
 
 def _grey(pixels: np.ndarray, color_order: str) -> np.ndarray:

@@ -17,6 +17,8 @@ from illexp_ros.ros.node.image_conversion import (
     COMPRESSED_FORMATS,
     DEFAULT_JPEG_QUALITY,
     DEFAULT_PNG_LEVEL,
+    JPEG_QUALITY_RANGE,
+    PNG_LEVEL_RANGE,
     SUPPORTED_ENCODINGS,
 )
 from illexp_ros.ros.node.qos import QOS_NAMES
@@ -106,10 +108,10 @@ PARAMETERS: dict[str, ParameterSpec] = {
         choices=COMPRESSED_FORMATS),
     "jpeg_quality": ParameterSpec(
         DEFAULT_JPEG_QUALITY, "JPEG quality of corrected/image/compressed, 1..100 (image_transport's default).",
-        read_only=False, int_range=(1, 100)),
+        read_only=False, int_range=JPEG_QUALITY_RANGE),
     "png_level": ParameterSpec(
         DEFAULT_PNG_LEVEL, "PNG compression level of corrected/image/compressed, 0..9 (image_transport's "
-        "default); higher = smaller and slower.", read_only=False, int_range=(0, 9)),
+        "default); higher = smaller and slower.", read_only=False, int_range=PNG_LEVEL_RANGE),
     "republish_camera_info": ParameterSpec(
         True, "Republish `camera_info` unchanged on corrected/camera_info, so rectification downstream of "
         "the corrected image keeps working.", read_only=True),
