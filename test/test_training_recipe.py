@@ -23,7 +23,13 @@ from test_training import write_photos  # noqa: E402
 from illexp_ros.core.degradation import jpeg_roundtrip  # noqa: E402
 from illexp_ros.core.networks import IllExpNet  # noqa: E402
 from training.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
-from training.data import TensorPatchSource, config_confirmation_sets, draw_kinds, validation_sets  # noqa: E402
+from training.data import (  # noqa: E402
+    TensorPatchSource,
+    config_confirmation_sets,
+    draw_kinds,
+    scaled_to_short_side,
+    validation_sets,
+)
 from training.train import learning_rate  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -104,6 +110,24 @@ def test_well_exposed_pairs_are_the_identity(photos):
     deg, ref, em = src.batch(4, 32)
     assert deg.shape == ref.shape == em.shape == (4, 3, 32, 32)
     assert torch.equal(deg, ref) and float(em.abs().max()) == 0.0
+
+
+def test_scene_crops_hold_the_whole_photo_scaled_to_the_crop(tmp_path):
+    """scene_prob 1: each crop is cut from the photo scaled so its short side is the crop (the whole height of a
+    landscape photo); scene_prob 0: from the photo at its own scale."""
+    photo = np.random.default_rng(0).integers(0, 256, (48, 72, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "p.png"), photo)
+    scaled = scaled_to_short_side(torch.from_numpy(photo[..., ::-1].copy()).permute(2, 0, 1), 32)
+    assert tuple(scaled.shape) == (3, 32, 48)
+
+    def is_scaled_view(crop: torch.Tensor) -> bool:
+        views = [scaled[:, :, x:x + 32].float() / 255 for x in range(17)]
+        return any(torch.equal(crop, v.flip(d) if d else v) for v in views for d in ((), (-1,), (-2,), (-2, -1)))
+
+    for scene_prob, expected in ((1.0, True), (0.0, False)):
+        _, ref, _ = TensorPatchSource([tmp_path / "p.png"], data_cfg(well_prob=1.0, scene_prob=scene_prob),
+                                      seed=4).batch(6, 32)
+        assert all(is_scaled_view(r) == expected for r in ref)
 
 
 def test_mild_draws_stay_mild_and_strong_ones_do_not(photos):

@@ -72,6 +72,11 @@ class DataConfig:
     # topic delivers it (the target stays clean). Validated as the kind `jpeg` (camera draws through JPEG).
     jpeg_prob: float = 0.0
     jpeg_quality: tuple[int, int] = (60, 95)
+    # Scene-scale crops (beyond the paper; training/data.py, TensorPatchSource): this share of the samples is cut
+    # from the photo first scaled (area) so that its short side equals the crop, so the crop holds (nearly) the
+    # whole scene, as the whole frame the node corrects does. 0 = crops at the photo's own scale (about half a
+    # photo at crop 256).
+    scene_prob: float = 0.0
     val_kinds: tuple[str, ...] | None = None  # validation draws; None = all that `kind` trains on
 
 
@@ -187,7 +192,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0 < d.val_fraction < 1:
         raise ConfigError(f"'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
     for key in ("mixed_region_prob", "well_prob", "mild_prob", "noise_prob", "camera_prob", "camera_logistic_prob",
-                "light_prob", "metering", "flat_prob", "jpeg_prob"):
+                "light_prob", "metering", "flat_prob", "jpeg_prob", "scene_prob"):
         if not 0 <= getattr(d, key) <= 1:
             raise ConfigError(f"'data.{key}' must be in [0, 1], got {getattr(d, key)}")
     if not 1 <= d.jpeg_quality[0] <= d.jpeg_quality[1] <= 100:

@@ -142,8 +142,10 @@ class TensorPatchSource:
     camera_logistic_prob through the film-like response and light_prob with lamps in the scene, which then
     become part of the target).
     With data.metering, the strong draws' targets are re-exposed towards the metered level first (metered_reference).
-    noise_prob of the degraded samples get shot + read noise. Crop positions and draw parameters come
-    from a numpy generator (cheap, checkpointable); pixel noise from a torch generator on the device.
+    noise_prob of the degraded samples get shot + read noise. With scene_prob, that share of the crops is cut
+    from the photo scaled to the crop's size (the whole scene at the net's internal size, as in the node).
+    Crop positions and draw parameters come from a numpy generator (cheap, checkpointable); pixel noise from a
+    torch generator on the device.
     """
 
     def __init__(self, files: list[Path], data_cfg, seed: int, device: torch.device | str = "cpu") -> None:
@@ -155,6 +157,7 @@ class TensorPatchSource:
         self.gen.manual_seed(seed)
         self.strong = sampler_from(data_cfg, self.rng)
         self.mild = mild_sampler_from(data_cfg, self.rng)
+        self._scenes: dict[int, list[torch.Tensor]] = {}  # crop size -> the photos scaled to it (scene_prob)
 
     def state(self) -> dict:
         return {"rng": self.rng.bit_generator.state, "gen": self.gen.get_state()}
@@ -163,12 +166,19 @@ class TensorPatchSource:
         self.rng.bit_generator.state = state["rng"]
         self.gen.set_state(state["gen"].cpu() if hasattr(state["gen"], "cpu") else state["gen"])
 
+    def _photo(self, size: int) -> torch.Tensor:
+        """A random photo; with scene_prob, scaled so that its short side is `size` (made once per size)."""
+        index = int(self.rng.integers(len(self.images)))
+        if self.cfg.scene_prob <= 0 or self.rng.random() >= self.cfg.scene_prob:
+            return self.images[index]
+        if size not in self._scenes:
+            self._scenes[size] = [scaled_to_short_side(img, size) for img in self.images]
+        return self._scenes[size][index]
+
     def _crop(self, img: torch.Tensor, size: int) -> torch.Tensor:
         h, w = img.shape[-2:]
         if h < size or w < size:
-            scale = size / min(h, w)
-            img = torch.nn.functional.interpolate(img[None].float(), size=(max(size, round(h * scale)),
-                                                  max(size, round(w * scale))), mode="area")[0].round().byte()
+            img = scaled_to_short_side(img, size)
             h, w = img.shape[-2:]
         y = int(self.rng.integers(0, h - size + 1))
         x = int(self.rng.integers(0, w - size + 1))
@@ -264,8 +274,7 @@ class TensorPatchSource:
     @torch.no_grad()
     def batch(self, batch_size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(degraded, reference, target exposure map), each B x 3 x crop x crop float32 on the device."""
-        ref = torch.stack([self._crop(self.images[int(self.rng.integers(len(self.images)))], crop)
-                           for _ in range(batch_size)]).float().div_(255.0)
+        ref = torch.stack([self._crop(self._photo(crop), crop) for _ in range(batch_size)]).float().div_(255.0)
         kinds = self._kinds(batch_size)
         ua, ub, ug, oa, ob, og = self._params(kinds)
         strong = [i for i, k in enumerate(kinds) if is_metered_kind(k)]
@@ -303,6 +312,15 @@ class TensorPatchSource:
                 low, high = self.cfg.jpeg_quality
                 deg[coded] = jpeg_batch(deg[coded], [int(q) for q in self.rng.integers(low, high + 1, len(coded))])
         return deg, ref, exposure_map(deg, ref, self.cfg.kind)
+
+
+def scaled_to_short_side(img: torch.Tensor, size: int) -> torch.Tensor:
+    """A 3 x H x W uint8 photo resized (area) so that its short side is `size`, aspect kept."""
+    h, w = img.shape[-2:]
+    scale = size / min(h, w)
+    out = torch.nn.functional.interpolate(img[None].float(), size=(max(size, round(h * scale)),
+                                          max(size, round(w * scale))), mode="area")
+    return out[0].round().byte()
 
 
 def flat_bounds(data_cfg) -> tuple[tuple[float, float], ...]:
