@@ -201,6 +201,8 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("data", "jpeg_quality: [90, 60]", "data.jpeg_quality"),
     ("data", "jpeg_quality: [60.5, 90]", "data.jpeg_quality"),
     ("train", "warmup_steps: 2.5", "train.warmup_steps"),
+    ("data", "scene_prob: 1.5", "data.scene_prob"),
+    ("data", "val_crop: 8", "data.val_crop"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, section, bad, expected):
     path = tmp_path / "bad.yaml"

@@ -27,7 +27,7 @@ class DataConfig:
     crop: int = 128
     val_fraction: float = 0.1
     val_seed: int = 1234
-    val_crop: int = 160
+    val_crop: int = 160  # centre crop of the validation photos; 0 = whole photos (what the node corrects)
     max_val_images: int = 16
     mixed_region_prob: float = 0.3  # kind=mixed only: share of frames dark in one region, blown out in another
     alpha: tuple[float, float] = (0.9, 1 / 0.9)
@@ -189,6 +189,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'data.kind' must be under, over or mixed, got {d.kind!r}")
     if d.crop < 16 or d.crop % 8:
         raise ConfigError(f"'data.crop' must be a multiple of 8 and >= 16, got {d.crop}")
+    if d.val_crop != 0 and d.val_crop < 16:
+        raise ConfigError(f"'data.val_crop' must be 0 (whole photos) or >= 16, got {d.val_crop}")
     if not 0 < d.val_fraction < 1:
         raise ConfigError(f"'data.val_fraction' must be in (0, 1), got {d.val_fraction}")
     for key in ("mixed_region_prob", "well_prob", "mild_prob", "noise_prob", "camera_prob", "camera_logistic_prob",
