@@ -167,3 +167,8 @@ def test_recalibrate_bn_errors_are_one_line(tmp_path, capsys):
     assert recalibrate_main([str(bad), "--config", str(REPO / "training/configs/mixed_fast.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: model file") and "\n" not in err
+    # --set overrides the config as train.py's --set does, with the same checks
+    assert recalibrate_main([str(bad), "--config", str(REPO / "training/configs/mixed_fast.yaml"),
+                             "--set", "data.scene_prob=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "data.scene_prob" in err and "\n" not in err

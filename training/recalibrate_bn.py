@@ -3,6 +3,7 @@
 
     python training/recalibrate_bn.py --config training/configs/over.yaml models/over.pt [--out FILE]
                                       [--all] [--batches 64] [--batch-size 8] [--crop 256] [--threads N]
+                                      [--set SECTION.KEY=VALUE]
 
 Why: model files written before 2026-11-26 stored every tensor in float16, and a BatchNorm running variance
 above 65504 became infinity there (the shipped paper-sized nets had one such layer, enhancement.up.1.1: that
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
-from training.config import ConfigError, load_config  # noqa: E402
+from training.config import ConfigError, apply_overrides, load_config  # noqa: E402
 from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
 from training.precise_bn import batchnorm_names, recalibrate  # noqa: E402
 from training.train import validate  # noqa: E402
@@ -52,11 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=None, help="default: the config's data.crop")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value as the run did, e.g. --set data.scene_prob=0.5 (the draws "
+                        "measured and the validation pairs follow it)")
     args = p.parse_args(argv)
     try:
         if args.threads:
             torch.set_num_threads(args.threads)
-        cfg = load_config(args.config)
+        cfg = apply_overrides(load_config(args.config), args.set)
         model, info = load_model(args.model, allow_nonfinite=True)
         names = batchnorm_names(model) if args.all else broken_batchnorms(model)
         if not names:
