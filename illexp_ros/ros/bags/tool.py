@@ -1,8 +1,8 @@
 """`illexp_bag`: process, replay and inspect ROS 2 bags (sqlite3 or mcap) and ROS 1 bags, without rosbag2.
 
   illexp_bag process IN OUT --topic /cam/image_raw   # OUT = IN + corrected frames on /cam/image_raw/corrected
-                                                     # (--compressed jpeg: also .../corrected/compressed)
                                                      # (IN may be a ROS 1 .bag: OUT is its ROS 2 conversion)
+                                                     # (--compressed jpeg: also .../corrected/compressed)
   illexp_bag play IN --topic /cam/image_raw           # publish the images live at their recorded pace
   illexp_bag sheet IN --topic /cam/image_raw --out sheet.png   # before / after / exposure-map contact sheet
 
