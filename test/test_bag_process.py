@@ -108,6 +108,25 @@ def test_compressed_input_gives_bgr8_images(tmp_path: Path, tiny_model: Path) ->
         np.testing.assert_array_equal(np.asarray(msg.data).reshape(expected.shape), expected)
 
 
+def test_exposure_compensation_applies_to_every_corrected_frame(tmp_path: Path, tiny_model: Path) -> None:
+    """passthrough + no smoothing: each corrected frame is the input with the node's compensation applied."""
+    from illexp_ros.runtime.exposure_compensation import compensate_exposure
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_sample_bag(src, frames=3, size=SIZE, with_reference=False)
+    assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "passthrough", "--model",
+                   str(tiny_model), "--level-smoothing", "0", "--exposure-compensation", "-0.5") == 0
+    _, msgs = read_bag(out)
+    inputs = {ts: deserialize(d, IMAGE_TYPE).data.reshape(*SIZE, 3) for t, ts, d in msgs if t == IMAGE_TOPIC}
+    corrected = {ts: deserialize(d, IMAGE_TYPE).data.reshape(*SIZE, 3) for t, ts, d in msgs if t == CORRECTED}
+    assert len(corrected) == 3
+    for ts, pixels in corrected.items():
+        np.testing.assert_array_equal(pixels, compensate_exposure(inputs[ts].copy(), -0.5))
+        assert pixels.mean() < 0.9 * inputs[ts].mean()
+    with pytest.raises(SystemExit):  # argparse: one usage line, status 2
+        process(str(src), str(tmp_path / "x"), "--topic", IMAGE_TOPIC, "--exposure-compensation", "4")
+
+
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
 

@@ -33,6 +33,7 @@ from skimage import data as skdata
 from illexp_ros.core import classify_exposure, degrade
 from illexp_ros.core.metrics import psnr
 from illexp_ros.ros.node.background_spin import BackgroundSpin
+from illexp_ros.runtime.exposure_compensation import compensate_exposure
 
 pytestmark = pytest.mark.integration
 
@@ -362,6 +363,36 @@ def test_mode_change_takes_effect_on_the_next_frame_and_bad_values_are_refused(n
     finally:
         set_parameter(harness, "mode", "mixed")
         set_parameter(harness, "level_smoothing", 0.9)
+
+
+def test_exposure_compensation_scales_the_output_and_is_refused_out_of_range(nodes):
+    """mode auto passes a well-exposed frame unchanged, so what comes back is the compensation alone: +1 stop is
+    every value x 2^(1/2.2), rounded and clipped; shown in the diagnostics; back to the frame itself at 0."""
+    harness, _ = nodes
+    frame = well_exposed_frame()
+
+    def roundtrip() -> np.ndarray:
+        stamp = time.time_ns()
+        harness.image_pub.publish(image_msg(frame, "rgb8", stamp))
+        return pixels_of(harness.frame_with_stamp("main", stamp)).copy()
+
+    try:
+        assert set_parameter(harness, "mode", "auto").successful
+        result = set_parameter(harness, "exposure_compensation", 1.0)
+        assert result.successful, result.reason
+        brighter = roundtrip()
+        np.testing.assert_array_equal(brighter, compensate_exposure(frame.copy(), 1.0))
+        assert brighter.mean() > 1.3 * frame.mean()
+        assert harness.wait_for(lambda: harness.diags["main"] and
+                                harness.diags["main"][-1]["exposure_compensation"] == "1.00", REPLY_S,
+                                "exposure_compensation 1.0 in diagnostics")
+        refused = set_parameter(harness, "exposure_compensation", 5.0)
+        assert not refused.successful and "exposure_compensation must be in" in refused.reason
+        assert set_parameter(harness, "exposure_compensation", 0.0).successful
+        np.testing.assert_array_equal(roundtrip(), frame)
+    finally:
+        set_parameter(harness, "exposure_compensation", 0.0)
+        set_parameter(harness, "mode", "mixed")
 
 
 def test_level_smoothing_steadies_a_pan_and_leaves_the_first_frame_alone(nodes):

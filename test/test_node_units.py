@@ -46,7 +46,7 @@ def test_defaults_are_valid_and_runtime_set_is_the_documented_one():
         assert validate(name, spec.default) is None, name
         assert spec.descriptor().description
     assert set(RUNTIME_PARAMETERS) == {"mode", "fast", "max_rate_hz", "publish_exposure_map", "level_smoothing",
-                                       "compressed_format", "jpeg_quality", "png_level"}
+                                       "exposure_compensation", "compressed_format", "jpeg_quality", "png_level"}
     assert validate("max_rate_hz", 10) is None  # an integer from `ros2 param set` is fine
 
 

@@ -7,11 +7,12 @@ bag timestamp. A ROS 1 bag's messages are converted as `rosbags-convert` convert
 CDR; the header's seq, which ROS 2 lacks, is dropped) and OUT is a ROS 2 bag (mcap unless --storage says so).
 The corrected frames go to `<topic>/corrected` (sensor_msgs/Image, header copied from the
 input message, same bag timestamp, the input topic's QoS), through the node's level smoothing (its
-`level_smoothing` parameter, runtime/level_smoothing.py) with the bag timestamps as the frames' times, so with
-the node's mode and fast setting it gives what the node would have published. With `compressed` ("jpeg" or
-"png"), each corrected frame is also written to `<corrected topic>/compressed` as sensor_msgs/CompressedImage,
-encoded as the node's corrected/image/compressed is (image_conversion.encode_compressed: image_transport's
-format string, jpeg_quality / png_level as its parameters), so a bag of compressed camera frames can stay small.
+`level_smoothing` parameter, runtime/level_smoothing.py) with the bag timestamps as the frames' times and its
+exposure compensation, so with the node's mode and fast setting it gives what the node would have published.
+With `compressed` ("jpeg" or "png"), each corrected frame is also written to `<corrected topic>/compressed` as
+sensor_msgs/CompressedImage, encoded as the node's corrected/image/compressed is (image_conversion.
+encode_compressed: image_transport's format string, jpeg_quality / png_level as its parameters), so a bag of
+compressed camera frames can stay small.
 
 OUT is written inside a hidden work directory beside it and renamed into place only when complete, so an
 interrupted run (Ctrl-C, SIGTERM, SIGKILL, a crash) never leaves a half-written OUT. Work directories left
@@ -130,7 +131,7 @@ def atomic_output(out: Path, force: bool) -> Iterator[Path]:
 def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                 make_enhancer: Callable[[], FrameEnhancer], out_topic: str | None = None,
                 storage: str | None = None, force: bool = False, progress: bool = True,
-                level_smoothing: float = 0.0, compressed: str | None = None,
+                level_smoothing: float = 0.0, exposure_compensation: float = 0.0, compressed: str | None = None,
                 jpeg_quality: int = DEFAULT_JPEG_QUALITY, png_level: int = DEFAULT_PNG_LEVEL) -> ProcessSummary:
     """Copy IN to OUT adding corrected frames; raises BagError on bad input (see the module docstring)."""
     in_path, out_path = Path(in_path), Path(out_path)
@@ -150,9 +151,15 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                 raise BagError(f"bag {in_path} already has topic {new_topic}; choose another --out-topic")
         storage = storage or storage_of(in_path)
         n_images = sum(c.msgcount for c in image_conns)
-        from illexp_ros.runtime.level_smoothing import LevelSmoother  # the runtime, once the bag checks out
+        # the runtime, once the bag checks out
+        from illexp_ros.runtime.exposure_compensation import check_stops, compensate_exposure
+        from illexp_ros.runtime.level_smoothing import LevelSmoother
 
         smoother = LevelSmoother(level_smoothing)
+        try:
+            stops = check_stops(exposure_compensation)
+        except ValueError as exc:
+            raise BagError(str(exc)) from exc
         enhancer = make_enhancer()
         start = time.perf_counter()
         frames = messages = 0
@@ -187,6 +194,7 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                         out = enhancer.enhance(frame.pixels, color_order=frame.color_order)
                         out = smoother.apply(frame.pixels, out, timestamp * 1e-9,
                                              getattr(enhancer, "last_route", None))
+                        out = compensate_exposure(out, stops)
                         encoding = output_encoding(msg, conn.msgtype)
                         image = frame_to_image(out, frame.color_order, encoding, msg.header, alpha=frame.alpha,
                                                bigendian=bool(getattr(msg, "is_bigendian", 0)))

@@ -22,10 +22,12 @@ from illexp_ros.ros.bags.source import BagError
 
 BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passthrough")
 MODES = ("under", "over", "mixed", "auto")
-# The node's default and range (ros/node/parameters.py, runtime/level_smoothing.py; a test keeps them equal). Not
+# The node's defaults and ranges (ros/node/parameters.py, runtime/level_smoothing.py and exposure_compensation.py;
+# a test keeps them equal). Not
 # imported: this module must not load the runtime (torch) before the bag has been checked.
 DEFAULT_LEVEL_SMOOTHING = 0.9
 MAX_LEVEL_SMOOTHING = 0.99
+MAX_EXPOSURE_COMPENSATION = 3.0
 # The node's corrected/image/compressed defaults (ros/node/image_conversion.py; a test keeps them equal; ranges
 # are checked by process_bag).
 DEFAULT_JPEG_QUALITY = 95
@@ -36,6 +38,14 @@ def smoothing_weight(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= MAX_LEVEL_SMOOTHING:
         raise argparse.ArgumentTypeError(f"must be in [0, {MAX_LEVEL_SMOOTHING}], got {text}")
+    return value
+
+
+def compensation_stops(text: str) -> float:
+    value = float(text)
+    if not -MAX_EXPOSURE_COMPENSATION <= value <= MAX_EXPOSURE_COMPENSATION:
+        raise argparse.ArgumentTypeError(f"must be in [-{MAX_EXPOSURE_COMPENSATION:g}, "
+                                         f"{MAX_EXPOSURE_COMPENSATION:g}] stops, got {text}")
     return value
 
 
@@ -70,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level-smoothing", type=smoothing_weight, default=DEFAULT_LEVEL_SMOOTHING, metavar="W",
                    help="steady brightness across frames as the node's level_smoothing parameter (default "
                         f"{DEFAULT_LEVEL_SMOOTHING}, the node's; 0 = each frame as the network corrects it)")
+    p.add_argument("--exposure-compensation", type=compensation_stops, default=0.0, metavar="EV",
+                   help="brighter (+) or darker (-) than corrected, in stops, as the node's exposure_compensation "
+                        "parameter (default 0)")
     p.add_argument("--compressed", choices=("jpeg", "png"),
                    help="also write each corrected frame as a CompressedImage on <out topic>/compressed, "
                         "encoded as the node's corrected/image/compressed")
@@ -120,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         summary = process_bag(args.input, args.output, args.topic, enhancer_factory(args),
                               out_topic=args.out_topic, storage=args.storage, force=args.force,
                               progress=not args.no_progress, level_smoothing=args.level_smoothing,
+                              exposure_compensation=args.exposure_compensation,
                               compressed=args.compressed, jpeg_quality=args.jpeg_quality,
                               png_level=args.png_level)
         print(summary.line())

@@ -38,6 +38,7 @@ from illexp_ros.ros.node.parameters import MODES, PARAMETERS, RUNTIME_PARAMETERS
 from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, image_qos
 from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
+from illexp_ros.runtime.exposure_compensation import compensate_exposure
 from illexp_ros.runtime.level_smoothing import LevelSmoother
 
 NODE_NAME = "illexp_node"
@@ -89,6 +90,7 @@ class IllExpNode(Node):
         self._publish_map: bool = p["publish_exposure_map"]
         self._rate_limit = RateLimiter(float(p["max_rate_hz"]))
         self._level = LevelSmoother(float(p["level_smoothing"]))  # used by the worker thread only
+        self._exposure_compensation = float(p["exposure_compensation"])
         # One tuple, replaced whole, so the worker never sees half a change.
         self._compression = tuple(p[name] for name in COMPRESSION_PARAMETERS)
         self.compressed_published = 0
@@ -200,6 +202,8 @@ class IllExpNode(Node):
                 self._rate_limit.rate_hz = float(param.value)
             elif param.name == "level_smoothing":
                 self._level.weight = float(param.value)  # one attribute: the worker reads it per frame
+            elif param.name == "exposure_compensation":
+                self._exposure_compensation = float(param.value)
             elif param.name in COMPRESSION_PARAMETERS:
                 values = list(self._compression)
                 values[COMPRESSION_PARAMETERS.index(param.name)] = param.value
@@ -273,7 +277,8 @@ class IllExpNode(Node):
         extra = {"backend": self.backend_name, "model": self.enhancer.model_name, "mode": self.enhancer.mode,
                  "fast": self.enhancer.fast, "last_route": getattr(self.enhancer, "last_route", ""),
                  "input_topic": self.input_topic, "buffered_resolutions": self.enhancer.buffered_resolutions(),
-                 "level_smoothing": self._level.weight, "compressed_published": self.compressed_published,
+                 "level_smoothing": self._level.weight, "exposure_compensation": self._exposure_compensation,
+                 "compressed_published": self.compressed_published,
                  "level_gain_change": f"{self._level.last_gain_change:.4f}"}  # ~1 +- 0.02: 2 decimals say nothing
         self.diag_pub.publish(diagnostic_array(snap, f"{self.get_fully_qualified_name()}: exposure correction",
                                                self.backend_name, self.input_topic, extra,
@@ -320,6 +325,7 @@ class IllExpNode(Node):
         # Steady brightness across frames; another mode, model or auto route restarts the average.
         out = self._level.apply(frame.pixels, out, item.received,
                                 (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route))
+        out = compensate_exposure(out, self._exposure_compensation)  # the user's preference, after the smoothing
         self.image_pub.publish(frame_to_image(out, frame.color_order, encoding, msg.header,
                                               alpha=frame.alpha, bigendian=bigendian))
         done = time.monotonic()

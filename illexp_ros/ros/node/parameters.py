@@ -2,9 +2,9 @@
 
 Read-only parameters (model, backend, threads, preload, qos, input_transport, internal_short_side,
 output_encoding, publish_compressed, republish_camera_info) are fixed at start-up: changing them would mean
-reloading the model or recreating topics. mode, fast, max_rate_hz, publish_exposure_map, level_smoothing and the
-compressed output's compressed_format, jpeg_quality and png_level can be changed while running and are applied
-between frames (mode and fast once what they need is loaded, off the frame path).
+reloading the model or recreating topics. mode, fast, max_rate_hz, publish_exposure_map, level_smoothing,
+exposure_compensation and the compressed output's compressed_format, jpeg_quality and png_level can be changed
+while running and are applied between frames (mode and fast once what they need is loaded, off the frame path).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from illexp_ros.ros.node.image_conversion import (
     SUPPORTED_ENCODINGS,
 )
 from illexp_ros.ros.node.qos import QOS_NAMES
+from illexp_ros.runtime.exposure_compensation import MAX_STOPS
 from illexp_ros.runtime.level_smoothing import MAX_WEIGHT
 
 MODES = ("under", "over", "mixed", "auto")
@@ -93,6 +94,10 @@ PARAMETERS: dict[str, ParameterSpec] = {
         "(per frame; 0 = off, each frame as the network corrects it). Follows camera exposure changes at once; "
         "a single frame is never changed (runtime/level_smoothing.py).",
         read_only=False, float_range=(0.0, MAX_WEIGHT)),
+    "exposure_compensation": ParameterSpec(
+        0.0, "Brightness preference for corrected/image, in stops (EV) relative to the level the network chose: "
+        "+1 doubles linear light, -1 halves it; 0 = as corrected (runtime/exposure_compensation.py).",
+        read_only=False, float_range=(-MAX_STOPS, MAX_STOPS)),
     "publish_exposure_map": ParameterSpec(
         False, "Also publish the attention network's exposure map (mono8) on `exposure_map`.",
         read_only=False),

@@ -1,0 +1,58 @@
+"""runtime/exposure_compensation.py: a stop is a doubling of linear light in a gamma-2.2 frame; 0 changes nothing;
+out-of-range values are refused; the node's and the bag tool's ranges are the module's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from illexp_ros.ros.bags import tool as bag_tool
+from illexp_ros.runtime.exposure_compensation import (
+    ENCODING_GAMMA,
+    MAX_STOPS,
+    compensate_exposure,
+    compensation_factor,
+)
+
+
+def test_zero_returns_the_frame_untouched():
+    frame = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    before = frame.copy()
+    assert compensate_exposure(frame, 0.0) is frame
+    np.testing.assert_array_equal(frame, before)
+
+
+@pytest.mark.parametrize("stops", [-2.0, -1.0, 0.5, 1.0])
+def test_a_stop_doubles_linear_light(stops):
+    frame = np.full((4, 4, 3), 90, np.uint8)
+    out = compensate_exposure(frame.copy(), stops)
+    linear_ratio = (out[0, 0, 0] / 255.0) ** ENCODING_GAMMA / (90 / 255.0) ** ENCODING_GAMMA
+    assert linear_ratio == pytest.approx(2.0 ** stops, rel=0.04)  # 8-bit rounding
+
+
+def test_highlights_clip_and_the_frame_is_changed_in_place():
+    frame = np.array([[[0, 128, 250]]], np.uint8)
+    out = compensate_exposure(frame, 1.0)
+    assert out is frame
+    np.testing.assert_array_equal(out, [[[0, round(128 * 2 ** (1 / 2.2)), 255]]])
+
+
+@pytest.mark.parametrize("bad", [MAX_STOPS + 0.1, -MAX_STOPS - 0.1, float("nan"), True, "1"])
+def test_out_of_range_values_are_refused(bad):
+    with pytest.raises(ValueError, match="exposure compensation must be a number of stops"):
+        compensation_factor(bad)
+
+
+def test_only_uint8_frames():
+    with pytest.raises(ValueError, match="uint8"):
+        compensate_exposure(np.zeros((2, 2, 3), np.float32), 1.0)
+
+
+def test_node_and_bag_tool_share_the_range_and_default():
+    from illexp_ros.ros.node.parameters import PARAMETERS
+
+    spec = PARAMETERS["exposure_compensation"]
+    assert spec.float_range == (-MAX_STOPS, MAX_STOPS) and spec.default == 0.0
+    assert bag_tool.MAX_EXPOSURE_COMPENSATION == MAX_STOPS
+    args = bag_tool.build_parser().parse_args(["process", "IN", "OUT", "--topic", "/t"])
+    assert args.exposure_compensation == spec.default
