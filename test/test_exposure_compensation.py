@@ -56,3 +56,25 @@ def test_node_and_bag_tool_share_the_range_and_default():
     assert bag_tool.MAX_EXPOSURE_COMPENSATION == MAX_STOPS
     args = bag_tool.build_parser().parse_args(["process", "IN", "OUT", "--topic", "/t"])
     assert args.exposure_compensation == spec.default
+
+
+def test_a_further_gain_is_applied_in_the_same_single_pass():
+    frame = np.random.default_rng(1).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    factor = compensation_factor(0.7) * 0.8
+    once = compensate_exposure(frame.copy(), 0.7, gain=0.8)
+    np.testing.assert_array_equal(once, np.clip(np.rint(frame * factor), 0, 255).astype(np.uint8))
+    # two passes round twice: on some values that differs from the one pass
+    twice = compensate_exposure(compensate_exposure(frame.copy(), 0.7), 0.0, gain=0.8)
+    assert (twice != once).any()
+    # a gain alone works at 0 stops, and a factor within 1/1024 of 1 changes nothing
+    np.testing.assert_array_equal(compensate_exposure(frame.copy(), 0.0, gain=2.0),
+                                  np.clip(np.rint(frame * 2.0), 0, 255).astype(np.uint8))
+    near = frame.copy()
+    assert compensate_exposure(near, 0.0, gain=1.0005) is near
+    np.testing.assert_array_equal(near, frame)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan"), True])
+def test_bad_gains_are_refused(bad):
+    with pytest.raises(ValueError, match="gain must be"):
+        compensate_exposure(np.zeros((2, 2, 3), np.uint8), 0.0, gain=bad)

@@ -102,3 +102,20 @@ def test_weight_zero_is_off_and_bad_arguments_are_refused():
 def test_black_frames_have_a_finite_level():
     assert frame_level(np.zeros((4, 4, 3), np.uint8)) == 0.0
     assert frame_level(np.full((4, 4, 3), 255, np.uint8)) == pytest.approx(8.0)
+
+
+def test_gain_change_is_what_apply_multiplies_by_and_leaves_the_frame_alone():
+    frames = [scene(i % 3) for i in range(6)]
+    gains = [1.6 if i % 2 else 1.4 for i in range(6)]
+    by_apply, by_change = LevelSmoother(0.8), LevelSmoother(0.8)
+    for i, (frame, gain) in enumerate(zip(frames, gains)):
+        made = gained(frame, gain)
+        applied = by_apply.apply(frame, made.copy(), t=i / 30)
+        untouched = made.copy()
+        change = by_change.gain_change(frame, untouched, t=i / 30)
+        np.testing.assert_array_equal(untouched, made)
+        assert change == by_apply.last_gain_change == by_change.last_gain_change
+        if i:  # the first frame passes; later ones alternate around the average
+            assert change != 1.0
+        np.testing.assert_array_equal(applied, made if change == 1.0 else
+                                      np.clip(np.rint(made * change), 0, 255).astype(np.uint8))

@@ -84,13 +84,24 @@ class LevelSmoother:
         of the same shape; frame_out is changed in place and returned. t: the frame's time in seconds (any
         clock that does not jump; None = no pause check); segment: anything that changes when the correction
         itself does (mode, model), which restarts the average."""
+        change = self.gain_change(frame_in, frame_out, t, segment)
+        if change == 1.0:
+            return frame_out
+        # value * change, rounded and clipped to 0..255 (measured 1.0 ms at 1920x1080 here, a look-up table 1.6)
+        return cv2.convertScaleAbs(frame_out, dst=frame_out, alpha=change)
+
+    def gain_change(self, frame_in: np.ndarray, frame_out: np.ndarray, t: float | None = None,
+                    segment: object = None) -> float:
+        """What `apply` would multiply frame_out by (1.0: nothing), with the average updated as `apply` does;
+        frame_out is not changed. For a caller that scales the frame once for this and a further factor (the
+        node's exposure compensation): one pass and one rounding instead of two."""
         if frame_in.shape != frame_out.shape or frame_out.dtype != np.uint8 or frame_in.dtype != np.uint8:
             raise ValueError(f"input and output must be uint8 frames of one shape, got {frame_in.shape} "
                              f"{frame_in.dtype} and {frame_out.shape} {frame_out.dtype}")
         self.last_gain_change = 1.0
         if self._weight == 0.0:
             self._state = None
-            return frame_out
+            return 1.0
         input_level = frame_level(frame_in)
         gain = frame_level(frame_out) - input_level
         prev, weight = self._state, 0.0
@@ -101,7 +112,6 @@ class LevelSmoother:
         self._state = _State(frame_out.shape, segment, t, input_level, smoothed)
         change = 2.0 ** (smoothed - gain)
         if abs(change - 1.0) < MIN_GAIN_CHANGE:
-            return frame_out
+            return 1.0
         self.last_gain_change = change
-        # value * change, rounded and clipped to 0..255 (measured 1.0 ms at 1920x1080 here, a look-up table 1.6)
-        return cv2.convertScaleAbs(frame_out, dst=frame_out, alpha=change)
+        return change

@@ -192,9 +192,9 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                             raise BagError(f"{topic} message at t={timestamp} ns in {in_path}: {exc}"
                                            ) from exc
                         out = enhancer.enhance(frame.pixels, color_order=frame.color_order)
-                        out = smoother.apply(frame.pixels, out, timestamp * 1e-9,
-                                             getattr(enhancer, "last_route", None))
-                        out = compensate_exposure(out, stops)
+                        change = smoother.gain_change(frame.pixels, out, timestamp * 1e-9,
+                                                      getattr(enhancer, "last_route", None))
+                        out = compensate_exposure(out, stops, gain=change)  # one pass, as the node
                         encoding = output_encoding(msg, conn.msgtype)
                         image = frame_to_image(out, frame.color_order, encoding, msg.header, alpha=frame.alpha,
                                                bigendian=bool(getattr(msg, "is_bigendian", 0)))

@@ -323,9 +323,10 @@ class IllExpNode(Node):
         else:
             out, em = self.enhancer.enhance(frame.pixels, color_order=frame.color_order), None
         # Steady brightness across frames; another mode, model or auto route restarts the average.
-        out = self._level.apply(frame.pixels, out, item.received,
-                                (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route))
-        out = compensate_exposure(out, self._exposure_compensation)  # the user's preference, after the smoothing
+        change = self._level.gain_change(frame.pixels, out, item.received,
+                                         (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route))
+        # the user's preference on top of the smoothed level, both in one pass over the frame
+        out = compensate_exposure(out, self._exposure_compensation, gain=change)
         self.image_pub.publish(frame_to_image(out, frame.color_order, encoding, msg.header,
                                               alpha=frame.alpha, bigendian=bigendian))
         done = time.monotonic()
