@@ -57,3 +57,24 @@ def test_sheet_with_bad_output_name_is_one_line(tmp_path: Path, tiny_model: Path
                           "--backend", "passthrough", "--model", str(tiny_model)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write" in err[0]
+
+
+def test_sheet_applies_exposure_compensation_to_the_after_row(tmp_path: Path, tiny_model: Path) -> None:
+    from illexp_ros.runtime.exposure_compensation import compensate_exposure
+
+    bag, out = tmp_path / "bag", tmp_path / "sheet.png"
+    frames = write_sample_bag(bag, frames=3, size=(48, 64))
+    assert bag_tool.main(["sheet", str(bag), "--topic", IMAGE_TOPIC, "--out", str(out), "--frames", "1",
+                          "--backend", "passthrough", "--model", str(tiny_model),
+                          "--exposure-compensation", "1"]) == 0
+    sheet = cv2.imread(str(out))[..., ::-1].astype(int)
+    thumb_w, thumb_h = 240, 180
+    y, x = HEADER_HEIGHT + thumb_h + GAP, LABEL_WIDTH  # "after", the one column (the middle frame)
+    brighter = compensate_exposure(frames[1].degraded.copy(), 1.0)
+    expected = cv2.resize(brighter, (thumb_w, thumb_h), interpolation=cv2.INTER_AREA).astype(int)
+    before = sheet[HEADER_HEIGHT:HEADER_HEIGHT + thumb_h, x:x + thumb_w]
+    assert np.abs(sheet[y:y + thumb_h, x:x + thumb_w] - expected).max() <= 1
+    assert sheet[y:y + thumb_h, x:x + thumb_w].mean() > before.mean() + 10
+    with pytest.raises(SystemExit):
+        bag_tool.build_parser().parse_args(["sheet", str(bag), "--topic", IMAGE_TOPIC, "--out", str(out),
+                                            "--exposure-compensation", "4"])

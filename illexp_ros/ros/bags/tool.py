@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", required=True)
     p.add_argument("--out", required=True, help="image file to write (.png or .jpg)")
     p.add_argument("--frames", type=int, default=6, help="number of frames (columns), default 6")
+    p.add_argument("--exposure-compensation", type=compensation_stops, default=0.0, metavar="EV",
+                   help="the 'after' row brighter (+) or darker (-) than corrected, in stops, as the node's "
+                        "exposure_compensation parameter (default 0)")
     _add_model_args(p)
     return parser
 
@@ -144,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "sheet":
         from illexp_ros.ros.bags.sheet import sheet_command
 
-        print(f"wrote {sheet_command(args.input, args.topic, args.out, args.frames, enhancer_factory(args))}")
+        written = sheet_command(args.input, args.topic, args.out, args.frames, enhancer_factory(args),
+                                exposure_compensation=args.exposure_compensation)
+        print(f"wrote {written}")
     return 0
 
 
