@@ -154,6 +154,19 @@ def test_default_method_corrects_as_the_node_params_file_says(tmp_path, monkeypa
     assert only_fast["default"] == only_fast["mixed"]
     named = rows({"model": "over", "mode": "under", "fast": False})  # a shipped name: that model, every mode
     assert named["default"] != named["under"]
+    # exposure_compensation applies to every frame the node publishes, so to `default` too
+    node = ev.read_node_params(write_params(tmp_path / "ec.yaml", {"model": "mixed", "fast": False,
+                                                                    "exposure_compensation": 1}))
+    assert node.exposure_compensation == 1.0
+    closers: list = []
+    methods = ev.build_methods(["mixed", "default"], models, "torch_cpu", closers, node)
+    from illexp_ros.runtime.exposure_compensation import compensate_exposure
+
+    rgb = np.random.default_rng(3).integers(0, 120, (24, 40, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(methods["default"](rgb), compensate_exposure(methods["mixed"](rgb), 1.0))
+    assert methods["default"](rgb).mean() > methods["mixed"](rgb).mean() + 5
+    for enh in closers:
+        enh.close()
 
 
 
@@ -196,8 +209,9 @@ def test_node_defaults_and_rules_match_the_node():
     params = pytest.importorskip("illexp_ros.ros.node.parameters")  # imports rclpy: skipped without ROS
     assert ev.NODE_DEFAULTS == {name: params.PARAMETERS[name].default for name in ev.NODE_DEFAULTS}
     assert ev.NODE_MODES == params.MODES and ev.NODE_MAX_SHORT_SIDE == params.MAX_SHORT_SIDE
+    assert ev.NODE_MAX_EXPOSURE_COMPENSATION == params.MAX_STOPS
     samples = ["mixed", "auto", "sideways", "", " ", "models/x.pt", True, False, 0, 1, 64, 4096, 4097, -1, 1.5,
-               None]
+               None, -3.0, 3.0, 3.01, -3.5, float("nan")]
     for name in ev.NODE_DEFAULTS:
         for value in samples:
             assert (ev._node_param_error(name, value) is None) == (params.validate(name, value) is None), \
@@ -240,7 +254,7 @@ def test_identity_feeds_the_target_and_scores_against_it(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("case", ["missing", "not_yaml", "not_utf8", "no_section", "other_node", "not_mapping",
                                   "bad_mode", "fast_not_bool", "short_side_range", "short_side_float",
-                                  "empty_model"])
+                                  "empty_model", "compensation_range"])
 def test_bad_node_params_file_is_one_line_and_exit_2(tmp_path, capsys, case):
     data = make_set(tmp_path / "set")
     cfg = tmp_path / "params.yaml"
@@ -249,7 +263,8 @@ def test_bad_node_params_file_is_one_line_and_exit_2(tmp_path, capsys, case):
             "other_node": "/**/camera:\n  ros__parameters:\n    mode: under\n",
             "not_mapping": ros + "    - mode\n", "bad_mode": ros + "    mode: sideways\n",
             "fast_not_bool": ros + "    fast: 1\n", "short_side_range": ros + "    internal_short_side: 5000\n",
-            "short_side_float": ros + "    internal_short_side: 64.0\n", "empty_model": ros + "    model: ''\n"}
+            "short_side_float": ros + "    internal_short_side: 64.0\n", "empty_model": ros + "    model: ''\n",
+            "compensation_range": ros + "    exposure_compensation: 3.5\n"}
     if case == "not_utf8":
         cfg.write_bytes(b"\xff\xfe\x00bad")
     elif case != "missing":

@@ -75,9 +75,11 @@ DEFAULT_NODE_CONFIG = REPO / "config" / "illexp.yaml"
 NODE_NAME = "illexp_node"
 # The node's defaults for the keys `default` uses (illexp_ros/ros/node/parameters.py PARAMETERS; that module
 # imports rclpy, so they are repeated here and a test checks that both agree).
-NODE_DEFAULTS = {"model": "default", "mode": "mixed", "fast": True, "internal_short_side": 0}
+NODE_DEFAULTS = {"model": "default", "mode": "mixed", "fast": True, "internal_short_side": 0,
+                 "exposure_compensation": 0.0}
 NODE_MODES = ("under", "over", "mixed", "auto")
 NODE_MAX_SHORT_SIDE = 4096
+NODE_MAX_EXPOSURE_COMPENSATION = 3.0  # stops, runtime/exposure_compensation.MAX_STOPS (a test checks)
 
 Method = Callable[[np.ndarray], np.ndarray]
 
@@ -128,16 +130,19 @@ def subsets_of(name: str) -> list[str]:
 # ------------------------------------------------------------------------------------ node parameters
 @dataclass(frozen=True)
 class NodeParams:
-    """What the node builds its Enhancer from (model, mode, fast, internal_short_side) and where it came from."""
+    """What the node builds its Enhancer from (model, mode, fast, internal_short_side), the exposure compensation
+    it applies to every frame, and where they came from. (Level smoothing never changes a single image.)"""
     model: str
     mode: str
     fast: bool
     internal_short_side: int
     source: Path
+    exposure_compensation: float = 0.0
 
     def describe(self) -> str:
         return (f"model {self.model}, mode {self.mode}, fast {str(self.fast).lower()}, internal_short_side "
-                f"{self.internal_short_side} (from {self.source})")
+                f"{self.internal_short_side}, exposure_compensation {self.exposure_compensation:g} "
+                f"(from {self.source})")
 
 
 def _ros_key_matches(key: str, fq_name: str) -> bool:
@@ -177,6 +182,13 @@ def _node_param_error(name: str, value: object) -> str | None:
         if not 0 <= value <= NODE_MAX_SHORT_SIDE:
             return f"internal_short_side must be in [0, {NODE_MAX_SHORT_SIDE}] (got {value})"
         return None
+    if name == "exposure_compensation":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"exposure_compensation must be a number (got {value!r})"
+        if not -NODE_MAX_EXPOSURE_COMPENSATION <= float(value) <= NODE_MAX_EXPOSURE_COMPENSATION:
+            return (f"exposure_compensation must be in [{-NODE_MAX_EXPOSURE_COMPENSATION}, "
+                    f"{NODE_MAX_EXPOSURE_COMPENSATION}] (got {value})")
+        return None
     if not isinstance(value, str):
         return f"{name} must be a string (got {value!r})"
     if name == "mode" and value not in NODE_MODES:
@@ -187,8 +199,8 @@ def _node_param_error(name: str, value: object) -> str | None:
 
 
 def read_node_params(path: Path) -> NodeParams:
-    """The node's model / mode / fast / internal_short_side from a ROS 2 parameters file (node defaults for
-    keys it lacks); EvaluationError for a file the node could not start with."""
+    """The node's model / mode / fast / internal_short_side / exposure_compensation from a ROS 2 parameters file
+    (node defaults for keys it lacks); EvaluationError for a file the node could not start with."""
     import yaml
 
     try:
@@ -216,7 +228,8 @@ def read_node_params(path: Path) -> NodeParams:
         reason = _node_param_error(name, value)
         if reason:
             raise EvaluationError(f"node params file {path}: parameter {reason}")
-    return NodeParams(values["model"], values["mode"], values["fast"], values["internal_short_side"], path)
+    return NodeParams(values["model"], values["mode"], values["fast"], values["internal_short_side"], path,
+                      float(values["exposure_compensation"]))
 
 
 def _model_path(spec: str, models_dir: Path) -> Path:
@@ -292,7 +305,13 @@ def build_methods(names: list[str], models_dir: Path, backend: str, closers: lis
         else:
             enh = Enhancer.from_model(str(files[name]), backend=backend, mode=name)
         closers.append(enh)
-        methods[name] = (lambda e: lambda rgb: e.enhance(rgb, color_order="rgb"))(enh)
+        if name == "default" and node.exposure_compensation:
+            from illexp_ros.runtime.exposure_compensation import compensate_exposure
+
+            methods[name] = (lambda e, ev: lambda rgb: compensate_exposure(e.enhance(rgb, color_order="rgb"), ev))(
+                enh, node.exposure_compensation)
+        else:
+            methods[name] = (lambda e: lambda rgb: e.enhance(rgb, color_order="rgb"))(enh)
     return methods
 
 
