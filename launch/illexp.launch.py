@@ -2,10 +2,10 @@
 
   ros2 launch illexp_ros illexp.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
 
-Arguments left empty (model, mode, backend, fast, qos, level_smoothing, exposure_compensation) keep the value from
-params_file (config/illexp.yaml by default). FASTDDS_BUILTIN_TRANSPORTS defaults to LARGE_DATA for the node: with
-Fast DDS's default transports large frames are slow (reliable) or mostly lost (best effort); see the README, "QoS and
-Fast DDS".
+Arguments left empty (model, mode, backend, fast, qos, strength, level_smoothing, exposure_compensation) keep the
+value from params_file (config/illexp.yaml by default). FASTDDS_BUILTIN_TRANSPORTS defaults to LARGE_DATA for the
+node: with Fast DDS's default transports large frames are slow (reliable) or mostly lost (best effort); see the
+README, "QoS and Fast DDS".
 """
 
 from launch import LaunchDescription
@@ -16,7 +16,7 @@ from launch_ros.substitutions import FindPackageShare
 
 # Launch argument -> node parameter of the same name, with its type; empty argument = keep the params file.
 PARAMETER_ARGUMENTS = {"model": str, "mode": str, "backend": str, "fast": bool, "qos": str,
-                       "level_smoothing": float, "exposure_compensation": float}
+                       "strength": float, "level_smoothing": float, "exposure_compensation": float}
 
 
 def typed(value: str, kind: type):
@@ -71,6 +71,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="auto | tensorrt | torch_cuda | onnxruntime | torch_cpu | passthrough"),
         DeclareLaunchArgument("fast", default_value="", description="true | false"),
         DeclareLaunchArgument("qos", default_value="", description="reliable | sensor_data"),
+        DeclareLaunchArgument("strength", default_value="",
+                              description="0.0 (input unchanged) .. 1.0 (the full correction)"),
         DeclareLaunchArgument("level_smoothing", default_value="",
                               description="0.0 (off) .. 0.99: steady brightness across frames"),
         DeclareLaunchArgument("exposure_compensation", default_value="",

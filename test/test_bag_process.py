@@ -127,6 +127,32 @@ def test_exposure_compensation_applies_to_every_corrected_frame(tmp_path: Path, 
         process(str(src), str(tmp_path / "x"), "--topic", IMAGE_TOPIC, "--exposure-compensation", "4")
 
 
+def test_strength_blends_every_corrected_frame_with_its_input(tmp_path: Path, tiny_model: Path) -> None:
+    """A real (random) network, no smoothing: strength 0 writes the inputs, 0.5 the blend of input and correction."""
+    from illexp_ros.runtime.correction_strength import apply_strength
+
+    src = tmp_path / "in"
+    write_sample_bag(src, frames=3, size=SIZE, with_reference=False)
+
+    def corrected_at(strength: str) -> dict[int, np.ndarray]:
+        out = tmp_path / f"out{strength}"
+        assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "torch_cpu", "--model",
+                       str(tiny_model), "--level-smoothing", "0", "--strength", strength) == 0
+        _, msgs = read_bag(out)
+        return {ts: deserialize(d, IMAGE_TYPE).data.reshape(*SIZE, 3) for t, ts, d in msgs if t == CORRECTED}
+
+    _, msgs = read_bag(src)
+    inputs = {ts: deserialize(d, IMAGE_TYPE).data.reshape(*SIZE, 3) for t, ts, d in msgs if t == IMAGE_TOPIC}
+    full, half, off = corrected_at("1"), corrected_at("0.5"), corrected_at("0")
+    assert len(full) == len(half) == len(off) == 3
+    for ts, pixels in inputs.items():
+        assert not np.array_equal(full[ts], pixels)  # the network changes the frame
+        np.testing.assert_array_equal(off[ts], pixels)
+        np.testing.assert_array_equal(half[ts], apply_strength(pixels, full[ts].copy(), 0.5))
+    with pytest.raises(SystemExit):
+        process(str(src), str(tmp_path / "x"), "--topic", IMAGE_TOPIC, "--strength", "-1")
+
+
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
 

@@ -78,3 +78,17 @@ def test_sheet_applies_exposure_compensation_to_the_after_row(tmp_path: Path, ti
     with pytest.raises(SystemExit):
         bag_tool.build_parser().parse_args(["sheet", str(bag), "--topic", IMAGE_TOPIC, "--out", str(out),
                                             "--exposure-compensation", "4"])
+
+
+def test_sheet_at_strength_zero_shows_the_input_as_after(tmp_path: Path, tiny_model: Path) -> None:
+    bag, out = tmp_path / "bag", tmp_path / "sheet.png"
+    write_sample_bag(bag, frames=2, size=(48, 64))
+    assert bag_tool.main(["sheet", str(bag), "--topic", IMAGE_TOPIC, "--out", str(out), "--frames", "2",
+                          "--backend", "torch_cpu", "--model", str(tiny_model), "--strength", "0"]) == 0
+    sheet = cv2.imread(str(out))[..., ::-1]
+    thumb_w, thumb_h = 240, 180
+    for col in range(2):
+        x = LABEL_WIDTH + col * (thumb_w + GAP)
+        before = sheet[HEADER_HEIGHT:HEADER_HEIGHT + thumb_h, x:x + thumb_w]
+        after = sheet[HEADER_HEIGHT + thumb_h + GAP:HEADER_HEIGHT + 2 * thumb_h + GAP, x:x + thumb_w]
+        np.testing.assert_array_equal(after, before)

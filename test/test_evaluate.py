@@ -154,17 +154,25 @@ def test_default_method_corrects_as_the_node_params_file_says(tmp_path, monkeypa
     assert only_fast["default"] == only_fast["mixed"]
     named = rows({"model": "over", "mode": "under", "fast": False})  # a shipped name: that model, every mode
     assert named["default"] != named["under"]
-    # exposure_compensation applies to every frame the node publishes, so to `default` too
-    node = ev.read_node_params(write_params(tmp_path / "ec.yaml", {"model": "mixed", "fast": False,
-                                                                    "exposure_compensation": 1}))
-    assert node.exposure_compensation == 1.0
-    closers: list = []
-    methods = ev.build_methods(["mixed", "default"], models, "torch_cpu", closers, node)
+    # strength and exposure_compensation apply to every frame the node publishes, so to `default` too
+    from illexp_ros.runtime.correction_strength import apply_strength
     from illexp_ros.runtime.exposure_compensation import compensate_exposure
 
     rgb = np.random.default_rng(3).integers(0, 120, (24, 40, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(methods["default"](rgb), compensate_exposure(methods["mixed"](rgb), 1.0))
-    assert methods["default"](rgb).mean() > methods["mixed"](rgb).mean() + 5
+    closers: list = []
+    for strength, stops in ((1.0, 1.0), (0.5, 0.0), (0.0, 0.0), (0.3, -0.5)):
+        node = ev.read_node_params(write_params(tmp_path / "ec.yaml", {
+            "model": "mixed", "fast": False, "strength": strength, "exposure_compensation": stops}))
+        assert (node.strength, node.exposure_compensation) == (strength, stops)
+        methods = ev.build_methods(["mixed", "default"], models, "torch_cpu", closers, node)
+        expected = compensate_exposure(apply_strength(rgb, methods["mixed"](rgb), strength), stops)
+        np.testing.assert_array_equal(methods["default"](rgb), expected)
+        if strength == 0.0:
+            np.testing.assert_array_equal(methods["default"](rgb), rgb)
+        elif strength == 1.0:
+            assert methods["default"](rgb).mean() > methods["mixed"](rgb).mean() + 5
+        else:
+            assert not np.array_equal(methods["default"](rgb), methods["mixed"](rgb))
     for enh in closers:
         enh.close()
 
@@ -254,7 +262,7 @@ def test_identity_feeds_the_target_and_scores_against_it(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("case", ["missing", "not_yaml", "not_utf8", "no_section", "other_node", "not_mapping",
                                   "bad_mode", "fast_not_bool", "short_side_range", "short_side_float",
-                                  "empty_model", "compensation_range"])
+                                  "empty_model", "compensation_range", "strength_range"])
 def test_bad_node_params_file_is_one_line_and_exit_2(tmp_path, capsys, case):
     data = make_set(tmp_path / "set")
     cfg = tmp_path / "params.yaml"
@@ -264,7 +272,8 @@ def test_bad_node_params_file_is_one_line_and_exit_2(tmp_path, capsys, case):
             "not_mapping": ros + "    - mode\n", "bad_mode": ros + "    mode: sideways\n",
             "fast_not_bool": ros + "    fast: 1\n", "short_side_range": ros + "    internal_short_side: 5000\n",
             "short_side_float": ros + "    internal_short_side: 64.0\n", "empty_model": ros + "    model: ''\n",
-            "compensation_range": ros + "    exposure_compensation: 3.5\n"}
+            "compensation_range": ros + "    exposure_compensation: 3.5\n",
+            "strength_range": ros + "    strength: 1.2\n"}
     if case == "not_utf8":
         cfg.write_bytes(b"\xff\xfe\x00bad")
     elif case != "missing":

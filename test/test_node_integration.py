@@ -33,6 +33,7 @@ from skimage import data as skdata
 from illexp_ros.core import classify_exposure, degrade
 from illexp_ros.core.metrics import psnr
 from illexp_ros.ros.node.background_spin import BackgroundSpin
+from illexp_ros.runtime.correction_strength import apply_strength
 from illexp_ros.runtime.exposure_compensation import compensate_exposure
 
 pytestmark = pytest.mark.integration
@@ -393,6 +394,37 @@ def test_exposure_compensation_scales_the_output_and_is_refused_out_of_range(nod
     finally:
         set_parameter(harness, "exposure_compensation", 0.0)
         set_parameter(harness, "mode", "mixed")
+
+
+def test_strength_blends_the_correction_and_zero_turns_it_off(nodes):
+    """mode mixed changes an under-exposed frame; strength 0.5 publishes the blend of input and correction,
+    0 the input itself, bit-exact; shown in the diagnostics; out-of-range values refused. Level smoothing off, so
+    each frame is what the network and the strength make of it."""
+    harness, _ = nodes
+    frame = under_exposed(reference_frame())
+
+    def roundtrip() -> np.ndarray:
+        stamp = time.time_ns()
+        harness.image_pub.publish(image_msg(frame, "rgb8", stamp))
+        return pixels_of(harness.frame_with_stamp("main", stamp)).copy()
+
+    try:
+        assert set_parameter(harness, "level_smoothing", 0.0).successful
+        full = roundtrip()
+        assert np.abs(full.astype(int) - frame).mean() > 10  # the network corrects this frame
+        result = set_parameter(harness, "strength", 0.5)
+        assert result.successful, result.reason
+        half = roundtrip()
+        assert np.abs(half.astype(int) - apply_strength(frame, full.copy(), 0.5)).max() <= 1
+        assert set_parameter(harness, "strength", 0.0).successful
+        np.testing.assert_array_equal(roundtrip(), frame)
+        assert harness.wait_for(lambda: harness.diags["main"] and
+                                harness.diags["main"][-1]["strength"] == "0.00", REPLY_S, "strength 0 in diagnostics")
+        refused = set_parameter(harness, "strength", 1.5)
+        assert not refused.successful and "strength must be in" in refused.reason
+    finally:
+        set_parameter(harness, "strength", 1.0)
+        set_parameter(harness, "level_smoothing", 0.9)
 
 
 def test_level_smoothing_steadies_a_pan_and_leaves_the_first_frame_alone(nodes):

@@ -45,7 +45,8 @@ def test_defaults_are_valid_and_runtime_set_is_the_documented_one():
     for name, spec in PARAMETERS.items():
         assert validate(name, spec.default) is None, name
         assert spec.descriptor().description
-    assert set(RUNTIME_PARAMETERS) == {"mode", "fast", "max_rate_hz", "publish_exposure_map", "level_smoothing",
+    assert set(RUNTIME_PARAMETERS) == {"mode", "fast", "max_rate_hz", "publish_exposure_map", "strength",
+                                       "level_smoothing",
                                        "exposure_compensation", "compressed_format", "jpeg_quality", "png_level"}
     assert validate("max_rate_hz", 10) is None  # an integer from `ros2 param set` is fine
 

@@ -76,7 +76,7 @@ NODE_NAME = "illexp_node"
 # The node's defaults for the keys `default` uses (illexp_ros/ros/node/parameters.py PARAMETERS; that module
 # imports rclpy, so they are repeated here and a test checks that both agree).
 NODE_DEFAULTS = {"model": "default", "mode": "mixed", "fast": True, "internal_short_side": 0,
-                 "exposure_compensation": 0.0}
+                 "strength": 1.0, "exposure_compensation": 0.0}
 NODE_MODES = ("under", "over", "mixed", "auto")
 NODE_MAX_SHORT_SIDE = 4096
 NODE_MAX_EXPOSURE_COMPENSATION = 3.0  # stops, runtime/exposure_compensation.MAX_STOPS (a test checks)
@@ -130,18 +130,21 @@ def subsets_of(name: str) -> list[str]:
 # ------------------------------------------------------------------------------------ node parameters
 @dataclass(frozen=True)
 class NodeParams:
-    """What the node builds its Enhancer from (model, mode, fast, internal_short_side), the exposure compensation
-    it applies to every frame, and where they came from. (Level smoothing never changes a single image.)"""
+    """What the node builds its Enhancer from (model, mode, fast, internal_short_side), the strength and exposure
+    compensation it applies to every frame, and where they came from. (Level smoothing never changes a single
+    image.)"""
     model: str
     mode: str
     fast: bool
     internal_short_side: int
     source: Path
+    strength: float = 1.0
     exposure_compensation: float = 0.0
 
     def describe(self) -> str:
         return (f"model {self.model}, mode {self.mode}, fast {str(self.fast).lower()}, internal_short_side "
-                f"{self.internal_short_side}, exposure_compensation {self.exposure_compensation:g} "
+                f"{self.internal_short_side}, strength {self.strength:g}, exposure_compensation "
+                f"{self.exposure_compensation:g} "
                 f"(from {self.source})")
 
 
@@ -182,6 +185,12 @@ def _node_param_error(name: str, value: object) -> str | None:
         if not 0 <= value <= NODE_MAX_SHORT_SIDE:
             return f"internal_short_side must be in [0, {NODE_MAX_SHORT_SIDE}] (got {value})"
         return None
+    if name == "strength":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"strength must be a number (got {value!r})"
+        if not 0.0 <= float(value) <= 1.0:
+            return f"strength must be in [0.0, 1.0] (got {value})"
+        return None
     if name == "exposure_compensation":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"exposure_compensation must be a number (got {value!r})"
@@ -199,7 +208,7 @@ def _node_param_error(name: str, value: object) -> str | None:
 
 
 def read_node_params(path: Path) -> NodeParams:
-    """The node's model / mode / fast / internal_short_side / exposure_compensation from a ROS 2 parameters file
+    """The node's model / mode / fast / internal_short_side / strength / exposure_compensation from a parameters file
     (node defaults for keys it lacks); EvaluationError for a file the node could not start with."""
     import yaml
 
@@ -229,7 +238,7 @@ def read_node_params(path: Path) -> NodeParams:
         if reason:
             raise EvaluationError(f"node params file {path}: parameter {reason}")
     return NodeParams(values["model"], values["mode"], values["fast"], values["internal_short_side"], path,
-                      float(values["exposure_compensation"]))
+                      float(values["strength"]), float(values["exposure_compensation"]))
 
 
 def _model_path(spec: str, models_dir: Path) -> Path:
@@ -305,14 +314,21 @@ def build_methods(names: list[str], models_dir: Path, backend: str, closers: lis
         else:
             enh = Enhancer.from_model(str(files[name]), backend=backend, mode=name)
         closers.append(enh)
-        if name == "default" and node.exposure_compensation:
-            from illexp_ros.runtime.exposure_compensation import compensate_exposure
-
-            methods[name] = (lambda e, ev: lambda rgb: compensate_exposure(e.enhance(rgb, color_order="rgb"), ev))(
-                enh, node.exposure_compensation)
+        if name == "default" and (node.strength != 1.0 or node.exposure_compensation):
+            methods[name] = _as_the_node_publishes(enh, node.strength, node.exposure_compensation)
         else:
             methods[name] = (lambda e: lambda rgb: e.enhance(rgb, color_order="rgb"))(enh)
     return methods
+
+
+def _as_the_node_publishes(enh, strength: float, stops: float) -> Method:
+    """The node's steps after the network on a single frame: strength, then exposure compensation."""
+    from illexp_ros.runtime.correction_strength import apply_strength
+    from illexp_ros.runtime.exposure_compensation import compensate_exposure
+
+    def method(rgb: np.ndarray) -> np.ndarray:
+        return compensate_exposure(apply_strength(rgb, enh.enhance(rgb, color_order="rgb"), strength), stops)
+    return method
 
 
 # ---------------------------------------------------------------------------------------- evaluation

@@ -131,7 +131,8 @@ def atomic_output(out: Path, force: bool) -> Iterator[Path]:
 def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                 make_enhancer: Callable[[], FrameEnhancer], out_topic: str | None = None,
                 storage: str | None = None, force: bool = False, progress: bool = True,
-                level_smoothing: float = 0.0, exposure_compensation: float = 0.0, compressed: str | None = None,
+                level_smoothing: float = 0.0, exposure_compensation: float = 0.0, strength: float = 1.0,
+                compressed: str | None = None,
                 jpeg_quality: int = DEFAULT_JPEG_QUALITY, png_level: int = DEFAULT_PNG_LEVEL) -> ProcessSummary:
     """Copy IN to OUT adding corrected frames; raises BagError on bad input (see the module docstring)."""
     in_path, out_path = Path(in_path), Path(out_path)
@@ -152,12 +153,14 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
         storage = storage or storage_of(in_path)
         n_images = sum(c.msgcount for c in image_conns)
         # the runtime, once the bag checks out
+        from illexp_ros.runtime.correction_strength import apply_strength, check_strength
         from illexp_ros.runtime.exposure_compensation import check_stops, compensate_exposure
         from illexp_ros.runtime.level_smoothing import LevelSmoother
 
         smoother = LevelSmoother(level_smoothing)
         try:
             stops = check_stops(exposure_compensation)
+            strength = check_strength(strength)
         except ValueError as exc:
             raise BagError(str(exc)) from exc
         enhancer = make_enhancer()
@@ -191,7 +194,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                         except ImageFormatError as exc:
                             raise BagError(f"{topic} message at t={timestamp} ns in {in_path}: {exc}"
                                            ) from exc
-                        out = enhancer.enhance(frame.pixels, color_order=frame.color_order)
+                        out = apply_strength(frame.pixels, enhancer.enhance(frame.pixels,
+                                                                            color_order=frame.color_order), strength)
                         change = smoother.gain_change(frame.pixels, out, timestamp * 1e-9,
                                                       getattr(enhancer, "last_route", None))
                         out = compensate_exposure(out, stops, gain=change)  # one pass, as the node

@@ -88,16 +88,20 @@ def render_sheet(rows: Sequence[tuple[str, Sequence[np.ndarray]]], out: str | Pa
 
 
 def sheet_command(path: str | Path, topic: str, out: str | Path, frames: int,
-                  make_enhancer: Callable[[], Any], exposure_compensation: float = 0.0) -> Path:
+                  make_enhancer: Callable[[], Any], exposure_compensation: float = 0.0,
+                  strength: float = 1.0) -> Path:
     """Sample `frames` images of `topic`, correct them and write the before / after / exposure-map sheet.
-    `exposure_compensation` (stops) is applied to "after" as the node applies its parameter. The node's level
-    smoothing is not: it restarts after a pause of a second, and sampled frames are usually further apart."""
+    `strength` and `exposure_compensation` (stops) are applied to "after" as the node applies its parameters. The
+    node's level smoothing is not: it restarts after a pause of a second, and sampled frames are usually further
+    apart."""
     if frames < 1:
         raise BagError(f"--frames must be >= 1, got {frames}")
+    from illexp_ros.runtime.correction_strength import apply_strength, check_strength
     from illexp_ros.runtime.exposure_compensation import check_stops, compensate_exposure
 
     try:
         stops = check_stops(exposure_compensation)
+        strength = check_strength(strength)
     except ValueError as exc:
         raise BagError(str(exc)) from exc
     if Path(out).suffix.lower() not in IMAGE_SUFFIXES:
@@ -108,7 +112,7 @@ def sheet_command(path: str | Path, topic: str, out: str | Path, frames: int,
     for _, rgb in sampled:
         corrected, exposure_map = enhancer.enhance_with_map(rgb, color_order="rgb")
         befores.append(rgb)
-        afters.append(compensate_exposure(corrected, stops))
+        afters.append(compensate_exposure(apply_strength(rgb, corrected, strength), stops))
         maps.append(colorize_map(exposure_map))
     t0 = sampled[0][0]
     titles = [f"t = {(stamp - t0) / 1e9:.2f} s" for stamp, _ in sampled]

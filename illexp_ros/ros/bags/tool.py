@@ -22,9 +22,10 @@ from illexp_ros.ros.bags.source import BagError
 
 BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passthrough")
 MODES = ("under", "over", "mixed", "auto")
-# The node's defaults and ranges (ros/node/parameters.py, runtime/level_smoothing.py and exposure_compensation.py;
-# a test keeps them equal). Not
-# imported: this module must not load the runtime (torch) before the bag has been checked.
+# The node's defaults and ranges (ros/node/parameters.py, runtime/level_smoothing.py, exposure_compensation.py and
+# correction_strength.py; a test keeps them equal). Not imported: this module must not load the runtime (torch)
+# before the bag has been checked.
+DEFAULT_STRENGTH = 1.0
 DEFAULT_LEVEL_SMOOTHING = 0.9
 MAX_LEVEL_SMOOTHING = 0.99
 MAX_EXPOSURE_COMPENSATION = 3.0
@@ -46,6 +47,13 @@ def compensation_stops(text: str) -> float:
     if not -MAX_EXPOSURE_COMPENSATION <= value <= MAX_EXPOSURE_COMPENSATION:
         raise argparse.ArgumentTypeError(f"must be in [-{MAX_EXPOSURE_COMPENSATION:g}, "
                                          f"{MAX_EXPOSURE_COMPENSATION:g}] stops, got {text}")
+    return value
+
+
+def correction_strength(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
 
 
@@ -77,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="storage of OUT (default: that of IN; mcap for a ROS 1 bag)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--strength", type=correction_strength, default=DEFAULT_STRENGTH, metavar="S",
+                   help="how much of the correction to write, 0..1, as the node's strength parameter (default "
+                        f"{DEFAULT_STRENGTH:g}: all of it; 0 = the input)")
     p.add_argument("--level-smoothing", type=smoothing_weight, default=DEFAULT_LEVEL_SMOOTHING, metavar="W",
                    help="steady brightness across frames as the node's level_smoothing parameter (default "
                         f"{DEFAULT_LEVEL_SMOOTHING}, the node's; 0 = each frame as the network corrects it)")
@@ -108,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", required=True)
     p.add_argument("--out", required=True, help="image file to write (.png or .jpg)")
     p.add_argument("--frames", type=int, default=6, help="number of frames (columns), default 6")
+    p.add_argument("--strength", type=correction_strength, default=DEFAULT_STRENGTH, metavar="S",
+                   help="how much of the correction the 'after' row shows, 0..1, as the node's strength parameter "
+                        f"(default {DEFAULT_STRENGTH:g})")
     p.add_argument("--exposure-compensation", type=compensation_stops, default=0.0, metavar="EV",
                    help="the 'after' row brighter (+) or darker (-) than corrected, in stops, as the node's "
                         "exposure_compensation parameter (default 0)")
@@ -136,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         summary = process_bag(args.input, args.output, args.topic, enhancer_factory(args),
                               out_topic=args.out_topic, storage=args.storage, force=args.force,
                               progress=not args.no_progress, level_smoothing=args.level_smoothing,
-                              exposure_compensation=args.exposure_compensation,
+                              strength=args.strength, exposure_compensation=args.exposure_compensation,
                               compressed=args.compressed, jpeg_quality=args.jpeg_quality,
                               png_level=args.png_level)
         print(summary.line())
@@ -148,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         from illexp_ros.ros.bags.sheet import sheet_command
 
         written = sheet_command(args.input, args.topic, args.out, args.frames, enhancer_factory(args),
-                                exposure_compensation=args.exposure_compensation)
+                                strength=args.strength, exposure_compensation=args.exposure_compensation)
         print(f"wrote {written}")
     return 0
 

@@ -38,6 +38,7 @@ from illexp_ros.ros.node.parameters import MODES, PARAMETERS, RUNTIME_PARAMETERS
 from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, image_qos
 from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
+from illexp_ros.runtime.correction_strength import apply_strength
 from illexp_ros.runtime.exposure_compensation import compensate_exposure
 from illexp_ros.runtime.level_smoothing import LevelSmoother
 
@@ -91,6 +92,7 @@ class IllExpNode(Node):
         self._rate_limit = RateLimiter(float(p["max_rate_hz"]))
         self._level = LevelSmoother(float(p["level_smoothing"]))  # used by the worker thread only
         self._exposure_compensation = float(p["exposure_compensation"])
+        self._strength = float(p["strength"])
         # One tuple, replaced whole, so the worker never sees half a change.
         self._compression = tuple(p[name] for name in COMPRESSION_PARAMETERS)
         self.compressed_published = 0
@@ -204,6 +206,8 @@ class IllExpNode(Node):
                 self._level.weight = float(param.value)  # one attribute: the worker reads it per frame
             elif param.name == "exposure_compensation":
                 self._exposure_compensation = float(param.value)
+            elif param.name == "strength":
+                self._strength = float(param.value)
             elif param.name in COMPRESSION_PARAMETERS:
                 values = list(self._compression)
                 values[COMPRESSION_PARAMETERS.index(param.name)] = param.value
@@ -277,7 +281,8 @@ class IllExpNode(Node):
         extra = {"backend": self.backend_name, "model": self.enhancer.model_name, "mode": self.enhancer.mode,
                  "fast": self.enhancer.fast, "last_route": getattr(self.enhancer, "last_route", ""),
                  "input_topic": self.input_topic, "buffered_resolutions": self.enhancer.buffered_resolutions(),
-                 "level_smoothing": self._level.weight, "exposure_compensation": self._exposure_compensation,
+                 "strength": self._strength, "level_smoothing": self._level.weight,
+                 "exposure_compensation": self._exposure_compensation,
                  "compressed_published": self.compressed_published,
                  "level_gain_change": f"{self._level.last_gain_change:.4f}"}  # ~1 +- 0.02: 2 decimals say nothing
         self.diag_pub.publish(diagnostic_array(snap, f"{self.get_fully_qualified_name()}: exposure correction",
@@ -318,10 +323,15 @@ class IllExpNode(Node):
         else:
             frame, encoding, bigendian = image_to_frame(msg), msg.encoding, bool(msg.is_bigendian)
         encoding = self._output_encoding or encoding
-        if self._publish_map:
-            out, em = self.enhancer.enhance_with_map(frame.pixels, color_order=frame.color_order)
+        strength = self._strength  # read once: a change lands between frames
+        if strength == 0.0 and not self._publish_map:  # correction off: none of the network's output is published
+            out, em = frame.pixels.copy(), None
         else:
-            out, em = self.enhancer.enhance(frame.pixels, color_order=frame.color_order), None
+            if self._publish_map:
+                out, em = self.enhancer.enhance_with_map(frame.pixels, color_order=frame.color_order)
+            else:
+                out, em = self.enhancer.enhance(frame.pixels, color_order=frame.color_order), None
+            out = apply_strength(frame.pixels, out, strength)
         # Steady brightness across frames; another mode, model or auto route restarts the average.
         change = self._level.gain_change(frame.pixels, out, item.received,
                                          (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route))

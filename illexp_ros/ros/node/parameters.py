@@ -2,7 +2,7 @@
 
 Read-only parameters (model, backend, threads, preload, qos, input_transport, internal_short_side,
 output_encoding, publish_compressed, republish_camera_info) are fixed at start-up: changing them would mean
-reloading the model or recreating topics. mode, fast, max_rate_hz, publish_exposure_map, level_smoothing,
+reloading the model or recreating topics. mode, fast, max_rate_hz, publish_exposure_map, strength, level_smoothing,
 exposure_compensation and the compressed output's compressed_format, jpeg_quality and png_level can be changed
 while running and are applied between frames (mode and fast once what they need is loaded, off the frame path).
 """
@@ -22,6 +22,7 @@ from illexp_ros.ros.node.image_conversion import (
     SUPPORTED_ENCODINGS,
 )
 from illexp_ros.ros.node.qos import QOS_NAMES
+from illexp_ros.runtime.correction_strength import DEFAULT_STRENGTH
 from illexp_ros.runtime.exposure_compensation import MAX_STOPS
 from illexp_ros.runtime.level_smoothing import MAX_WEIGHT
 
@@ -89,6 +90,11 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "max_rate_hz": ParameterSpec(
         0.0, "Most frames per second to correct; extra frames are dropped and counted. 0 = unlimited.",
         read_only=False, float_range=(0.0, MAX_RATE_HZ)),
+    "strength": ParameterSpec(
+        DEFAULT_STRENGTH, "How much of the correction to publish, 0.0..1.0: output = input + strength x (corrected - "
+        "input); 1 = the network's correction, 0 = the input unchanged (the network is then not run unless "
+        "publish_exposure_map is on). Applied before level_smoothing (runtime/correction_strength.py).",
+        read_only=False, float_range=(0.0, 1.0)),
     "level_smoothing": ParameterSpec(
         0.9, "Steady brightness: weight of the past in an exponential average of the correction's overall gain "
         "(per frame; 0 = off, each frame as the network corrects it). Follows camera exposure changes at once; "
