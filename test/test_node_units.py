@@ -276,7 +276,10 @@ def test_node_bench_arguments():
 
     args = parse_args(["--sizes", "640x480,1280x720", "--frames", "3"])
     assert args.sizes == [(640, 480), (1280, 720)] and args.frames == 3
-    for bad in (["--sizes", "640"], ["--sizes", "641x480"], ["--frames", "0"]):
+    assert parse_args(["--param", "strength:=0.0", "--param", "level_smoothing:=0.5"]).param == [
+        "strength:=0.0", "level_smoothing:=0.5"]
+    for bad in (["--sizes", "640"], ["--sizes", "641x480"], ["--frames", "0"], ["--param", "strength=0"],
+                ["--param", "no_such:=1"], ["--param", "strength:="], ["--param", "backend:=torch_cpu"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
 

@@ -5,6 +5,7 @@ the corrected frame with the same stamp (ping-pong, so the number is latency, no
 `passthrough` is the floor: the ROS transport both ways plus conversion, with no network.
 
   python -m illexp_ros.ros.demo.node_bench --backends passthrough,auto --sizes 640x480,1280x720 --frames 30
+  illexp_bench --node --backends auto --param strength:=0.0        # any node parameter, as `-p` on a ros2 run line
 """
 
 from __future__ import annotations
@@ -40,6 +41,21 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
+def node_param(text: str) -> str:
+    """NAME:=VALUE for one of the node's parameters (passed to it as `-p NAME:=VALUE`; the node checks VALUE)."""
+    from illexp_ros.ros.node.parameters import PARAMETERS
+
+    name, sep, value = text.partition(":=")
+    if not sep or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME:=VALUE")
+    if name not in PARAMETERS:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a parameter of illexp_node "
+                                         f"(one of {', '.join(PARAMETERS)})")
+    if name in ("backend", "qos"):
+        raise argparse.ArgumentTypeError(f"set {name} with --{'backends' if name == 'backend' else name}")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="illexp_bench --node", description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", default="passthrough,auto", help="comma-separated node backends")
@@ -50,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable")
     p.add_argument("--transport", choices=("LARGE_DATA", "DEFAULT"), default="LARGE_DATA",
                    help="FASTDDS_BUILTIN_TRANSPORTS for both processes (DEFAULT: Fast DDS's own default)")
+    p.add_argument("--param", type=node_param, action="append", default=[], metavar="NAME:=VALUE",
+                   help="any other node parameter, e.g. strength:=0.0 or level_smoothing:=0.0 (repeatable; "
+                        "applied after config/illexp.yaml and --model / --fast)")
     args = p.parse_args(argv)
     if args.frames < 1:
         p.error("--frames must be >= 1")
@@ -113,6 +132,8 @@ def start_node(backend: str, args: argparse.Namespace, env: dict[str, str]) -> s
         cmd += ["-p", f"model:={args.model}"]
     if args.fast:
         cmd += ["-p", f"fast:={args.fast}"]
+    for param in args.param:
+        cmd += ["-p", param]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -184,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"illexp_bench --node: {exc}", file=sys.stderr)
         return 2
+    params = f", {' '.join(args.param)}" if args.param else ""
     print(f"\nend-to-end latency publish -> corrected receive (ms), qos {args.qos}, "
-          f"transport {args.transport}, {os.cpu_count()} CPUs")
+          f"transport {args.transport}{params}, {os.cpu_count()} CPUs")
     print(f"{'backend':<14}{'size':>10}{'frames':>8}{'lost':>6}{'p50':>9}{'p90':>9}{'max':>9}")
     for r in rows:
         print(f"{r['backend']:<14}{r['size']:>10}{r['frames']:>8}{r['lost']:>6}{r['p50']:>9.1f}{r['p90']:>9.1f}"
