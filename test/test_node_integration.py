@@ -188,6 +188,25 @@ def test_corrected_frame_keeps_header_shape_and_encoding(nodes, encoding):
     assert psnr(corrected_rgb, ref) > psnr(dark, ref) + 1.0
 
 
+def test_bayer_frame_comes_back_as_a_corrected_mosaic_of_the_same_pattern(nodes):
+    """A machine-vision camera's raw bayer_rggb8: demosaiced for the network, published as bayer_rggb8 again
+    (so image_proc's debayer downstream works as before), with the same header, and brighter where it was dark."""
+    harness, _ = nodes
+    ref = reference_frame()
+    dark = under_exposed(ref)
+    mosaic = np.empty((H, W), np.uint8)  # R G / G B, from the RGB frame
+    mosaic[0::2, 0::2], mosaic[0::2, 1::2] = dark[0::2, 0::2, 0], dark[0::2, 1::2, 1]
+    mosaic[1::2, 0::2], mosaic[1::2, 1::2] = dark[1::2, 0::2, 1], dark[1::2, 1::2, 2]
+    out, stamp = send_until_answered(harness, "main", lambda s: image_msg(mosaic, "bayer_rggb8", s),
+                                     harness.image_pub.publish)
+    assert out.header.frame_id == "cam_optical"
+    assert out.header.stamp.sec * 1_000_000_000 + out.header.stamp.nanosec == stamp
+    assert (out.height, out.width, out.encoding, out.step) == (H, W, "bayer_rggb8", W)
+    corrected = np.frombuffer(out.data, np.uint8).reshape(H, W)
+    colour = cv2.cvtColor(corrected, cv2.COLOR_BayerRGGB2RGB)
+    assert psnr(colour, ref) > psnr(cv2.cvtColor(mosaic, cv2.COLOR_BayerRGGB2RGB), ref) + 1.0
+
+
 def test_camera_info_is_republished_unchanged(nodes):
     harness, _ = nodes
     info = CameraInfo(width=W, height=H, distortion_model="plumb_bob")
@@ -206,7 +225,7 @@ def test_camera_info_is_republished_unchanged(nodes):
 def malformed_images(count: int) -> list[Image]:
     good = under_exposed(reference_frame())
     makers = [
-        lambda: image_msg(good, "bayer_rggb8", 1),                          # unsupported encoding
+        lambda: image_msg(good, "32FC1", 1),                                # unsupported encoding
         lambda: image_msg(good, "", 2),                                      # no encoding at all
         lambda: Image(height=0, width=W, encoding="bgr8", step=W * 3),       # zero height
         lambda: Image(height=H, width=0, encoding="bgr8", step=0),           # zero width

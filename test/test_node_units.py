@@ -29,7 +29,7 @@ from illexp_ros.ros.node.rate_limit import RateLimiter
     ("level_smoothing", -0.1, "level_smoothing must be in"),
     ("internal_short_side", -3, "internal_short_side must be in"),
     ("qos", "best_effort", "qos must be one of"),
-    ("output_encoding", "bayer_rggb8", "output_encoding must be one of"),
+    ("output_encoding", "32FC1", "output_encoding must be one of"),
     ("compressed_format", "webp", "compressed_format must be one of"),
     ("jpeg_quality", 0, "jpeg_quality must be in"),
     ("jpeg_quality", 101, "jpeg_quality must be in"),
@@ -188,7 +188,7 @@ def test_worker_publishes_and_rejects(node):
     node._process(PendingFrame(frame_msg(6), time.monotonic()))
     assert node.stats.snapshot().latency_p50_ms >= 0.0
     bad = frame_msg(6)
-    bad.encoding = "bayer_rggb8"
+    bad.encoding = "32FC1"
     with node._slot_cond:
         node._slot = PendingFrame(bad, time.monotonic())
         node._slot_cond.notify()

@@ -7,6 +7,12 @@ H x W x 3 uint8 frame in RGB or BGR order, so every encoding is turned into that
 Encoding conventions follow cv_bridge: 'yuv422' is UYVY byte order (U0 Y0 V0 Y1), 'yuv422_yuy2' is YUYV
 (Y0 U0 Y1 V0, what most USB cameras send). 16-bit encodings are reduced to 8 bits for the network
 (value >> 8) and expanded back with x257, so 0 and 65535 map to 0 and 255 and back exactly.
+
+Bayer encodings (`bayer_rggb8` ... `bayer_grbg16`, the raw mosaic of machine-vision cameras, named by the colours
+of the top-left 2 x 2 block as in sensor_msgs) are demosaiced (OpenCV's edge-aware interpolation) for the network,
+and a corrected frame is written back in a Bayer encoding by keeping, at each pixel, the channel of that pixel's
+filter: the node can sit between such a driver and image_proc's debayer and leave the rest of the pipeline as it
+was (`output_encoding: bgr8` publishes the demosaiced colour frame instead).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ ENCODINGS: dict[str, EncodingLayout] = {
     "mono16": EncodingLayout(1, 2, "rgb"),
     "rgb16": EncodingLayout(3, 2, "rgb"),
     "bgr16": EncodingLayout(3, 2, "bgr"),
+    **{f"bayer_{p}{bits}": EncodingLayout(1, bits // 8, "bgr")
+       for bits in (8, 16) for p in ("rggb", "bggr", "gbrg", "grbg")},
 }
 SUPPORTED_ENCODINGS = tuple(ENCODINGS)
 
@@ -54,6 +62,21 @@ PNG_LEVEL_RANGE = (0, 9)
 
 _YUV_TO_RGB = {"yuv422": cv2.COLOR_YUV2RGB_UYVY, "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2}
 _RGB_TO_YUV = {"yuv422": cv2.COLOR_RGB2YUV_UYVY, "yuv422_yuy2": cv2.COLOR_RGB2YUV_YUY2}
+# OpenCV's Bayer<pattern> codes name the pattern by its top-left 2 x 2 block, as sensor_msgs does (its older
+# Bayer<XY> codes are named from the second row and column: BayerRGGB == BayerBG). Edge-aware rather than
+# bilinear: fewer zipper artefacts on edges, and measured faster here (0.43 against 0.66 ms at 1920x1080).
+_BAYER_TO_BGR = {
+    "rggb": cv2.COLOR_BayerRGGB2BGR_EA, "bggr": cv2.COLOR_BayerBGGR2BGR_EA,
+    "gbrg": cv2.COLOR_BayerGBRG2BGR_EA, "grbg": cv2.COLOR_BayerGRBG2BGR_EA,
+}
+_BGR_INDEX = {"b": 0, "g": 1, "r": 2}
+
+
+def bayer_pattern(encoding: str) -> str | None:
+    """'rggb' / 'bggr' / 'gbrg' / 'grbg' for a Bayer encoding, None for any other."""
+    if encoding.startswith("bayer_") and encoding in ENCODINGS:
+        return encoding[6:10]
+    return None
 
 
 @dataclass
@@ -126,6 +149,14 @@ def image_to_frame(msg: Image) -> Frame:
         return Frame(cv2.cvtColor(view, _YUV_TO_RGB[enc]), "rgb")
     if enc == "mono16":
         return Frame(cv2.cvtColor(_to_uint8(view), cv2.COLOR_GRAY2RGB), "rgb")
+    pattern = bayer_pattern(enc)
+    if pattern is not None:
+        # Contiguous: OpenCV 5.0's edge-aware demosaic misreads rows whose step exceeds the width (padded rows
+        # came out as wrong colours here; its bilinear one does not), so padded rows are copied first.
+        raw = np.ascontiguousarray(view) if layout.bytes_per_channel == 1 else _to_uint8(view)
+        bgr = cv2.cvtColor(raw, _BAYER_TO_BGR[pattern])
+        _keep_border_samples(bgr, raw, pattern)
+        return Frame(bgr, "bgr")
     return Frame(_to_uint8(view), layout.color_order)  # rgb16 / bgr16
 
 
@@ -165,6 +196,12 @@ def frame_to_array(pixels: np.ndarray, color_order: str, encoding: str, alpha: n
             raise ImageFormatError(f"width {pixels.shape[1]} is odd; {encoding} packs pixels in pairs")
         rgb = np.ascontiguousarray(_in_order(pixels, color_order, "rgb"))
         out = cv2.cvtColor(rgb, _RGB_TO_YUV[encoding])
+    elif (pattern := bayer_pattern(encoding)) is not None:
+        out = _mosaic(pixels, color_order, pattern)
+        if layout.bytes_per_channel == 2:
+            out = out.astype(np.uint16) * np.uint16(257)
+            if bigendian:
+                out = out.astype(">u2")
     else:  # 16-bit: x257 maps 0..255 onto 0..65535 exactly at both ends
         src = _grey(pixels, color_order) if encoding == "mono16" else \
             _in_order(pixels, color_order, layout.color_order)
@@ -196,7 +233,8 @@ def encode_compressed(pixels: np.ndarray, color_order: str, encoding: str, compr
     16-bit encodings in png (x257, as on corrected/image); format "<encoding>; <jpeg|png> compressed
     <bgr8|mono8|bgr16|mono16>", whose first field image_transport's subscriber gives the decoded image. YUV
     encodings are named as what the data is (bgr8): that subscriber does not convert back to YUV and would label
-    bgr data as yuv. The node and `illexp_bag process --compressed` both encode through here."""
+    bgr data as yuv. Bayer encodings too, and their frame is coded in colour: JPEG of a mosaic would blur its
+    2 x 2 pattern into false colour. The node and `illexp_bag process --compressed` both encode through here."""
     if compression not in COMPRESSED_FORMATS:
         raise ValueError(f"compression must be one of {', '.join(COMPRESSED_FORMATS)} (got {compression!r})")
     bits = 16 if compression == "png" and layout_of(encoding).bytes_per_channel == 2 else 8
@@ -208,7 +246,34 @@ def encode_compressed(pixels: np.ndarray, color_order: str, encoding: str, compr
         ok, buf = cv2.imencode(".png", values, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
     if not ok:
         raise ImageFormatError(f"{compression} encoding of a {values.shape} {values.dtype} frame failed")
-    return f"{target if encoding in _YUV_TO_RGB else encoding}; {compression} compressed {target}", buf.reshape(-1)
+    named = target if encoding in _YUV_TO_RGB or bayer_pattern(encoding) else encoding
+    return f"{named}; {compression} compressed {target}", buf.reshape(-1)
+
+
+def _keep_border_samples(bgr: np.ndarray, raw: np.ndarray, pattern: str) -> None:
+    """Put each border pixel's own sample back into its channel. OpenCV's demosaic copies the outermost rows and
+    columns from their neighbours, so without this a mosaic read and written back unchanged would differ on its
+    border; inside, every pixel keeps its own sample."""
+    h, w = raw.shape
+    for i, colour in enumerate(pattern):
+        dy, dx = divmod(i, 2)
+        ch = _BGR_INDEX[colour]
+        for y in {0, h - 1}:
+            if y % 2 == dy:
+                bgr[y, dx::2, ch] = raw[y, dx::2]
+        for x in {0, w - 1}:
+            if x % 2 == dx:
+                bgr[dy::2, x, ch] = raw[dy::2, x]
+
+
+def _mosaic(pixels: np.ndarray, color_order: str, pattern: str) -> np.ndarray:
+    """H x W x 3 -> H x W: each pixel keeps the channel its filter passes in the 2 x 2 `pattern`."""
+    out = np.empty(pixels.shape[:2], np.uint8)
+    for i, colour in enumerate(pattern):
+        dy, dx = divmod(i, 2)
+        channel = _BGR_INDEX[colour] if color_order == "bgr" else 2 - _BGR_INDEX[colour]
+        out[dy::2, dx::2] = pixels[dy::2, dx::2, channel]
+    return out
 
 
 def _grey(pixels: np.ndarray, color_order: str) -> np.ndarray:
