@@ -2,10 +2,12 @@
 
 import math
 
+import cv2
 import numpy as np
 import pytest
+from skimage import data as skdata
 
-from illexp_ros.runtime.level_smoothing import CUT_STOPS, LevelSmoother, frame_level
+from illexp_ros.runtime.level_smoothing import CUT_STOPS, LEVEL_ROWS, LevelSmoother, frame_level
 
 
 def scene(seed: int = 0, level: float = 90.0) -> np.ndarray:
@@ -102,6 +104,24 @@ def test_weight_zero_is_off_and_bad_arguments_are_refused():
 def test_black_frames_have_a_finite_level():
     assert frame_level(np.zeros((4, 4, 3), np.uint8)) == 0.0
     assert frame_level(np.full((4, 4, 3), 255, np.uint8)) == pytest.approx(8.0)
+
+
+def full_level(frame: np.ndarray) -> float:
+    return math.log2(float(frame.astype(np.float64).mean()) + 1.0)
+
+
+def test_level_reads_every_row_up_to_twice_level_rows_and_a_subset_of_taller_frames():
+    photo = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)  # 512 x 512
+    short = photo[:2 * LEVEL_ROWS - 1]
+    assert frame_level(short) == pytest.approx(full_level(short), abs=1e-9)
+    # 1080p: every 4th row, within 0.003 stops of the whole frame's level (real photo, not a flat test card)
+    tall = cv2.resize(photo, (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    assert abs(frame_level(tall) - full_level(tall)) < 0.003
+    # It is a subset of rows, and that is its limit: a pattern repeating every 4 rows can be misread (a frame
+    # bright only on the rows the stride skips reads as black); in and out frames are read on the same rows.
+    striped = np.zeros((1080, 16, 3), np.uint8)
+    striped[1::4] = 255
+    assert frame_level(striped) == 0.0
 
 
 def test_gain_change_is_what_apply_multiplies_by_and_leaves_the_frame_alone():
