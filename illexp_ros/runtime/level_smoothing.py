@@ -40,16 +40,16 @@ MIN_GAIN_CHANGE = 1.0 / 1024.0
 _LEVEL_FLOOR = 1.0  # grey levels: keeps log2 of a black frame finite
 
 
-# Rows read per frame for its level, at least: frames of up to 2 x this many rows are read whole; taller ones every
-# k-th row (1080p: every 4th). On 1080p photos the level moves by 0.0005 stops (median; at most 0.003, below what
+# Rows read per frame for its level, at least: frames of fewer than 2 x this many rows are read whole, taller ones
+# every k-th row, k = rows // LEVEL_ROWS (1080p: every 4th). On 1080p photos the level moves by 0.0005 stops (median; at most 0.003, below what
 # the cut and MIN_GAIN_CHANGE resolve) and the two means per frame take 0.12 instead of 0.38 ms here. In and out
 # frames are read on the same rows, so the gain between them is measured on the same pixels.
 LEVEL_ROWS = 256
 
 
 def frame_level(frame: np.ndarray) -> float:
-    """log2 of a uint8 frame's mean value (all channels), in stops; black frames give log2(1) = 0. Frames taller
-    than 2 x LEVEL_ROWS are read every (rows // LEVEL_ROWS)-th row."""
+    """log2 of a uint8 frame's mean value (all channels), in stops; black frames give log2(1) = 0. Frames of
+    2 x LEVEL_ROWS rows or more are read every (rows // LEVEL_ROWS)-th row."""
     means = cv2.mean(frame[::max(1, frame.shape[0] // LEVEL_ROWS)])
     channels = frame.shape[2] if frame.ndim == 3 else 1
     return math.log2(sum(means[:channels]) / channels + _LEVEL_FLOOR)
