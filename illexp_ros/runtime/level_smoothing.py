@@ -40,10 +40,11 @@ MIN_GAIN_CHANGE = 1.0 / 1024.0
 _LEVEL_FLOOR = 1.0  # grey levels: keeps log2 of a black frame finite
 
 
-# Rows read per frame for its level, at least: frames of fewer than 2 x this many rows are read whole, taller ones
-# every k-th row, k = rows // LEVEL_ROWS (1080p: every 4th). On 1080p photos the level moves by 0.0005 stops (median; at most 0.003, below what
-# the cut and MIN_GAIN_CHANGE resolve) and the two means per frame take 0.12 instead of 0.38 ms here. In and out
-# frames are read on the same rows, so the gain between them is measured on the same pixels.
+# Rows read per frame for its level, at least: frames of fewer than 2 x this many rows are read whole, taller
+# ones every k-th row, k = rows // LEVEL_ROWS (1080p: every 4th). On 1080p photos the level moves by 0.0005 stops
+# (median; at most 0.003, below what the cut and MIN_GAIN_CHANGE resolve) and the two means per frame take 0.12
+# instead of 0.38 ms here. In and out frames are read on the same rows: the gain between them is measured on the
+# same pixels.
 LEVEL_ROWS = 256
 
 
