@@ -278,8 +278,10 @@ def test_node_bench_arguments():
     assert args.sizes == [(640, 480), (1280, 720)] and args.frames == 3
     assert parse_args(["--param", "strength:=0.0", "--param", "level_smoothing:=0.5"]).param == [
         "strength:=0.0", "level_smoothing:=0.5"]
+    assert args.encoding == "bgr8" and parse_args(["--encoding", "bayer_rggb8"]).encoding == "bayer_rggb8"
     for bad in (["--sizes", "640"], ["--sizes", "641x480"], ["--frames", "0"], ["--param", "strength=0"],
-                ["--param", "no_such:=1"], ["--param", "strength:="], ["--param", "backend:=torch_cpu"]):
+                ["--param", "no_such:=1"], ["--param", "strength:="], ["--param", "backend:=torch_cpu"],
+                ["--encoding", "32FC1"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
 

@@ -6,6 +6,7 @@ the corrected frame with the same stamp (ping-pong, so the number is latency, no
 
   python -m illexp_ros.ros.demo.node_bench --backends passthrough,auto --sizes 640x480,1280x720 --frames 30
   illexp_bench --node --backends auto --param strength:=0.0        # any node parameter, as `-p` on a ros2 run line
+  illexp_bench --node --encoding bayer_rggb8                        # frames in any encoding the node reads
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def node_param(text: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from illexp_ros.ros.node.image_conversion import SUPPORTED_ENCODINGS
+
     p = argparse.ArgumentParser(prog="illexp_bench --node", description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", default="passthrough,auto", help="comma-separated node backends")
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("640x480,1280x720"))
@@ -64,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="", help="node `model` parameter (empty: config/illexp.yaml)")
     p.add_argument("--fast", choices=("true", "false"), default="", help="node `fast` (empty: config)")
     p.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable")
+    p.add_argument("--encoding", choices=SUPPORTED_ENCODINGS, default="bgr8", metavar="ENCODING",
+                   help="encoding of the frames sent (and so of the corrected ones): "
+                        f"{', '.join(SUPPORTED_ENCODINGS)}; a Bayer mosaic is a third of bgr8's bytes")
     p.add_argument("--transport", choices=("LARGE_DATA", "DEFAULT"), default="LARGE_DATA",
                    help="FASTDDS_BUILTIN_TRANSPORTS for both processes (DEFAULT: Fast DDS's own default)")
     p.add_argument("--param", type=node_param, action="append", default=[], metavar="NAME:=VALUE",
@@ -104,14 +110,15 @@ class Client:
             self.arrived[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = now
             self.cond.notify_all()
 
-    def ping(self, pixels: np.ndarray, stamp: int, timeout: float) -> float | None:
-        """Publish one frame; seconds until its corrected frame arrives, None on timeout."""
-        msg = self.Image(height=pixels.shape[0], width=pixels.shape[1], encoding="bgr8",
-                         step=pixels.shape[1] * 3)
+    def ping(self, values: np.ndarray, encoding: str, stamp: int, timeout: float) -> float | None:
+        """Publish one frame (`values`: the message's rows in `encoding`, as image_conversion.frame_to_array
+        gives them); seconds until its corrected frame arrives, None on timeout."""
+        msg = self.Image(height=values.shape[0], width=values.shape[1], encoding=encoding,
+                         step=values.strides[0])
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
         msg.header.frame_id = "bench"
         data = array.array("B")
-        data.frombytes(pixels.reshape(-1))
+        data.frombytes(values.reshape(-1).view(np.uint8))
         msg.data = data
         sent = time.perf_counter()
         self.pub.publish(msg)
@@ -148,12 +155,12 @@ def stop_node(proc: subprocess.Popen) -> str:
     return proc.stdout.read() if proc.stdout else ""
 
 
-def warm_up(client: Client, proc: subprocess.Popen, pixels: np.ndarray) -> bool:
+def warm_up(client: Client, proc: subprocess.Popen, values: np.ndarray, encoding: str) -> bool:
     """Resend until a corrected frame comes back: discovery, the model's first call, and (LARGE_DATA) the
     first ~1.5 s after discovery, when frames are lost."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and proc.poll() is None:
-        if client.ping(pixels, time.time_ns(), 1.0) is not None:
+        if client.ping(values, encoding, time.time_ns(), 1.0) is not None:
             return True
     return False
 
@@ -166,8 +173,11 @@ def run(args: argparse.Namespace) -> list[dict]:
         env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     os.environ.clear()
     os.environ.update(env)  # this process's participant too (read when rclpy creates it)
+    from illexp_ros.ros.node.image_conversion import frame_to_array
+
     rng = np.random.default_rng(0)
-    frames = {size: (rng.integers(0, 90, (size[1], size[0], 3), dtype=np.uint8)) for size in args.sizes}
+    frames = {size: frame_to_array(rng.integers(0, 90, (size[1], size[0], 3), dtype=np.uint8), "bgr", args.encoding)
+              for size in args.sizes}
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     client = Client(args.qos)
     rows = []
@@ -177,13 +187,13 @@ def run(args: argparse.Namespace) -> list[dict]:
             for backend in backends:
                 proc = start_node(backend, args, env)
                 try:
-                    for size, pixels in frames.items():
-                        if not warm_up(client, proc, pixels):
+                    for size, values in frames.items():
+                        if not warm_up(client, proc, values, args.encoding):
                             raise RuntimeError(f"node with backend {backend} did not answer:\n"
                                                f"{stop_node(proc).strip()[-2000:]}")
                         times = []
                         for _ in range(args.frames):
-                            t = client.ping(pixels, time.time_ns(), REPLY_TIMEOUT_S)
+                            t = client.ping(values, args.encoding, time.time_ns(), REPLY_TIMEOUT_S)
                             if t is not None:
                                 times.append(t * 1e3)
                             bar.update(1)
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"illexp_bench --node: {exc}", file=sys.stderr)
         return 2
     params = f", {' '.join(args.param)}" if args.param else ""
-    print(f"\nend-to-end latency publish -> corrected receive (ms), qos {args.qos}, "
+    print(f"\nend-to-end latency publish -> corrected receive (ms), {args.encoding}, qos {args.qos}, "
           f"transport {args.transport}{params}, {os.cpu_count()} CPUs")
     print(f"{'backend':<14}{'size':>10}{'frames':>8}{'lost':>6}{'p50':>9}{'p90':>9}{'max':>9}")
     for r in rows:
