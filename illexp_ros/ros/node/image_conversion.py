@@ -69,14 +69,17 @@ _BAYER_TO_BGR = {
     "rggb": cv2.COLOR_BayerRGGB2BGR_EA, "bggr": cv2.COLOR_BayerBGGR2BGR_EA,
     "gbrg": cv2.COLOR_BayerGBRG2BGR_EA, "grbg": cv2.COLOR_BayerGRBG2BGR_EA,
 }
-_BGR_INDEX = {"b": 0, "g": 1, "r": 2}
+_BAYER_PATTERNS = {enc: enc[6:10] for enc in ENCODINGS if enc.startswith("bayer_")}  # bayer_rggb16 -> rggb
 
 
 def bayer_pattern(encoding: str) -> str | None:
     """'rggb' / 'bggr' / 'gbrg' / 'grbg' for a Bayer encoding, None for any other."""
-    if encoding.startswith("bayer_") and encoding in ENCODINGS:
-        return encoding[6:10]
-    return None
+    return _BAYER_PATTERNS.get(encoding)
+
+
+def _bayer_sites(pattern: str) -> list[tuple[int, int, int]]:
+    """(row, column, BGR channel) of the four filters of a 2 x 2 Bayer `pattern`, e.g. rggb: red at (0, 0)."""
+    return [(i // 2, i % 2, "bgr".index(colour)) for i, colour in enumerate(pattern)]
 
 
 @dataclass
@@ -189,7 +192,7 @@ def frame_to_array(pixels: np.ndarray, color_order: str, encoding: str, alpha: n
         rgb = _in_order(pixels, color_order, layout.color_order)
         a = alpha if alpha is not None else np.full(pixels.shape[:2], 255, np.uint8)
         out = np.concatenate([rgb, a[..., None]], axis=2)
-    elif encoding == "mono8":
+    elif encoding in ("mono8", "mono16"):
         out = _grey(pixels, color_order)
     elif encoding in _RGB_TO_YUV:
         if pixels.shape[1] % 2:
@@ -198,14 +201,10 @@ def frame_to_array(pixels: np.ndarray, color_order: str, encoding: str, alpha: n
         out = cv2.cvtColor(rgb, _RGB_TO_YUV[encoding])
     elif (pattern := bayer_pattern(encoding)) is not None:
         out = _mosaic(pixels, color_order, pattern)
-        if layout.bytes_per_channel == 2:
-            out = out.astype(np.uint16) * np.uint16(257)
-            if bigendian:
-                out = out.astype(">u2")
-    else:  # 16-bit: x257 maps 0..255 onto 0..65535 exactly at both ends
-        src = _grey(pixels, color_order) if encoding == "mono16" else \
-            _in_order(pixels, color_order, layout.color_order)
-        out = src.astype(np.uint16) * np.uint16(257)
+    else:  # rgb16 / bgr16
+        out = _in_order(pixels, color_order, layout.color_order)
+    if layout.bytes_per_channel == 2:  # x257 maps 0..255 onto 0..65535 exactly at both ends
+        out = out.astype(np.uint16) * np.uint16(257)
         if bigendian:
             out = out.astype(">u2")
     return np.ascontiguousarray(out)
@@ -255,9 +254,7 @@ def _keep_border_samples(bgr: np.ndarray, raw: np.ndarray, pattern: str) -> None
     columns from their neighbours, so without this a mosaic read and written back unchanged would differ on its
     border; inside, every pixel keeps its own sample."""
     h, w = raw.shape
-    for i, colour in enumerate(pattern):
-        dy, dx = divmod(i, 2)
-        ch = _BGR_INDEX[colour]
+    for dy, dx, ch in _bayer_sites(pattern):
         for y in {0, h - 1}:
             if y % 2 == dy:
                 bgr[y, dx::2, ch] = raw[y, dx::2]
@@ -269,10 +266,8 @@ def _keep_border_samples(bgr: np.ndarray, raw: np.ndarray, pattern: str) -> None
 def _mosaic(pixels: np.ndarray, color_order: str, pattern: str) -> np.ndarray:
     """H x W x 3 -> H x W: each pixel keeps the channel its filter passes in the 2 x 2 `pattern`."""
     out = np.empty(pixels.shape[:2], np.uint8)
-    for i, colour in enumerate(pattern):
-        dy, dx = divmod(i, 2)
-        channel = _BGR_INDEX[colour] if color_order == "bgr" else 2 - _BGR_INDEX[colour]
-        out[dy::2, dx::2] = pixels[dy::2, dx::2, channel]
+    for dy, dx, ch in _bayer_sites(pattern):
+        out[dy::2, dx::2] = pixels[dy::2, dx::2, ch if color_order == "bgr" else 2 - ch]
     return out
 
 
