@@ -385,3 +385,77 @@ def test_a_switch_that_needs_no_loading_does_not_wait_for_one_in_progress(monkey
         n.stop()
         n.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def lifecycle_node(*overrides: Parameter):
+    from illexp_ros.ros.node.illexp_lifecycle_node import IllExpLifecycleNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    n = IllExpLifecycleNode(context=context, parameter_overrides=[Parameter("backend", value="passthrough"),
+                                                                  *overrides])
+    return n, context
+
+
+def own_endpoints(n) -> tuple[set[str], set[str]]:
+    """Topics this node publishes and subscribes to."""
+    pubs = {name for name, _ in n.get_publisher_names_and_types_by_node(n.get_name(), n.get_namespace())}
+    subs = {name for name, _ in n.get_subscriber_names_and_types_by_node(n.get_name(), n.get_namespace())}
+    return pubs, subs
+
+
+def test_lifecycle_node_creates_and_releases_per_transition():
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    n, context = lifecycle_node()
+    try:
+        pubs, subs = own_endpoints(n)
+        assert "/corrected/image" not in pubs and "/image" not in subs  # unconfigured: nothing yet
+        assert n.trigger_configure() == R.SUCCESS
+        pubs, subs = own_endpoints(n)
+        assert {"/corrected/image", "/corrected/image/compressed", "/corrected/camera_info"} <= pubs
+        assert "/image" not in subs and "/camera_info" not in subs  # inactive: no input
+        assert n.trigger_activate() == R.SUCCESS
+        assert {"/image", "/camera_info"} <= own_endpoints(n)[1] and n._worker.is_alive()
+        n._process(PendingFrame(frame_msg(1), time.monotonic()))  # managed publisher enabled: no warning, counted
+        assert n.stats.snapshot().published == 1
+        n._on_image(frame_msg(2), {})  # waiting in the mailbox when deactivated: dropped and counted
+        assert n.trigger_deactivate() == R.SUCCESS
+        assert "/image" not in own_endpoints(n)[1] and not n._worker.is_alive()
+        snap = n.stats.snapshot()
+        assert snap.received == 1 and snap.published + snap.dropped == 2
+        assert n.trigger_cleanup() == R.SUCCESS
+        pubs, _ = own_endpoints(n)
+        assert "/corrected/image" not in pubs
+        # Parameters may change while unconfigured; the next configure uses them.
+        n.set_parameters([Parameter("strength", value=0.5)])
+        assert n.trigger_configure() == R.SUCCESS and n._strength == 0.5
+        assert n.trigger_shutdown() == R.SUCCESS
+    finally:
+        n.stop()
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.parametrize("overrides,words", [
+    ([Parameter("mode", value="sideways")], "parameter mode must be one of"),
+    ([Parameter("model", value="/nonexistent/m.pt"), Parameter("backend", value="torch_cpu")],
+     "model file not found: /nonexistent/m.pt"),
+])
+def test_lifecycle_configure_fails_with_the_reason_and_can_be_retried(overrides, words):
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    n, context = lifecycle_node(*overrides)
+    logged = []
+    n.get_logger().error = lambda text, **kw: logged.append(text)
+    try:
+        assert n.trigger_configure() == R.FAILURE
+        assert any(words in line for line in logged), logged
+        assert "/corrected/image" not in own_endpoints(n)[0]
+        if overrides[0].name == "mode":  # a run-time parameter: fix it and configure again
+            n.set_parameters([Parameter("mode", value="mixed")])
+            assert n.trigger_configure() == R.SUCCESS
+    finally:
+        n.stop()
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import rclpy
@@ -62,17 +63,28 @@ class PendingFrame:
     received: float  # time.monotonic() when the callback got it
 
 
-class IllExpNode(Node):
-    def __init__(self, **node_kwargs) -> None:
-        super().__init__(NODE_NAME, **node_kwargs)
+class ExposureCorrectionMixin:
+    """Everything `illexp_node` does, in steps that the plain node runs at once and the lifecycle node
+    (illexp_lifecycle_node.py) runs at its transitions: parameters are declared at construction; outputs
+    (model, publishers, parameter changes, the switcher thread) are set up at configure; inputs (subscriptions,
+    diagnostics timer, the worker thread) at activate. Needs rclpy's Node among the class's bases."""
+
+    def _declare_parameters(self) -> None:
         for name, spec in PARAMETERS.items():
             self.declare_parameter(name, spec.default, spec.descriptor())
+
+    def _validated_parameters(self) -> dict:
+        """The parameters' values; StartupError names the first invalid one."""
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         for name, value in p.items():
             reason = validate(name, value)
             if reason:
                 raise StartupError(f"parameter {reason}")
+        return p
 
+    def _load(self, p: dict) -> None:
+        """The Enhancer (the model files of the configured mode; all of them with `preload`). EnhancerError on a
+        missing or corrupt model, an unavailable backend."""
         self.enhancer = Enhancer.from_model(
             model=p["model"], backend=p["backend"], mode=p["mode"], fast=p["fast"],
             internal_short_side=p["internal_short_side"], logger=self.get_logger().info, threads=p["threads"])
@@ -87,6 +99,9 @@ class IllExpNode(Node):
         self.backend_name = self.enhancer.backend_name
         self.model_name = self.enhancer.model_name
 
+    def _create_outputs(self, p: dict, create_publisher: Callable) -> None:
+        """State, publishers (made with `create_publisher`: the lifecycle node's are managed), the parameter
+        callback and the switcher thread."""
         self._output_encoding: str = p["output_encoding"]
         self._publish_map: bool = p["publish_exposure_map"]
         self._rate_limit = RateLimiter(float(p["max_rate_hz"]))
@@ -101,51 +116,88 @@ class IllExpNode(Node):
         self._last_shape: tuple | None = None
 
         qos = image_qos(p["qos"])
-        hint = "set `qos: sensor_data`" if p["qos"] == "reliable" else "publish with a compatible QoS"
         pub_events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_subscriber)
-        self.image_pub = self.create_publisher(Image, "corrected/image", qos, event_callbacks=pub_events)
-        self.map_pub = self.create_publisher(Image, "exposure_map", qos)
+        self.image_pub = create_publisher(Image, "corrected/image", qos, event_callbacks=pub_events)
+        self.map_pub = create_publisher(Image, "exposure_map", qos)
         # image_transport convention, as for the input: the compressed stream of base topic T is T/compressed, so
         # it follows a remapped corrected/image.
         self.compressed_pub = None
         if p["publish_compressed"]:
-            self.compressed_pub = self.create_publisher(
+            self.compressed_pub = create_publisher(
                 CompressedImage, self.resolve_topic_name("corrected/image") + "/compressed", qos)
+        self.info_pub = None
+        if p["republish_camera_info"]:
+            self.info_pub = create_publisher(CameraInfo, "corrected/camera_info", qos)
+        self.diag_pub = create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         if p["input_transport"] == "compressed":
             # image_transport convention: the compressed stream of base topic T is T/compressed.
             self.input_topic = self.resolve_topic_name("image") + "/compressed"
-            msg_type = CompressedImage
         else:
             self.input_topic = self.resolve_topic_name("image")
-            msg_type = Image
-        sub_events = SubscriptionEventCallbacks(
-            incompatible_qos=lambda info: self.get_logger().warning(
-                f"a publisher on {self.input_topic} offers an incompatible QoS (policy "
-                f"{info.last_policy_kind}); no frames from it will arrive: {hint}"))
-        self.image_sub = self.create_subscription(msg_type, self.input_topic, self._on_image, qos,
-                                                  event_callbacks=sub_events)
-        if p["republish_camera_info"]:
-            self.info_pub = self.create_publisher(CameraInfo, "corrected/camera_info", qos)
-            self.info_sub = self.create_subscription(CameraInfo, "camera_info", self.info_pub.publish, qos)
-
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        self._last_log = time.monotonic()
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._on_diagnostics_timer)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._slot: PendingFrame | None = None
         self._slot_cond = threading.Condition()
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="illexp_worker", daemon=True)
-        self._worker.start()
+        self._stop = threading.Event()  # the switcher's; the worker has its own (_worker_stop)
         self._wanted = (self.enhancer.mode, self.enhancer.fast)
         self._switch_cond = threading.Condition()
         self._switcher = threading.Thread(target=self._switch_loop, name="illexp_switcher", daemon=True)
         self._switcher.start()
+
+    def _create_inputs(self, p: dict) -> None:
+        """Subscriptions, the diagnostics timer and the worker thread: frames flow from here on."""
+        qos = image_qos(p["qos"])
+        hint = "set `qos: sensor_data`" if p["qos"] == "reliable" else "publish with a compatible QoS"
+        sub_events = SubscriptionEventCallbacks(
+            incompatible_qos=lambda info: self.get_logger().warning(
+                f"a publisher on {self.input_topic} offers an incompatible QoS (policy "
+                f"{info.last_policy_kind}); no frames from it will arrive: {hint}"))
+        msg_type = CompressedImage if p["input_transport"] == "compressed" else Image
+        self._worker_stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="illexp_worker", daemon=True)
+        self._worker.start()
+        self.image_sub = self.create_subscription(msg_type, self.input_topic, self._on_image, qos,
+                                                  event_callbacks=sub_events)
+        self.info_sub = None
+        if self.info_pub is not None:
+            self.info_sub = self.create_subscription(CameraInfo, "camera_info", self.info_pub.publish, qos)
+        self._last_log = time.monotonic()
+        self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._on_diagnostics_timer)
         self.get_logger().info(
             f"correcting {self.input_topic} -> {self.resolve_topic_name('corrected/image')} "
-            f"(backend {self.backend_name}, model {self.model_name}, mode {p['mode']}, fast {p['fast']}, "
-            f"qos {p['qos']}, level smoothing {p['level_smoothing']})")
+            f"(backend {self.backend_name}, model {self.model_name}, mode {self.enhancer.mode}, "
+            f"fast {self.enhancer.fast}, qos {p['qos']}, level smoothing {self._level.weight})")
+
+    def _destroy_inputs(self) -> bool:
+        """Undo _create_inputs: no more frames are taken; one waiting in the mailbox is dropped (and counted).
+        True when the worker has stopped (it finishes the frame in hand first)."""
+        self.destroy_subscription(self.image_sub)
+        if self.info_sub is not None:
+            self.destroy_subscription(self.info_sub)
+        self.destroy_timer(self._diagnostics_timer)
+        self._worker_stop.set()
+        with self._slot_cond:
+            if self._slot is not None:
+                self._slot = None
+                self.stats.count("dropped")
+            self._slot_cond.notify_all()
+        self._worker.join(timeout=JOIN_TIMEOUT_S)
+        return not self._worker.is_alive()
+
+    def _destroy_outputs(self, destroy_publisher: Callable) -> None:
+        """Undo _create_outputs (after _destroy_inputs): stop the switcher, release the models."""
+        self._stop_switcher()
+        self.remove_on_set_parameters_callback(self._on_set_parameters)  # bound methods compare equal
+        for pub in (self.image_pub, self.map_pub, self.compressed_pub, self.info_pub, self.diag_pub):
+            if pub is not None:
+                destroy_publisher(pub)
+        self.enhancer.close()
+
+    def _stop_switcher(self) -> None:
+        self._stop.set()
+        with self._switch_cond:
+            self._switch_cond.notify_all()
+        self._switcher.join(timeout=JOIN_TIMEOUT_S)
 
     # --- executor thread -------------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage, info: dict) -> None:
@@ -295,7 +347,7 @@ class IllExpNode(Node):
 
     # --- worker thread ---------------------------------------------------------------------------------
     def _work(self) -> None:
-        while not self._stop.is_set():
+        while not self._worker_stop.is_set():
             with self._slot_cond:
                 if self._slot is None:
                     self._slot_cond.wait(timeout=0.1)
@@ -309,7 +361,7 @@ class IllExpNode(Node):
                 self.get_logger().error(f"bad frame on {self.input_topic}: {exc}",
                                         throttle_duration_sec=ERROR_THROTTLE_S)
             except Exception as exc:  # noqa: BLE001 - one bad frame must never stop the node
-                if self._stop.is_set() or not self.context.ok():
+                if self._worker_stop.is_set() or not self.context.ok():
                     return
                 self.stats.count("failed")
                 self.get_logger().error(
@@ -367,14 +419,26 @@ class IllExpNode(Node):
             return
         self.compressed_published += 1
 
+
+
+class IllExpNode(ExposureCorrectionMixin, Node):
+    """The node: set up and running from construction on (StartupError / EnhancerError when it cannot)."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._declare_parameters()
+        p = self._validated_parameters()
+        self._load(p)
+        self._create_outputs(p, self.create_publisher)
+        self._create_inputs(p)
+
     def stop(self) -> None:
-        self._stop.set()
+        """Stop the threads (before destroy_node); the models are released once the worker has stopped."""
+        self._worker_stop.set()
         with self._slot_cond:
             self._slot_cond.notify_all()
-        with self._switch_cond:
-            self._switch_cond.notify_all()
+        self._stop_switcher()
         self._worker.join(timeout=JOIN_TIMEOUT_S)
-        self._switcher.join(timeout=JOIN_TIMEOUT_S)
         if not self._worker.is_alive():
             self.enhancer.close()
 

@@ -1,0 +1,161 @@
+"""`illexp_lifecycle_node`: `illexp_node` as a managed (lifecycle) node, for systems whose lifecycle manager
+brings nodes up in order (nav2's lifecycle_manager, a launch file's state-change events) or switches a camera's
+correction off without stopping the process.
+
+Same parameters, topics and behaviour as `illexp_node`; what happens at each transition:
+
+    configure   read and check the parameters, load the model(s), create the publishers (managed: they
+                send nothing until activated). A missing or corrupt model, an unavailable backend or an
+                invalid value fails the transition with one logged line; the node stays unconfigured and can
+                be configured again (parameters may be changed in between).
+    activate    subscribe to the input (and camera_info), start the worker and the diagnostics: frames flow.
+    deactivate  unsubscribe and stop the worker (a frame waiting for it is dropped and counted); the
+                models stay loaded, so activating again is immediate.
+    cleanup     release the models and publishers: back to unconfigured.
+    shutdown    whatever of the above is needed, from any state.
+
+Run:  illexp_lifecycle_node --ros-args --params-file config/illexp.yaml -r image:=/camera/image_raw
+      ros2 lifecycle set /illexp_node configure && ros2 lifecycle set /illexp_node activate
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+import rclpy
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+
+from illexp_ros.ros.node.illexp_node import (
+    JOIN_TIMEOUT_S,
+    NODE_NAME,
+    SWITCH_INTERVAL_S,
+    ExposureCorrectionMixin,
+    StartupError,
+)
+from illexp_ros.runtime import EnhancerError
+
+
+def logs_exceptions(transition: Callable) -> Callable:
+    """rclpy turns an exception in a transition callback into on_error without saying what it was: say it."""
+    @functools.wraps(transition)
+    def logged(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            return transition(self, state)
+        except Exception as exc:
+            self.get_logger().error(f"{transition.__name__} raised {type(exc).__name__}: {exc}")
+            raise
+    return logged
+
+
+class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
+    """The lifecycle form of IllExpNode (module docstring: what each transition does)."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._declare_parameters()
+        self._params: dict | None = None  # the values in force since configure; None while unconfigured
+        self._active = False
+
+    @logs_exceptions
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.enhancer = None
+        try:
+            p = self._validated_parameters()
+            self._load(p)
+        except (StartupError, EnhancerError) as exc:
+            self.get_logger().error(f"cannot configure: {exc}")
+            if self.enhancer is not None:
+                self.enhancer.close()  # e.g. preload failed after the first model: release what was loaded
+                self.enhancer = None
+            return TransitionCallbackReturn.FAILURE
+        self._create_outputs(p, self.create_lifecycle_publisher)
+        self._params = p
+        self.get_logger().info(f"configured (backend {self.backend_name}, model {self.model_name}, "
+                               f"mode {self.enhancer.mode}, fast {self.enhancer.fast})")
+        return super().on_configure(state)
+
+    @logs_exceptions
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # enables the publishers first: the first frame must go out
+        if result == TransitionCallbackReturn.SUCCESS:
+            self._create_inputs(self._params)
+            self._active = True
+        return result
+
+    @logs_exceptions
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self.get_logger().info("deactivated: not subscribed; the models stay loaded")
+        return super().on_deactivate(state)
+
+    @logs_exceptions
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_cleanup(state)
+        self._cleanup()
+        self.get_logger().info("cleaned up: models and publishers released")
+        return result
+
+    @logs_exceptions
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.stop()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"a transition from {state.label} raised; releasing everything (unconfigured)")
+        self.stop()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _deactivate(self) -> None:
+        if self._active:
+            self._active = False  # first: a teardown that raises is not tried again
+            if not self._destroy_inputs():
+                self.get_logger().warning(f"the worker is still correcting a frame after {JOIN_TIMEOUT_S} s; "
+                                          "it stops after that frame")
+
+    def _cleanup(self) -> None:
+        if self._params is not None:
+            self._params = None
+            self._destroy_outputs(self.destroy_lifecycle_publisher)
+
+    def stop(self) -> None:
+        """Undo whatever state the node is in (shutdown transition, Ctrl-C / SIGTERM)."""
+        self._deactivate()
+        self._cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv if argv is None else argv
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as illexp_node: the worker must not wait on the executor
+    try:
+        rclpy.init(args=argv)
+    except Exception as exc:  # noqa: BLE001 - e.g. an unreadable --params-file
+        print(f"illexp_lifecycle_node: error: cannot initialise ROS: {str(exc).strip().splitlines()[0]}",
+              file=sys.stderr)
+        return 2
+    try:
+        node = IllExpLifecycleNode()
+    except (ParameterException, ValueError) as exc:  # a value of the wrong type in the params file
+        print(f"illexp_lifecycle_node: error: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    node.get_logger().info("unconfigured: waiting for configure (ros2 lifecycle set /illexp_node configure)")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # SIGINT / SIGTERM: rclpy's handlers shut the context down; leave cleanly
+    finally:
+        node.stop()
+        executor.shutdown(timeout_sec=0.5)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

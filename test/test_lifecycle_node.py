@@ -1,0 +1,183 @@
+"""illexp_lifecycle_node in its own process, driven over DDS through its lifecycle services (as nav2's
+lifecycle_manager or `ros2 lifecycle set` would): nothing is subscribed before activate, frames flow while
+active and stop when deactivated, activate again resumes, cleanup releases, a model that cannot load fails
+configure without stopping the process, and SIGTERM exits 0 in any state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from dds_helpers import image_msg, stamp_of, stop_process, wait_on
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from illexp_ros.ros.node.background_spin import BackgroundSpin
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+START_S = 30.0
+REPLY_S = 10.0
+
+
+def start_lifecycle_node(ns: str, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "illexp_ros.ros.node.illexp_lifecycle_node", "--ros-args", "--params-file",
+           str(ROOT / "config" / "illexp.yaml"), "-r", f"__ns:=/{ns}", "-r", f"image:=/{ns}_cam/image_raw",
+           "-p", "backend:=torch_cpu", *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+class LifecycleHarness:
+    """Publishes frames to one lifecycle node, collects its output, calls its lifecycle services."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(f"{ns}_harness", context=self.context)
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub = self.node.create_publisher(Image, f"/{ns}_cam/image_raw", QoSProfile(depth=1))
+        self.lock = threading.Condition()
+        self.frames: list[Image] = []
+        self.node.create_subscription(Image, f"/{ns}/corrected/image", self._store, qos)
+        self.change = self.node.create_client(ChangeState, f"/{ns}/illexp_node/change_state")
+        self.get = self.node.create_client(GetState, f"/{ns}/illexp_node/get_state")
+        self.spin = BackgroundSpin(self.node, self.context)
+
+    def _store(self, msg: Image) -> None:
+        with self.lock:
+            self.frames.append(msg)
+            self.lock.notify_all()
+
+    def _call(self, client, request, what: str):
+        assert client.wait_for_service(timeout_sec=START_S), f"no {client.srv_name} service"
+        future = client.call_async(request)
+        wait_on(self.lock, future.done, REPLY_S + 30.0, what)  # configure loads the model
+        return future.result()
+
+    def state(self) -> int:
+        return self._call(self.get, GetState.Request(), "get_state").current_state.id
+
+    def transition(self, transition_id: int) -> bool:
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        return self._call(self.change, request, f"change_state {transition_id}").success
+
+    def subscribed(self) -> bool:
+        return self.pub.get_subscription_count() > 0
+
+    def wait_subscribed(self, wanted: bool) -> None:
+        wait_on(self.lock, lambda: self.subscribed() == wanted, REPLY_S,
+                "the node to subscribe" if wanted else "the node to unsubscribe")
+
+    def answer(self, pixels: np.ndarray, tries: int = 40) -> Image:
+        """Send frames until one comes back (the first after discovery may be lost)."""
+        for i in range(tries):
+            stamp = time.time_ns() + i
+            self.pub.publish(image_msg(pixels, "rgb8", stamp))
+            try:
+                return wait_on(self.lock, lambda s=stamp: next((m for m in self.frames if stamp_of(m) == s), None),
+                               1.0, f"frame {stamp}")
+            except AssertionError:
+                continue
+        raise AssertionError(f"no corrected frame from /{self.ns} after {tries} tries")
+
+    def close(self) -> None:
+        self.spin.stop()
+
+
+def dark_frame() -> np.ndarray:
+    rng = np.random.default_rng(5)
+    return (rng.random((120, 160, 3)) * 50).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def lifecycle():
+    good = start_lifecycle_node("lc_good")
+    bad = start_lifecycle_node("lc_bad", "-p", "model:=/nonexistent/illexp_model.pt")
+    harnesses = {"good": LifecycleHarness("lc_good"), "bad": LifecycleHarness("lc_bad")}
+    try:
+        yield harnesses, {"good": good, "bad": bad}
+    finally:
+        for proc in (good, bad):
+            stop_process(proc)
+        for h in harnesses.values():
+            h.close()
+
+
+def test_transitions_start_and_stop_the_stream(lifecycle):
+    harnesses, procs = lifecycle
+    h = harnesses["good"]
+    assert h.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert not h.subscribed(), "an unconfigured node must not take frames"
+
+    assert h.transition(Transition.TRANSITION_CONFIGURE)
+    assert h.state() == State.PRIMARY_STATE_INACTIVE
+    time.sleep(0.5)
+    assert not h.subscribed(), "an inactive node must not take frames"
+
+    assert h.transition(Transition.TRANSITION_ACTIVATE)
+    assert h.state() == State.PRIMARY_STATE_ACTIVE
+    h.wait_subscribed(True)
+    pixels = dark_frame()
+    out = h.answer(pixels)
+    assert (out.height, out.width, out.encoding) == (120, 160, "rgb8")
+    corrected = np.frombuffer(out.data, np.uint8).reshape(120, 160, 3)
+    assert corrected.mean() > pixels.mean() + 10, "the active node must correct a dark frame"
+
+    assert h.transition(Transition.TRANSITION_DEACTIVATE)
+    assert h.state() == State.PRIMARY_STATE_INACTIVE
+    h.wait_subscribed(False)
+    with h.lock:
+        before = len(h.frames)
+    for i in range(10):
+        h.pub.publish(image_msg(pixels, "rgb8", time.time_ns() + i))
+        time.sleep(0.05)
+    time.sleep(1.0)
+    with h.lock:
+        assert len(h.frames) == before, "a deactivated node must publish nothing"
+
+    assert h.transition(Transition.TRANSITION_ACTIVATE)  # the models stayed loaded
+    h.wait_subscribed(True)
+    h.answer(pixels)
+
+    assert h.transition(Transition.TRANSITION_DEACTIVATE)
+    assert h.transition(Transition.TRANSITION_CLEANUP)
+    assert h.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert h.transition(Transition.TRANSITION_CONFIGURE), "configure again after cleanup"
+    assert h.transition(Transition.TRANSITION_ACTIVATE)
+    h.wait_subscribed(True)
+    h.answer(pixels)
+
+    assert procs["good"].poll() is None
+    procs["good"].terminate()  # SIGTERM while active
+    assert procs["good"].wait(timeout=10) == 0
+    log = procs["good"].stdout.read()
+    assert "deactivated" in log and "cleaned up" in log and "Traceback" not in log, log
+
+
+def test_a_model_that_cannot_load_fails_configure_and_the_node_keeps_running(lifecycle):
+    harnesses, procs = lifecycle
+    h = harnesses["bad"]
+    assert h.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert not h.transition(Transition.TRANSITION_CONFIGURE)
+    assert h.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert not h.subscribed()
+    assert procs["bad"].poll() is None, "a failed configure must not stop the process"
+    assert h.transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+    assert h.state() == State.PRIMARY_STATE_FINALIZED
+    procs["bad"].terminate()
+    assert procs["bad"].wait(timeout=10) == 0
+    log = procs["bad"].stdout.read()
+    assert "cannot configure: model file not found: /nonexistent/illexp_model.pt" in log, log
+    assert "Traceback" not in log, log
