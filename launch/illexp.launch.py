@@ -3,16 +3,28 @@
   ros2 launch illexp_ros illexp.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
 
 Arguments left empty (model, mode, backend, fast, qos, strength, level_smoothing, exposure_compensation) keep the
-value from params_file (config/illexp.yaml by default). FASTDDS_BUILTIN_TRANSPORTS defaults to LARGE_DATA for the
+value from params_file (config/illexp.yaml by default). lifecycle:=true starts the managed node
+(illexp_lifecycle_node) instead, configured and activated at launch unless autostart:=false (then a lifecycle
+manager or `ros2 lifecycle set` does it). FASTDDS_BUILTIN_TRANSPORTS defaults to LARGE_DATA for the
 node: with Fast DDS's default transports large frames are slow (reliable) or mostly lost (best effort); see the
 README, "QoS and Fast DDS".
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    OpaqueFunction,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+)
+from launch.events import matches_action
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
 
 # Launch argument -> node parameter of the same name, with its type; empty argument = keep the params file.
 PARAMETER_ARGUMENTS = {"model": str, "mode": str, "backend": str, "fast": bool, "qos": str,
@@ -40,17 +52,26 @@ def node_overrides(context) -> dict:
 
 
 def launch_node(context):
-    return [Node(
-        package="illexp_ros",
-        executable="illexp_node",
-        name="illexp_node",
-        namespace=LaunchConfiguration("namespace"),
-        parameters=[LaunchConfiguration("params_file"), node_overrides(context)],
-        remappings=[("image", LaunchConfiguration("image")),
-                    ("camera_info", LaunchConfiguration("camera_info"))],
-        output="screen",
-        emulate_tty=True,
-    )]
+    parameters = [LaunchConfiguration("params_file"), node_overrides(context)]
+    remappings = [("image", LaunchConfiguration("image")), ("camera_info", LaunchConfiguration("camera_info"))]
+    if not typed(LaunchConfiguration("lifecycle").perform(context), bool):
+        return [Node(package="illexp_ros", executable="illexp_node", name="illexp_node",
+                     namespace=LaunchConfiguration("namespace"), parameters=parameters, remappings=remappings,
+                     output="screen", emulate_tty=True)]
+    node = LifecycleNode(package="illexp_ros", executable="illexp_lifecycle_node", name="illexp_node",
+                         namespace=LaunchConfiguration("namespace"), parameters=parameters, remappings=remappings,
+                         output="screen", emulate_tty=True)
+    if not typed(LaunchConfiguration("autostart").perform(context), bool):
+        return [node]
+    # configure at launch, activate once configured. Only after *configuring*: a later deactivate (by hand or a
+    # lifecycle manager) also ends in inactive and must stay there.
+    activate = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
+        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                              transition_id=Transition.TRANSITION_ACTIVATE))]))
+    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                            transition_id=Transition.TRANSITION_CONFIGURE))
+    return [node, activate, configure]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -65,6 +86,10 @@ def generate_launch_description() -> LaunchDescription:
                               default_value=PathJoinSubstitution([FindPackageShare("illexp_ros"), "config",
                                                                   "illexp.yaml"]),
                               description="ROS 2 parameters file"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="true: the managed node illexp_lifecycle_node instead of illexp_node"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="with lifecycle:=true, configure and activate it at launch"),
         DeclareLaunchArgument("model", default_value="", description="default | under | over | mixed | a path"),
         DeclareLaunchArgument("mode", default_value="", description="under | over | mixed | auto"),
         DeclareLaunchArgument("backend", default_value="",

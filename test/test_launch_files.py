@@ -42,6 +42,21 @@ def keyword(call: ast.Call, name: str) -> ast.expr | None:
     return next((k.value for k in call.keywords if k.arg == name), None)
 
 
+def resolved(tree: ast.AST, expr: ast.expr | None) -> ast.expr | None:
+    """A name assigned once in the file (e.g. `remappings = [...]`) -> the assigned expression."""
+    if isinstance(expr, ast.Name):
+        values = [a.value for a in ast.walk(tree) if isinstance(a, ast.Assign)
+                  and any(getattr(t, "id", "") == expr.id for t in a.targets)]
+        assert len(values) == 1, f"{expr.id} is assigned {len(values)} times"
+        return values[0]
+    return expr
+
+
+def node_calls(tree: ast.AST) -> list[ast.Call]:
+    """launch_ros Node and LifecycleNode actions."""
+    return calls(tree, "Node") + calls(tree, "LifecycleNode")
+
+
 def declared_args(tree: ast.AST) -> set[str]:
     return {first_str_arg(c) for c in calls(tree, "DeclareLaunchArgument")} - {None}
 
@@ -82,13 +97,14 @@ def test_every_named_file_exists(path):
 def test_parameters_passed_to_our_node_are_declared_by_it(path):
     tree = tree_of(path)
     setup = (ROOT / "setup.py").read_text()
-    for node in calls(tree, "Node"):
+    for node in node_calls(tree):
         package = keyword(node, "package")
         if not (isinstance(package, ast.Constant) and package.value == "illexp_ros"):
             continue
         executable = keyword(node, "executable").value
         assert re.search(rf"\b{executable} = illexp_ros\.", setup), f"no console script {executable}"
-        params = keyword(node, "parameters")
+        assert ast.unparse(keyword(node, "name")) == repr(NODE_NAME), "the params file's key names this node"
+        params = resolved(tree, keyword(node, "parameters"))
         for d in ast.walk(params):
             if isinstance(d, ast.Dict):
                 keys = {k.value for k in d.keys}
@@ -104,8 +120,23 @@ def test_parameters_passed_to_our_node_are_declared_by_it(path):
 def test_illexp_launch_declares_the_documented_arguments():
     tree = tree_of(ROOT / "launch" / "illexp.launch.py")
     assert REQUIRED_ARGS <= declared_args(tree)
-    remapped = {ast.unparse(e.elts[0]) for c in calls(tree, "Node") for e in keyword(c, "remappings").elts}
+    nodes = node_calls(tree)
+    assert {ast.unparse(keyword(c, "executable")) for c in nodes} == {"'illexp_node'", "'illexp_lifecycle_node'"}
+    remapped = {ast.unparse(e.elts[0]) for c in nodes for e in resolved(tree, keyword(c, "remappings")).elts}
     assert remapped == {"'image'", "'camera_info'"}  # the node's own topic names
+
+
+def test_illexp_launch_autostarts_the_lifecycle_node_once():
+    """lifecycle:=true: configure at launch, activate when *configuring* ends in inactive, so that a later
+    deactivate (also ending in inactive) is not undone by the launch file."""
+    tree = tree_of(ROOT / "launch" / "illexp.launch.py")
+    assert {"lifecycle", "autostart"} <= declared_args(tree)
+    transitions = {ast.unparse(keyword(c, "transition_id")) for c in calls(tree, "ChangeState")}
+    assert transitions == {"Transition.TRANSITION_CONFIGURE", "Transition.TRANSITION_ACTIVATE"}
+    (handler,) = calls(tree, "OnStateTransition")
+    assert ast.unparse(keyword(handler, "start_state")) == "'configuring'"
+    assert ast.unparse(keyword(handler, "goal_state")) == "'inactive'"
+    assert "TRANSITION_ACTIVATE" in ast.unparse(keyword(handler, "entities"))
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)

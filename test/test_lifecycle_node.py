@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import rclpy
 from dds_helpers import image_msg, stamp_of, stop_process, wait_on
-from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.msg import State, Transition, TransitionEvent
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -51,6 +51,9 @@ class LifecycleHarness:
         self.lock = threading.Condition()
         self.frames: list[Image] = []
         self.node.create_subscription(Image, f"/{ns}/corrected/image", self._store, qos)
+        self.events: list[tuple[str, str]] = []  # (start, goal) labels: what launch_ros' OnStateTransition matches
+        self.node.create_subscription(TransitionEvent, f"/{ns}/illexp_node/transition_event",
+                                      lambda e: self._store_event((e.start_state.label, e.goal_state.label)), qos)
         self.change = self.node.create_client(ChangeState, f"/{ns}/illexp_node/change_state")
         self.get = self.node.create_client(GetState, f"/{ns}/illexp_node/get_state")
         self.spin = BackgroundSpin(self.node, self.context)
@@ -58,6 +61,11 @@ class LifecycleHarness:
     def _store(self, msg: Image) -> None:
         with self.lock:
             self.frames.append(msg)
+            self.lock.notify_all()
+
+    def _store_event(self, labels: tuple[str, str]) -> None:
+        with self.lock:
+            self.events.append(labels)
             self.lock.notify_all()
 
     def _call(self, client, request, what: str):
@@ -123,6 +131,8 @@ def test_transitions_start_and_stop_the_stream(lifecycle):
 
     assert h.transition(Transition.TRANSITION_CONFIGURE)
     assert h.state() == State.PRIMARY_STATE_INACTIVE
+    # launch/illexp.launch.py's autostart activates on this event (configuring -> inactive)
+    wait_on(h.lock, lambda: ("configuring", "inactive") in h.events, REPLY_S, "the transition event")
     time.sleep(0.5)
     assert not h.subscribed(), "an inactive node must not take frames"
 
