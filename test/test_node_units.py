@@ -459,3 +459,15 @@ def test_lifecycle_configure_fails_with_the_reason_and_can_be_retried(overrides,
         n.stop()
         n.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_lifecycle_node_says_an_invalid_value_at_start_up(capfd):
+    """Before any configure: a lifecycle manager may configure the node much later."""
+    n, context = lifecycle_node(Parameter("mode", value="sideways"))
+    try:
+        err = capfd.readouterr().err
+        assert "parameter mode must be one of" in err and "configure will fail" in err, err
+    finally:
+        n.stop()
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)

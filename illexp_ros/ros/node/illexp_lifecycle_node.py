@@ -59,6 +59,10 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
         self._declare_parameters()
         self._params: dict | None = None  # the values in force since configure; None while unconfigured
         self._active = False
+        try:  # say it now, not only when a lifecycle manager configures the node minutes later
+            self._validated_parameters()
+        except StartupError as exc:
+            self.get_logger().error(f"{exc}: configure will fail unless it is changed first")
 
     @logs_exceptions
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
