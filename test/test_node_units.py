@@ -471,3 +471,32 @@ def test_lifecycle_node_says_an_invalid_value_at_start_up(capfd):
         n.stop()
         n.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_lifecycle_cycles_leave_no_threads_or_endpoints_behind():
+    """Managers cycle nodes (deactivate / activate on a fault, cleanup / configure on a reload): 20 of each must
+    not pile up worker or switcher threads, subscriptions or publishers."""
+    import threading
+
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    n, context = lifecycle_node()
+    try:
+        assert n.trigger_configure() == R.SUCCESS and n.trigger_activate() == R.SUCCESS
+        baseline = threading.active_count()
+        endpoints = own_endpoints(n)
+        for i in range(20):
+            n._on_image(frame_msg(i + 1), {})  # a frame in flight at every switch
+            assert n.trigger_deactivate() == R.SUCCESS
+            if i % 2:
+                assert n.trigger_cleanup() == R.SUCCESS and n.trigger_configure() == R.SUCCESS
+            assert n.trigger_activate() == R.SUCCESS
+        assert threading.active_count() == baseline
+        assert sum(t.name == "illexp_worker" for t in threading.enumerate()) == 1
+        assert sum(t.name == "illexp_switcher" for t in threading.enumerate()) == 1
+        assert own_endpoints(n) == endpoints
+        assert n.count_publishers("/corrected/image") == 1 and n.count_subscribers("/image") == 1
+    finally:
+        n.stop()
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)
