@@ -554,3 +554,44 @@ def test_missing_model_fails_at_start_with_one_line(tmp_path):
     assert len(errors) == 1 and "nope.pt" in errors[0] and errors[0].startswith("illexp_node: error:"), \
         proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_invalid_qos_override_fails_at_start_with_one_line():
+    """ROS 2's qos_overrides parameters use the full topic name (here the remapped input)."""
+    proc = subprocess.run(node_command("illexp_qos", "-p", "backend:=passthrough", "-p",
+                                       "qos_overrides./cam/image_raw.subscription.reliability:=sometimes"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("illexp_node: error: QoS override:"), proc.stderr
+    assert "sometimes" in errors[0] and "Traceback" not in proc.stderr
+
+
+def test_qos_override_from_a_params_file_reaches_dds(tmp_path):
+    """The README's nested form in a second params file; the subscription other processes see is best effort."""
+    params = tmp_path / "qos.yaml"
+    params.write_text("/**/illexp_node:\n  ros__parameters:\n    qos_overrides:\n      /cam/image_raw:\n"
+                      "        subscription: {reliability: best_effort}\n")
+    proc = subprocess.Popen(node_command("illexp_qos2", "-p", "backend:=passthrough", "--params-file", str(params)),
+                            cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("qos_probe", context=context)
+    try:
+        deadline = time.monotonic() + NODE_START_S
+        infos = []
+        while not infos and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)  # other tests' nodes may subscribe to /cam/image_raw too: this node's only
+            infos = [i for i in node.get_subscriptions_info_by_topic("/cam/image_raw")
+                     if i.node_namespace == "/illexp_qos2_ns"]
+        assert infos, f"no subscription on /cam/image_raw: {proc.poll()}"
+        assert [i.qos_profile.reliability for i in infos] == [ReliabilityPolicy.BEST_EFFORT]
+        outputs = node.get_publishers_info_by_topic("/illexp_qos2_ns/corrected/image")
+        assert [i.qos_profile.reliability for i in outputs] == [ReliabilityPolicy.RELIABLE]  # `qos` as before
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        proc.terminate()
+        proc.wait(10)

@@ -500,3 +500,68 @@ def test_lifecycle_cycles_leave_no_threads_or_endpoints_behind():
         n.stop()
         n.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_qos_overrides_apply_per_topic():
+    """ROS 2's standard qos_overrides parameters, per publisher / subscription, on top of `qos`."""
+    from rclpy.qos import ReliabilityPolicy
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    n = IllExpNode(context=context, parameter_overrides=[
+        Parameter("backend", value="passthrough"),
+        Parameter("qos_overrides./image.subscription.depth", value=5),
+        Parameter("qos_overrides./corrected/image.publisher.reliability", value="best_effort")])
+    try:
+        assert n.image_sub.qos_profile.depth == 5
+        assert n.image_pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        # the others keep `qos` (reliable, depth 1): each entity has its own profile
+        assert n.map_pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert n.compressed_pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert n.info_sub.qos_profile.depth == 1 and n.image_pub.qos_profile.depth == 1
+        assert n.get_parameter("qos_overrides./exposure_map.publisher.reliability").value == "reliable"
+        assert not n.has_parameter("qos_overrides./diagnostics.publisher.reliability")
+    finally:
+        n.stop()
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.parametrize("name,value,words", [
+    ("qos_overrides./image.subscription.reliability", "sometimes", "reliability"),
+    ("qos_overrides./image.subscription.depth", 0, "depth must be at least 1"),
+    ("qos_overrides./corrected/image.publisher.depth", "deep", "depth"),
+])
+def test_invalid_qos_override_is_a_startup_error(name, value, words):
+    from illexp_ros.ros.node.illexp_node import StartupError
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(StartupError, match=f"QoS override: .*{words}"):
+            IllExpNode(context=context, parameter_overrides=[Parameter("backend", value="passthrough"),
+                                                             Parameter(name, value=value)])
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_lifecycle_node_refuses_an_invalid_qos_override_at_configure_and_activate():
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    for name, transition in (("qos_overrides./corrected/image.publisher.depth", "trigger_configure"),
+                             ("qos_overrides./image.subscription.depth", "trigger_activate")):
+        n, context = lifecycle_node(Parameter(name, value=0))
+        logged = []
+        n.get_logger().error = lambda text, log=logged, **kw: log.append(text)
+        try:
+            if transition == "trigger_activate":
+                assert n.trigger_configure() == R.SUCCESS
+            assert getattr(n, transition)() == R.FAILURE
+            assert any("QoS override" in line and "depth must be at least 1" in line for line in logged), logged
+            pubs, subs = own_endpoints(n)
+            assert "/image" not in subs
+            assert ("/corrected/image" in pubs) == (transition == "trigger_activate")  # configured stays so
+        finally:
+            n.stop()
+            n.destroy_node()
+            rclpy.try_shutdown(context=context)

@@ -27,7 +27,9 @@ from collections.abc import Callable
 import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from illexp_ros.ros.node.illexp_node import (
     JOIN_TIMEOUT_S,
@@ -36,6 +38,7 @@ from illexp_ros.ros.node.illexp_node import (
     ExposureCorrectionMixin,
     StartupError,
 )
+from illexp_ros.ros.node.qos import QOS_OVERRIDES
 from illexp_ros.runtime import EnhancerError
 
 
@@ -64,19 +67,27 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
         except StartupError as exc:
             self.get_logger().error(f"{exc}: configure will fail unless it is changed first")
 
+    def _make_publisher(self, msg_type: type, topic: str, qos: QoSProfile,
+                        overrides: QoSOverridingOptions | None = QOS_OVERRIDES, **kwargs) -> LifecyclePublisher:
+        """Managed: sends nothing until activate."""
+        return self.create_lifecycle_publisher(msg_type, topic, qos, qos_overriding_options=overrides, **kwargs)
+
+    def _drop_publisher(self, publisher: LifecyclePublisher) -> None:
+        self.destroy_lifecycle_publisher(publisher)
+
     @logs_exceptions
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.enhancer = None
         try:
             p = self._validated_parameters()
             self._load(p)
+            self._create_outputs(p)
         except (StartupError, EnhancerError) as exc:
             self.get_logger().error(f"cannot configure: {exc}")
             if self.enhancer is not None:
                 self.enhancer.close()  # e.g. preload failed after the first model: release what was loaded
                 self.enhancer = None
             return TransitionCallbackReturn.FAILURE
-        self._create_outputs(p, self.create_lifecycle_publisher)
         self._params = p
         self.get_logger().info(f"configured (backend {self.backend_name}, model {self.model_name}, "
                                f"mode {self.enhancer.mode}, fast {self.enhancer.fast})")
@@ -85,9 +96,15 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
     @logs_exceptions
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # enables the publishers first: the first frame must go out
-        if result == TransitionCallbackReturn.SUCCESS:
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        try:
             self._create_inputs(self._params)
-            self._active = True
+        except StartupError as exc:
+            self.get_logger().error(f"cannot activate: {exc}")
+            super().on_deactivate(state)  # the publishers again silent: the node stays inactive
+            return TransitionCallbackReturn.FAILURE
+        self._active = True
         return result
 
     @logs_exceptions
@@ -123,7 +140,7 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
     def _cleanup(self) -> None:
         if self._params is not None:
             self._params = None
-            self._destroy_outputs(self.destroy_lifecycle_publisher)
+            self._destroy_outputs()
 
     def stop(self) -> None:
         """Undo whatever state the node is in (shutdown transition, Ctrl-C / SIGTERM)."""

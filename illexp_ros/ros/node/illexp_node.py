@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import rclpy
@@ -24,6 +23,9 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
+from rclpy.qos import QoSProfile
+from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from illexp_ros.ros.node.diagnostics import FrameStats, diagnostic_array, summary_line
@@ -36,7 +38,7 @@ from illexp_ros.ros.node.image_conversion import (
     image_to_frame,
 )
 from illexp_ros.ros.node.parameters import MODES, PARAMETERS, RUNTIME_PARAMETERS, validate
-from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, image_qos
+from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, QOS_OVERRIDES, image_qos
 from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
 from illexp_ros.runtime.correction_strength import apply_strength
@@ -51,6 +53,9 @@ JOIN_TIMEOUT_S = 1.5
 SWITCH_INTERVAL_S = 0.0005
 MAX_TRACKED_PUBLISHERS = 32  # sequence-number state kept per publisher GID (publishers come and go)
 COMPRESSION_PARAMETERS = ("compressed_format", "jpeg_quality", "png_level")  # frame_to_compressed's order
+# What rclpy raises for a QoS override it cannot apply: a value that is not a policy name (RuntimeError), one of
+# the wrong type (ParameterException), one our check refuses (InvalidQosOverridesError).
+QOS_ERRORS = (InvalidQosOverridesError, ParameterException, RuntimeError)
 
 
 class StartupError(RuntimeError):
@@ -99,9 +104,17 @@ class ExposureCorrectionMixin:
         self.backend_name = self.enhancer.backend_name
         self.model_name = self.enhancer.model_name
 
-    def _create_outputs(self, p: dict, create_publisher: Callable) -> None:
-        """State, publishers (made with `create_publisher`: the lifecycle node's are managed), the parameter
-        callback and the switcher thread."""
+    def _make_publisher(self, msg_type: type, topic: str, qos: QoSProfile,
+                        overrides: QoSOverridingOptions | None = QOS_OVERRIDES, **kwargs) -> Publisher:
+        """A publisher of this node's kind (the lifecycle node's are managed), with QoS overrides."""
+        return self.create_publisher(msg_type, topic, qos, qos_overriding_options=overrides, **kwargs)
+
+    def _drop_publisher(self, publisher: Publisher) -> None:
+        self.destroy_publisher(publisher)
+
+    def _create_outputs(self, p: dict) -> None:
+        """State, publishers, the parameter callback and the switcher thread. StartupError (and nothing
+        created) on an invalid QoS override."""
         self._output_encoding: str = p["output_encoding"]
         self._publish_map: bool = p["publish_exposure_map"]
         self._rate_limit = RateLimiter(float(p["max_rate_hz"]))
@@ -115,20 +128,24 @@ class ExposureCorrectionMixin:
         self._last_seq: dict[bytes, int] = {}
         self._last_shape: tuple | None = None
 
-        qos = image_qos(p["qos"])
-        pub_events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_subscriber)
-        self.image_pub = create_publisher(Image, "corrected/image", qos, event_callbacks=pub_events)
-        self.map_pub = create_publisher(Image, "exposure_map", qos)
-        # image_transport convention, as for the input: the compressed stream of base topic T is T/compressed, so
-        # it follows a remapped corrected/image.
-        self.compressed_pub = None
-        if p["publish_compressed"]:
-            self.compressed_pub = create_publisher(
-                CompressedImage, self.resolve_topic_name("corrected/image") + "/compressed", qos)
-        self.info_pub = None
-        if p["republish_camera_info"]:
-            self.info_pub = create_publisher(CameraInfo, "corrected/camera_info", qos)
-        self.diag_pub = create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        # A profile per entity: rclpy writes each one's overrides into the profile it is given.
+        self.image_pub = self.map_pub = self.compressed_pub = self.info_pub = self.diag_pub = None
+        try:
+            pub_events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_subscriber)
+            self.image_pub = self._make_publisher(Image, "corrected/image", image_qos(p["qos"]),
+                                                  event_callbacks=pub_events)
+            self.map_pub = self._make_publisher(Image, "exposure_map", image_qos(p["qos"]))
+            # image_transport convention, as for the input: the compressed stream of base topic T is T/compressed,
+            # so it follows a remapped corrected/image.
+            if p["publish_compressed"]:
+                self.compressed_pub = self._make_publisher(
+                    CompressedImage, self.resolve_topic_name("corrected/image") + "/compressed", image_qos(p["qos"]))
+            if p["republish_camera_info"]:
+                self.info_pub = self._make_publisher(CameraInfo, "corrected/camera_info", image_qos(p["qos"]))
+        except QOS_ERRORS as exc:
+            self._drop_publishers()
+            raise StartupError(f"QoS override: {exc}") from exc
+        self.diag_pub = self._make_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS, overrides=None)
         if p["input_transport"] == "compressed":
             # image_transport convention: the compressed stream of base topic T is T/compressed.
             self.input_topic = self.resolve_topic_name("image") + "/compressed"
@@ -145,22 +162,29 @@ class ExposureCorrectionMixin:
         self._switcher.start()
 
     def _create_inputs(self, p: dict) -> None:
-        """Subscriptions, the diagnostics timer and the worker thread: frames flow from here on."""
-        qos = image_qos(p["qos"])
+        """Subscriptions, the diagnostics timer and the worker thread: frames flow from here on. StartupError
+        (and nothing created) on an invalid QoS override."""
         hint = "set `qos: sensor_data`" if p["qos"] == "reliable" else "publish with a compatible QoS"
         sub_events = SubscriptionEventCallbacks(
             incompatible_qos=lambda info: self.get_logger().warning(
                 f"a publisher on {self.input_topic} offers an incompatible QoS (policy "
                 f"{info.last_policy_kind}); no frames from it will arrive: {hint}"))
         msg_type = CompressedImage if p["input_transport"] == "compressed" else Image
+        self.image_sub = self.info_sub = None
+        try:
+            self.image_sub = self.create_subscription(msg_type, self.input_topic, self._on_image, image_qos(p["qos"]),
+                                                      event_callbacks=sub_events, qos_overriding_options=QOS_OVERRIDES)
+            if self.info_pub is not None:
+                self.info_sub = self.create_subscription(CameraInfo, "camera_info", self.info_pub.publish,
+                                                         image_qos(p["qos"]), qos_overriding_options=QOS_OVERRIDES)
+        except QOS_ERRORS as exc:
+            for sub in (self.image_sub, self.info_sub):
+                if sub is not None:
+                    self.destroy_subscription(sub)
+            raise StartupError(f"QoS override: {exc}") from exc
         self._worker_stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="illexp_worker", daemon=True)
         self._worker.start()
-        self.image_sub = self.create_subscription(msg_type, self.input_topic, self._on_image, qos,
-                                                  event_callbacks=sub_events)
-        self.info_sub = None
-        if self.info_pub is not None:
-            self.info_sub = self.create_subscription(CameraInfo, "camera_info", self.info_pub.publish, qos)
         self._last_log = time.monotonic()
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._on_diagnostics_timer)
         self.get_logger().info(
@@ -184,14 +208,19 @@ class ExposureCorrectionMixin:
         self._worker.join(timeout=JOIN_TIMEOUT_S)
         return not self._worker.is_alive()
 
-    def _destroy_outputs(self, destroy_publisher: Callable) -> None:
+    def _destroy_outputs(self) -> None:
         """Undo _create_outputs (after _destroy_inputs): stop the switcher, release the models."""
         self._stop_switcher()
         self.remove_on_set_parameters_callback(self._on_set_parameters)  # bound methods compare equal
-        for pub in (self.image_pub, self.map_pub, self.compressed_pub, self.info_pub, self.diag_pub):
-            if pub is not None:
-                destroy_publisher(pub)
+        self._drop_publishers()
         self.enhancer.close()
+
+    def _drop_publishers(self) -> None:
+        for name in ("image_pub", "map_pub", "compressed_pub", "info_pub", "diag_pub"):
+            publisher = getattr(self, name, None)
+            if publisher is not None:
+                self._drop_publisher(publisher)
+                setattr(self, name, None)
 
     def _stop_switcher(self) -> None:
         self._stop.set()
@@ -429,7 +458,7 @@ class IllExpNode(ExposureCorrectionMixin, Node):
         self._declare_parameters()
         p = self._validated_parameters()
         self._load(p)
-        self._create_outputs(p, self.create_publisher)
+        self._create_outputs(p)
         self._create_inputs(p)
 
     def stop(self) -> None:

@@ -12,11 +12,18 @@ two processes):
   default; a reliable publisher also serves best-effort subscribers.
 A reliable subscription does not connect to a best-effort publisher: the node then logs which topic and
 says to set `qos: sensor_data`.
+
+On top of `qos`, each image / camera_info publisher and subscription takes ROS 2's standard QoS override
+parameters (history, depth, reliability), as image_pipeline's nodes do, e.g.
+`qos_overrides./camera/image_raw.subscription.reliability: best_effort` or
+`qos_overrides./corrected/image.publisher.depth: 5` (full topic names; read at start-up or configure).
 """
 
 from __future__ import annotations
 
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 QOS_NAMES = ("reliable", "sensor_data")
 
@@ -32,6 +39,17 @@ def image_qos(name: str) -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability,
                       durability=DurabilityPolicy.VOLATILE)
 
+
+def _check_overridden(qos: QoSProfile) -> SetParametersResult:
+    """rclpy applies the overrides as given; a keep-last queue of depth 0 would hold nothing."""
+    if qos.history == HistoryPolicy.KEEP_LAST and qos.depth < 1:
+        return SetParametersResult(successful=False,
+                                   reason=f"depth must be at least 1 with keep_last (got {qos.depth})")
+    return SetParametersResult(successful=True)
+
+
+# The policies image_pipeline's nodes let users override; the node's defaults come from `qos`.
+QOS_OVERRIDES = QoSOverridingOptions.with_default_policies(callback=_check_overridden)
 
 DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                              reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
