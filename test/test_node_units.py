@@ -398,10 +398,9 @@ def lifecycle_node(*overrides: Parameter):
 
 
 def own_endpoints(n) -> tuple[set[str], set[str]]:
-    """Topics this node publishes and subscribes to."""
-    pubs = {name for name, _ in n.get_publisher_names_and_types_by_node(n.get_name(), n.get_namespace())}
-    subs = {name for name, _ in n.get_subscriber_names_and_types_by_node(n.get_name(), n.get_namespace())}
-    return pubs, subs
+    """Topics this node has publishers and subscriptions on: its own handles, not the ROS graph (which learns of
+    them through discovery, later under load)."""
+    return {p.topic_name for p in n.publishers}, {s.topic_name for s in n.subscriptions}
 
 
 def test_lifecycle_node_creates_and_releases_per_transition():
@@ -495,7 +494,8 @@ def test_lifecycle_cycles_leave_no_threads_or_endpoints_behind():
         assert sum(t.name == "illexp_worker" for t in threading.enumerate()) == 1
         assert sum(t.name == "illexp_switcher" for t in threading.enumerate()) == 1
         assert own_endpoints(n) == endpoints
-        assert n.count_publishers("/corrected/image") == 1 and n.count_subscribers("/image") == 1
+        assert [p.topic_name for p in n.publishers].count("/corrected/image") == 1
+        assert [s.topic_name for s in n.subscriptions].count("/image") == 1
     finally:
         n.stop()
         n.destroy_node()
