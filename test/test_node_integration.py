@@ -581,14 +581,15 @@ def test_qos_override_from_a_params_file_reaches_dds(tmp_path):
     node = rclpy.create_node("qos_probe", context=context)
     try:
         deadline = time.monotonic() + NODE_START_S
-        infos = []
-        while not infos and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)  # other tests' nodes may subscribe to /cam/image_raw too: this node's only
+        infos, outputs = [], []
+        while not (infos and outputs) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)  # discovery brings the two endpoints in any order
+            # other tests' nodes may subscribe to /cam/image_raw too: this node's only
             infos = [i for i in node.get_subscriptions_info_by_topic("/cam/image_raw")
                      if i.node_namespace == "/illexp_qos2_ns"]
-        assert infos, f"no subscription on /cam/image_raw: {proc.poll()}"
+            outputs = node.get_publishers_info_by_topic("/illexp_qos2_ns/corrected/image")
+        assert infos and outputs, f"the node's endpoints were not discovered (exit code {proc.poll()})"
         assert [i.qos_profile.reliability for i in infos] == [ReliabilityPolicy.BEST_EFFORT]
-        outputs = node.get_publishers_info_by_topic("/illexp_qos2_ns/corrected/image")
         assert [i.qos_profile.reliability for i in outputs] == [ReliabilityPolicy.RELIABLE]  # `qos` as before
     finally:
         node.destroy_node()

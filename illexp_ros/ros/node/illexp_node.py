@@ -155,10 +155,13 @@ class ExposureCorrectionMixin:
 
         self._slot: PendingFrame | None = None
         self._slot_cond = threading.Condition()
+        # Each thread gets its own stop event: one that outlived its join (a long load or frame) must not take a
+        # later configure's / activate's event for its own and run on beside the new thread.
         self._stop = threading.Event()  # the switcher's; the worker has its own (_worker_stop)
         self._wanted = (self.enhancer.mode, self.enhancer.fast)
         self._switch_cond = threading.Condition()
-        self._switcher = threading.Thread(target=self._switch_loop, name="illexp_switcher", daemon=True)
+        self._switcher = threading.Thread(target=self._switch_loop, args=(self._stop,), name="illexp_switcher",
+                                          daemon=True)
         self._switcher.start()
 
     def _create_inputs(self, p: dict) -> None:
@@ -183,7 +186,8 @@ class ExposureCorrectionMixin:
                     self.destroy_subscription(sub)
             raise StartupError(f"QoS override: {exc}") from exc
         self._worker_stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="illexp_worker", daemon=True)
+        self._worker = threading.Thread(target=self._work, args=(self._worker_stop,), name="illexp_worker",
+                                        daemon=True)
         self._worker.start()
         self._last_log = time.monotonic()
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._on_diagnostics_timer)
@@ -304,14 +308,14 @@ class ExposureCorrectionMixin:
         return SetParametersResult(successful=True)
 
     # --- switcher thread -------------------------------------------------------------------------------
-    def _switch_loop(self) -> None:
+    def _switch_loop(self, stop: threading.Event) -> None:
         """Bring the Enhancer to the wanted (mode, fast): load off the frame path, then switch between frames.
         Requests that arrive while loading are coalesced: only the latest one is switched to."""
         while True:
             with self._switch_cond:
-                while not self._stop.is_set() and self._wanted == (self.enhancer.mode, self.enhancer.fast):
+                while not stop.is_set() and self._wanted == (self.enhancer.mode, self.enhancer.fast):
                     self._switch_cond.wait(timeout=0.5)
-                if self._stop.is_set():
+                if stop.is_set():
                     return
                 target = self._wanted
             mode, fast = target
@@ -330,7 +334,7 @@ class ExposureCorrectionMixin:
                         continue  # changed again while loading: go for the newer one
                     self.enhancer.switch(mode, fast)  # instant now: a few assignments between two frames
             except Exception as exc:  # noqa: BLE001 - a model that does not load must not stop the node
-                if self._stop.is_set():
+                if stop.is_set():
                     return
                 self.get_logger().error(f"cannot switch to mode {mode}, fast {fast}: {type(exc).__name__}: {exc}; "
                                         f"keeping mode {self.enhancer.mode}, fast {self.enhancer.fast}")
@@ -375,8 +379,8 @@ class ExposureCorrectionMixin:
             self.get_logger().info(summary_line(snap, self.backend_name, self.enhancer.model_name))
 
     # --- worker thread ---------------------------------------------------------------------------------
-    def _work(self) -> None:
-        while not self._worker_stop.is_set():
+    def _work(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             with self._slot_cond:
                 if self._slot is None:
                     self._slot_cond.wait(timeout=0.1)
@@ -390,7 +394,7 @@ class ExposureCorrectionMixin:
                 self.get_logger().error(f"bad frame on {self.input_topic}: {exc}",
                                         throttle_duration_sec=ERROR_THROTTLE_S)
             except Exception as exc:  # noqa: BLE001 - one bad frame must never stop the node
-                if self._worker_stop.is_set() or not self.context.ok():
+                if stop.is_set() or not self.context.ok():
                     return
                 self.stats.count("failed")
                 self.get_logger().error(
