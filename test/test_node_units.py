@@ -565,3 +565,29 @@ def test_lifecycle_node_refuses_an_invalid_qos_override_at_configure_and_activat
             n.stop()
             n.destroy_node()
             rclpy.try_shutdown(context=context)
+
+
+def test_a_thread_that_outlived_its_join_stops_on_its_own_event():
+    """A worker or switcher still busy when deactivate / cleanup gave up waiting must not adopt the next
+    activate's / configure's fresh stop event (and run beside the new thread)."""
+    import threading
+
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    n, context = lifecycle_node()
+    try:
+        assert n.trigger_configure() == R.SUCCESS and n.trigger_activate() == R.SUCCESS
+        for thread_name, event_name, cond_name in (("_worker", "_worker_stop", "_slot_cond"),
+                                                   ("_switcher", "_stop", "_switch_cond")):
+            thread, event = getattr(n, thread_name), getattr(n, event_name)
+            setattr(n, event_name, threading.Event())  # what the next activate / configure puts in place
+            event.set()
+            with getattr(n, cond_name):
+                getattr(n, cond_name).notify_all()
+            thread.join(timeout=2.0)
+            assert not thread.is_alive(), f"{thread_name} kept running on the new event"
+            setattr(n, event_name, event)
+    finally:
+        n.stop()
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)
