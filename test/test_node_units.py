@@ -2,6 +2,7 @@
 limit, transport-gap counting and run-time parameter changes (passthrough backend, no second process)."""
 
 import array
+import contextlib
 import time
 
 import cv2
@@ -387,14 +388,21 @@ def test_a_switch_that_needs_no_loading_does_not_wait_for_one_in_progress(monkey
         rclpy.try_shutdown(context=context)
 
 
+@contextlib.contextmanager
 def lifecycle_node(*overrides: Parameter):
+    """An IllExpLifecycleNode (passthrough backend) in its own context, torn down whatever state it ends in."""
     from illexp_ros.ros.node.illexp_lifecycle_node import IllExpLifecycleNode
 
     context = rclpy.Context()
     rclpy.init(context=context)
     n = IllExpLifecycleNode(context=context, parameter_overrides=[Parameter("backend", value="passthrough"),
                                                                   *overrides])
-    return n, context
+    try:
+        yield n
+    finally:
+        n.stop()
+        n.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def own_endpoints(n) -> tuple[set[str], set[str]]:
@@ -406,8 +414,7 @@ def own_endpoints(n) -> tuple[set[str], set[str]]:
 def test_lifecycle_node_creates_and_releases_per_transition():
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
-    n, context = lifecycle_node()
-    try:
+    with lifecycle_node() as n:
         pubs, subs = own_endpoints(n)
         assert "/corrected/image" not in pubs and "/image" not in subs  # unconfigured: nothing yet
         assert n.trigger_configure() == R.SUCCESS
@@ -430,10 +437,6 @@ def test_lifecycle_node_creates_and_releases_per_transition():
         n.set_parameters([Parameter("strength", value=0.5)])
         assert n.trigger_configure() == R.SUCCESS and n._strength == 0.5
         assert n.trigger_shutdown() == R.SUCCESS
-    finally:
-        n.stop()
-        n.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 @pytest.mark.parametrize("overrides,words", [
@@ -444,32 +447,22 @@ def test_lifecycle_node_creates_and_releases_per_transition():
 def test_lifecycle_configure_fails_with_the_reason_and_can_be_retried(overrides, words):
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
-    n, context = lifecycle_node(*overrides)
-    logged = []
-    n.get_logger().error = lambda text, **kw: logged.append(text)
-    try:
+    with lifecycle_node(*overrides) as n:
+        logged = []
+        n.get_logger().error = lambda text, **kw: logged.append(text)
         assert n.trigger_configure() == R.FAILURE
         assert any(words in line for line in logged), logged
         assert "/corrected/image" not in own_endpoints(n)[0]
         if overrides[0].name == "mode":  # a run-time parameter: fix it and configure again
             n.set_parameters([Parameter("mode", value="mixed")])
             assert n.trigger_configure() == R.SUCCESS
-    finally:
-        n.stop()
-        n.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def test_lifecycle_node_says_an_invalid_value_at_start_up(capfd):
     """Before any configure: a lifecycle manager may configure the node much later."""
-    n, context = lifecycle_node(Parameter("mode", value="sideways"))
-    try:
+    with lifecycle_node(Parameter("mode", value="sideways")):
         err = capfd.readouterr().err
         assert "parameter mode must be one of" in err and "configure will fail" in err, err
-    finally:
-        n.stop()
-        n.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def test_lifecycle_cycles_leave_no_threads_or_endpoints_behind():
@@ -479,8 +472,7 @@ def test_lifecycle_cycles_leave_no_threads_or_endpoints_behind():
 
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
-    n, context = lifecycle_node()
-    try:
+    with lifecycle_node() as n:
         assert n.trigger_configure() == R.SUCCESS and n.trigger_activate() == R.SUCCESS
         baseline = threading.active_count()
         endpoints = own_endpoints(n)
@@ -496,10 +488,6 @@ def test_lifecycle_cycles_leave_no_threads_or_endpoints_behind():
         assert own_endpoints(n) == endpoints
         assert [p.topic_name for p in n.publishers].count("/corrected/image") == 1
         assert [s.topic_name for s in n.subscriptions].count("/image") == 1
-    finally:
-        n.stop()
-        n.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def test_qos_overrides_apply_per_topic():
@@ -550,10 +538,9 @@ def test_lifecycle_node_refuses_an_invalid_qos_override_at_configure_and_activat
 
     for name, transition in (("qos_overrides./corrected/image.publisher.depth", "trigger_configure"),
                              ("qos_overrides./image.subscription.depth", "trigger_activate")):
-        n, context = lifecycle_node(Parameter(name, value=0))
-        logged = []
-        n.get_logger().error = lambda text, log=logged, **kw: log.append(text)
-        try:
+        with lifecycle_node(Parameter(name, value=0)) as n:
+            logged = []
+            n.get_logger().error = lambda text, log=logged, **kw: log.append(text)
             if transition == "trigger_activate":
                 assert n.trigger_configure() == R.SUCCESS
             assert getattr(n, transition)() == R.FAILURE
@@ -561,10 +548,6 @@ def test_lifecycle_node_refuses_an_invalid_qos_override_at_configure_and_activat
             pubs, subs = own_endpoints(n)
             assert "/image" not in subs
             assert ("/corrected/image" in pubs) == (transition == "trigger_activate")  # configured stays so
-        finally:
-            n.stop()
-            n.destroy_node()
-            rclpy.try_shutdown(context=context)
 
 
 def test_a_thread_that_outlived_its_join_stops_on_its_own_event():
@@ -574,8 +557,7 @@ def test_a_thread_that_outlived_its_join_stops_on_its_own_event():
 
     from rclpy.lifecycle import TransitionCallbackReturn as R
 
-    n, context = lifecycle_node()
-    try:
+    with lifecycle_node() as n:
         assert n.trigger_configure() == R.SUCCESS and n.trigger_activate() == R.SUCCESS
         for thread_name, event_name, cond_name in (("_worker", "_worker_stop", "_slot_cond"),
                                                    ("_switcher", "_stop", "_switch_cond")):
@@ -587,7 +569,3 @@ def test_a_thread_that_outlived_its_join_stops_on_its_own_event():
             thread.join(timeout=2.0)
             assert not thread.is_alive(), f"{thread_name} kept running on the new event"
             setattr(n, event_name, event)
-    finally:
-        n.stop()
-        n.destroy_node()
-        rclpy.try_shutdown(context=context)

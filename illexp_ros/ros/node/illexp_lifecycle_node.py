@@ -24,9 +24,6 @@ import functools
 import sys
 from collections.abc import Callable
 
-import rclpy
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -34,9 +31,9 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from illexp_ros.ros.node.illexp_node import (
     JOIN_TIMEOUT_S,
     NODE_NAME,
-    SWITCH_INTERVAL_S,
     ExposureCorrectionMixin,
     StartupError,
+    run_node,
 )
 from illexp_ros.ros.node.qos import QOS_OVERRIDES
 from illexp_ros.runtime import EnhancerError
@@ -66,6 +63,7 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
             self._validated_parameters()
         except StartupError as exc:
             self.get_logger().error(f"{exc}: configure will fail unless it is changed first")
+        self.get_logger().info("unconfigured: waiting for configure (ros2 lifecycle set /illexp_node configure)")
 
     def _make_publisher(self, msg_type: type, topic: str, qos: QoSProfile,
                         overrides: QoSOverridingOptions | None = QOS_OVERRIDES, **kwargs) -> LifecyclePublisher:
@@ -149,33 +147,7 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv if argv is None else argv
-    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as illexp_node: the worker must not wait on the executor
-    try:
-        rclpy.init(args=argv)
-    except Exception as exc:  # noqa: BLE001 - e.g. an unreadable --params-file
-        print(f"illexp_lifecycle_node: error: cannot initialise ROS: {str(exc).strip().splitlines()[0]}",
-              file=sys.stderr)
-        return 2
-    try:
-        node = IllExpLifecycleNode()
-    except (ParameterException, ValueError) as exc:  # a value of the wrong type in the params file
-        print(f"illexp_lifecycle_node: error: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    node.get_logger().info("unconfigured: waiting for configure (ros2 lifecycle set /illexp_node configure)")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # SIGINT / SIGTERM: rclpy's handlers shut the context down; leave cleanly
-    finally:
-        node.stop()
-        executor.shutdown(timeout_sec=0.5)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("illexp_lifecycle_node", IllExpLifecycleNode, argv)
 
 
 if __name__ == "__main__":

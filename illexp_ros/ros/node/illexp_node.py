@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import rclpy
@@ -466,17 +467,17 @@ class IllExpNode(ExposureCorrectionMixin, Node):
         self._create_inputs(p)
 
     def stop(self) -> None:
-        """Stop the threads (before destroy_node); the models are released once the worker has stopped."""
-        self._worker_stop.set()
-        with self._slot_cond:
-            self._slot_cond.notify_all()
+        """Stop taking frames and the threads (before destroy_node); the models are released once the worker
+        has stopped."""
+        worker_stopped = self._destroy_inputs()
         self._stop_switcher()
-        self._worker.join(timeout=JOIN_TIMEOUT_S)
-        if not self._worker.is_alive():
+        if worker_stopped:
             self.enhancer.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None = None) -> int:
+    """Initialise ROS, build the node, spin until SIGINT / SIGTERM, tear down: the console scripts of
+    illexp_node and illexp_lifecycle_node. Exit 2 with one line `<program>: error: ...` when it cannot start."""
     argv = sys.argv if argv is None else argv
     # The executor thread and the worker share the GIL; Python's default 5 ms switch interval would let a
     # busy executor (deserialising large frames) delay the worker by up to 5 ms per frame.
@@ -484,13 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rclpy.init(args=argv)
     except Exception as exc:  # noqa: BLE001 - e.g. an unreadable --params-file
-        print(f"illexp_node: error: cannot initialise ROS: {str(exc).strip().splitlines()[0]}",
-              file=sys.stderr)
+        print(f"{program}: error: cannot initialise ROS: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 2
     try:
-        node = IllExpNode()
+        node = make_node()
     except (EnhancerError, StartupError, ParameterException, ValueError) as exc:
-        print(f"illexp_node: error: {exc}", file=sys.stderr)
+        print(f"{program}: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
     executor = SingleThreadedExecutor()
@@ -505,6 +505,10 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_node(NODE_NAME, IllExpNode, argv)
 
 
 if __name__ == "__main__":
