@@ -5,7 +5,9 @@
 Arguments left empty (model, mode, backend, fast, qos, strength, level_smoothing, exposure_compensation) keep the
 value from params_file (config/illexp.yaml by default). lifecycle:=true starts the managed node
 (illexp_lifecycle_node) instead, configured and activated at launch unless autostart:=false (then a lifecycle
-manager or `ros2 lifecycle set` does it). FASTDDS_BUILTIN_TRANSPORTS defaults to LARGE_DATA for the
+manager or `ros2 lifecycle set` does it). use_sim_time:=true runs the node on /clock (bag replay with
+`ros2 bag play --clock`: its stamp ages and diagnostics then follow the bag's time). FASTDDS_BUILTIN_TRANSPORTS
+defaults to LARGE_DATA for the
 node: with Fast DDS's default transports large frames are slow (reliable) or mostly lost (best effort); see the
 README, "QoS and Fast DDS".
 """
@@ -52,7 +54,8 @@ def node_overrides(context) -> dict:
 
 
 def launch_node(context):
-    parameters = [LaunchConfiguration("params_file"), node_overrides(context)]
+    parameters = [LaunchConfiguration("params_file"), node_overrides(context),
+                  {"use_sim_time": typed(LaunchConfiguration("use_sim_time").perform(context), bool)}]
     remappings = [("image", LaunchConfiguration("image")), ("camera_info", LaunchConfiguration("camera_info"))]
     if not typed(LaunchConfiguration("lifecycle").perform(context), bool):
         return [Node(package="illexp_ros", executable="illexp_node", name="illexp_node",
@@ -90,6 +93,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="true: the managed node illexp_lifecycle_node instead of illexp_node"),
         DeclareLaunchArgument("autostart", default_value="true",
                               description="with lifecycle:=true, configure and activate it at launch"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="true: the node's clock is /clock (bag replay with --clock)"),
         DeclareLaunchArgument("model", default_value="", description="default | under | over | mixed | a path"),
         DeclareLaunchArgument("mode", default_value="", description="under | over | mixed | auto"),
         DeclareLaunchArgument("backend", default_value="",

@@ -3,15 +3,20 @@ receives them raw and compares them with the bag)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-from dds_helpers import play_and_collect
+from dds_helpers import play_and_collect, stop_process, wait_on
 from rosbags.rosbag2 import Reader
 
-from illexp_ros.ros.demo.sample_data import IMAGE_TOPIC, write_sample_bag
+from illexp_ros.ros.bags.play import play_messages
+from illexp_ros.ros.demo.sample_data import IMAGE_TOPIC, START_NS, write_sample_bag
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +42,90 @@ def test_play_rejects_a_bag_without_the_topic(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "topic /x not in bag" in lines[0]
+
+
+def test_play_keeps_the_bag_clock_ahead_of_no_message(tmp_path: Path) -> None:
+    """--clock: the bag's time, several times between two frames, never behind the frame being published
+    and never ahead of it (a node with use_sim_time would otherwise see frames from its future or past)."""
+    bag = tmp_path / "bag"
+    frames = write_sample_bag(bag, frames=5, size=(16, 24), fps=10.0, with_reference=False)
+    events: list[tuple[str, int]] = []
+    count = play_messages(bag, IMAGE_TOPIC, lambda data: events.append(("frame", len(events))), rate=2.0,
+                          on_clock=lambda t: events.append(("clock", t)), clock_hz=100.0)
+    assert count == 5
+    stamps = [f.stamp_ns for f in frames]
+    clock = [t for kind, t in events if kind == "clock"]
+    assert clock == sorted(clock) and clock[0] == stamps[0] and clock[-1] == stamps[-1]
+    # At each frame, the last time published is that frame's own stamp.
+    at_frames = [events[i - 1] for i, (kind, _) in enumerate(events) if kind == "frame"]
+    assert at_frames == [("clock", t) for t in stamps]
+    # 0.2 s of playing at 2x, ticks every 10 ms: well over one tick between two frames (50 ms apart).
+    between = [t for t in clock if t not in stamps]
+    assert len(between) >= 8, len(between)
+    assert all(stamps[0] < t < stamps[-1] for t in between)
+
+
+def test_play_rejects_a_bad_clock_rate(tmp_path: Path) -> None:
+    bag = tmp_path / "bag"
+    write_sample_bag(bag, frames=1, size=(16, 24))
+    result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic",
+                             IMAGE_TOPIC, "--clock", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--clock: must be in (0, 1000] Hz, got 0" in result.stderr
+
+
+def test_node_with_use_sim_time_follows_the_replayed_bag_clock(tmp_path: Path) -> None:
+    """Replay testing as ROS 2 users do it (`ros2 bag play --clock` + `use_sim_time:=true`), here with
+    `illexp_bag play --clock`: the node corrects the frames and its diagnostics and stamp ages run on the bag's
+    time (2023), not the wall clock, so stamp_age is the real age of each frame during the replay."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from illexp_ros.ros.node.background_spin import BackgroundSpin
+
+    bag = tmp_path / "bag"
+    frames = write_sample_bag(bag, frames=45, size=(48, 64), fps=15.0, with_reference=False)
+    end_ns = frames[-1].stamp_ns
+    node = subprocess.Popen(
+        [sys.executable, "-m", "illexp_ros.ros.node.illexp_node", "--ros-args", "--params-file",
+         str(ROOT / "config" / "illexp.yaml"), "-r", "__ns:=/simtime", "-r", "image:=/replayed",
+         "-p", "backend:=passthrough", "-p", "use_sim_time:=true"],
+        cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    cond = threading.Condition()
+    corrected: list = []
+    diagnostics: list = []
+
+    def store(bucket: list, msg) -> None:
+        with cond:
+            bucket.append(msg)
+            cond.notify_all()
+    try:
+        harness = rclpy.create_node("simtime_harness", context=context)
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        harness.create_subscription(Image, "/simtime/corrected/image", lambda m: store(corrected, m), reliable)
+        harness.create_subscription(
+            DiagnosticArray, "/diagnostics",
+            lambda m: store(diagnostics, m) if any(s.name.startswith("/simtime/") for s in m.status) else None,
+            reliable)
+        spin = BackgroundSpin(harness, context)
+        play = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic",
+                               IMAGE_TOPIC, "--out-topic", "/replayed", "--clock", "--wait", "60"],
+                              capture_output=True, text=True, timeout=120)
+        assert play.returncode == 0, play.stderr
+        assert node.poll() is None, node.stdout.read()
+        wait_on(cond, lambda: corrected and diagnostics, 10.0, "a corrected frame and diagnostics")
+        spin.stop()
+    finally:
+        rclpy.try_shutdown(context=context)
+        stop_process(node)
+    assert {m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for m in corrected} <= \
+        {f.stamp_ns for f in frames}
+    stamps = [d.header.stamp.sec * 1_000_000_000 + d.header.stamp.nanosec for d in diagnostics]
+    assert all(START_NS <= t <= end_ns + 1_000_000_000 for t in stamps), (stamps, START_NS, end_ns)
+    ages = [float(kv.value) for d in diagnostics for s in d.status for kv in s.values
+            if kv.key == "stamp_age_p50_ms"]
+    assert ages and all(0.0 <= a < 1000.0 for a in ages), ages  # on the wall clock: three years

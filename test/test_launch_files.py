@@ -15,6 +15,7 @@ from illexp_ros.ros.node.parameters import PARAMETERS, validate
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 REQUIRED_ARGS = {"image", "camera_info", "namespace", "params_file", "model", "mode", "backend", "fast"}
+ROS_PARAMETERS = {"use_sim_time"}  # every rclpy node has it
 
 
 def tree_of(path: Path) -> ast.Module:
@@ -107,7 +108,7 @@ def test_parameters_passed_to_our_node_are_declared_by_it(path):
         params = resolved(tree, keyword(node, "parameters"))
         for d in ast.walk(params):
             if isinstance(d, ast.Dict):
-                keys = {k.value for k in d.keys}
+                keys = {k.value for k in d.keys} - ROS_PARAMETERS
                 assert keys <= set(PARAMETERS), f"undeclared parameters {sorted(keys - set(PARAMETERS))}"
     for assign in ast.walk(tree):
         if isinstance(assign, ast.Assign) and any(getattr(t, "id", "") == "PARAMETER_ARGUMENTS"
@@ -137,6 +138,36 @@ def test_illexp_launch_autostarts_the_lifecycle_node_once():
     assert ast.unparse(keyword(handler, "start_state")) == "'configuring'"
     assert ast.unparse(keyword(handler, "goal_state")) == "'inactive'"
     assert "TRANSITION_ACTIVATE" in ast.unparse(keyword(handler, "entities"))
+
+
+def test_illexp_launch_passes_use_sim_time_to_the_node():
+    tree = tree_of(ROOT / "launch" / "illexp.launch.py")
+    assert "use_sim_time" in declared_args(tree)
+    launch_node = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "launch_node")
+    (params,) = [a.value for a in ast.walk(launch_node) if isinstance(a, ast.Assign)
+                 and getattr(a.targets[0], "id", "") == "parameters"]
+    entry = next(d for d in ast.walk(params) if isinstance(d, ast.Dict))
+    assert [k.value for k in entry.keys] == ["use_sim_time"]
+    assert "typed(LaunchConfiguration('use_sim_time')" in ast.unparse(entry.values[0])  # a bool, not a string
+
+
+def test_bag_replay_records_and_plays_as_current_rosbag2_expects():
+    """`ros2 bag record` takes its topics after --topics (positional ones are deprecated since Kilted); with
+    use_sim_time (the default) the player publishes /clock and the recorder and the node run on it."""
+    tree = tree_of(ROOT / "launch" / "bag_replay.launch.py")
+    function = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "bag_processes")
+    commands = {a.targets[0].id: a.value for a in ast.walk(function) if isinstance(a, ast.Assign)
+                and isinstance(a.value, ast.List)}
+    record, play = (ast.unparse(commands[name]) for name in ("record", "play"))
+    assert record.startswith("['ros2', 'bag', 'record', '-o'") and "'--topics', f'{prefix}/corrected/image'" in record
+    assert play.startswith("['ros2', 'bag', 'play'") and "'--topics'" in play
+    body = ast.unparse(function)
+    assert "record.append('--use-sim-time')" in body and "play.append('--clock')" in body
+    default = next(keyword(c, "default_value").value for c in calls(tree, "DeclareLaunchArgument")
+                   if first_str_arg(c) == "use_sim_time")
+    assert default == "true"
+    (include,) = calls(tree, "IncludeLaunchDescription")
+    assert "'use_sim_time': LaunchConfiguration('use_sim_time')" in ast.unparse(include)
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)

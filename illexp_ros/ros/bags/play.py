@@ -4,6 +4,10 @@ The bag's serialized bytes are published as they are (rclpy's raw publish), so w
 what was recorded, headers included (a ROS 1 bag's messages are converted to CDR first; the header's seq, which
 ROS 2 does not have, is dropped). rclpy is imported inside the functions that need it: the rest of the bag
 tool works on machines without a DDS set-up.
+
+With `--clock HZ` it is also the ROS time source, as `ros2 bag play --clock`: rosgraph_msgs/Clock on /clock
+with the bag's time, HZ times a second and at each message, so that nodes run with `use_sim_time:=true` see the
+recording's time (their stamp ages, timers and diagnostics then follow the bag, also at --rate != 1).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 from illexp_ros.ros.bags.source import BagError, cdr_converter, checked_messages, image_connections, open_bag
 
 OnPublish = Callable[[int, bytes], None]  # (bag timestamp ns, serialized message)
+OnClock = Callable[[int], None]  # bag time ns
+DEFAULT_CLOCK_HZ = 40.0  # ros2 bag play --clock's default
 
 
 def message_class(msgtype: str) -> type:
@@ -35,14 +41,19 @@ def topic_type(path: Path, topic: str) -> str:
 
 def play_messages(path: str | Path, topic: str, publish: Callable[[bytes], None], rate: float = 1.0,
                   loop: bool = False, on_publish: OnPublish | None = None,
-                  should_stop: Callable[[], bool] = lambda: False) -> int:
+                  should_stop: Callable[[], bool] = lambda: False, on_clock: OnClock | None = None,
+                  clock_hz: float = DEFAULT_CLOCK_HZ) -> int:
     """Publish every message of `topic` with `publish`, paced by the bag timestamps divided by `rate`.
 
     Returns how many messages were published. The pace is held against a monotonic clock, so a slow
-    publish call does not accumulate drift; a late message goes out at once.
+    publish call does not accumulate drift; a late message goes out at once. `on_clock`, if given, gets the
+    bag's current time at least `clock_hz` times a second while waiting, and each message's timestamp just
+    before it is published (the time never lags a message).
     """
     if rate <= 0:
         raise BagError(f"--rate must be > 0, got {rate}")
+    if on_clock is not None and not clock_hz > 0:
+        raise BagError(f"--clock must be > 0 Hz, got {clock_hz}")
     path = Path(path)
     published = 0
     while True:
@@ -56,9 +67,15 @@ def play_messages(path: str | Path, topic: str, publish: Callable[[bytes], None]
                     return published
                 if bag0 is None:
                     wall0, bag0 = time.monotonic(), timestamp
-                delay = wall0 + (timestamp - bag0) / 1e9 / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                due = wall0 + (timestamp - bag0) / 1e9 / rate
+                while (delay := due - time.monotonic()) > 0:
+                    if on_clock is None:
+                        time.sleep(delay)
+                        break
+                    on_clock(min(timestamp, bag0 + round((time.monotonic() - wall0) * rate * 1e9)))
+                    time.sleep(min(delay, 1.0 / clock_hz))
+                if on_clock is not None:
+                    on_clock(timestamp)
                 publish(bytes(data))
                 published += 1
                 if on_publish is not None:
@@ -79,9 +96,25 @@ def wait_for_subscribers(publisher: Any, timeout: float, count: int = 1) -> bool
     return True
 
 
+def clock_publisher(node: Any) -> OnClock:
+    """A /clock publisher with rclcpp's ClockQoS (best effort, depth 1: what ROS time sources subscribe with);
+    returns the function that publishes a bag time."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+
+    publisher = node.create_publisher(Clock, "/clock", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+
+    def publish_time(stamp_ns: int) -> None:
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(stamp_ns, 1_000_000_000)
+        publisher.publish(msg)
+    return publish_time
+
+
 def play_command(path: str | Path, topic: str, out_topic: str | None, rate: float, loop: bool, qos: str,
-                 wait: float) -> int:
-    """The CLI: a node 'illexp_bag_play' publishing `topic` (or `out_topic`) until the bag ends or Ctrl-C."""
+                 wait: float, clock_hz: float = 0.0) -> int:
+    """The CLI: a node 'illexp_bag_play' publishing `topic` (or `out_topic`) until the bag ends or Ctrl-C;
+    clock_hz > 0 also publishes the bag's time on /clock."""
     path = Path(path)
     msgtype = topic_type(path, topic)  # validate the bag before touching DDS
     import rclpy
@@ -92,10 +125,12 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
     try:
         node = rclpy.create_node("illexp_bag_play")
         publisher = node.create_publisher(message_class(msgtype), out_topic or topic, image_qos(qos))
+        on_clock = clock_publisher(node) if clock_hz > 0 else None
         if wait > 0 and not wait_for_subscribers(publisher, wait):
             print(f"illexp_bag play: no subscriber on {publisher.topic_name} after {wait:.0f} s; playing anyway")
         start = time.monotonic()
-        count = play_messages(path, topic, publisher.publish, rate=rate, loop=loop)
+        count = play_messages(path, topic, publisher.publish, rate=rate, loop=loop, on_clock=on_clock,
+                              clock_hz=clock_hz or DEFAULT_CLOCK_HZ)
         elapsed = time.monotonic() - start
         # Reliable subscribers may still be fetching the last message(s): leaving now would drop them (seen on a
         # loaded machine). Bounded, and immediate for best-effort QoS.
@@ -104,7 +139,8 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
         if not publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
             print(f"illexp_bag play: the last messages were not acknowledged within {ACK_TIMEOUT_S:g} s")
         print(f"published {count} messages on {publisher.topic_name} in {elapsed:.1f} s "
-              f"({count / elapsed if elapsed > 0 else 0.0:.1f} Hz)")
+              f"({count / elapsed if elapsed > 0 else 0.0:.1f} Hz)"
+              + (f", the bag's time on /clock at {clock_hz:g} Hz" if on_clock else ""))
         node.destroy_node()
     finally:
         rclpy.try_shutdown()

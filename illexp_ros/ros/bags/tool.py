@@ -4,6 +4,7 @@
                                                      # (IN may be a ROS 1 .bag: OUT is its ROS 2 conversion)
                                                      # (--compressed jpeg: also .../corrected/compressed)
   illexp_bag play IN --topic /cam/image_raw           # publish the images live at their recorded pace
+                                                     # (--clock: and the bag's time on /clock)
   illexp_bag sheet IN --topic /cam/image_raw --out sheet.png   # before / after / exposure-map contact sheet
 
 Errors a user can cause print one line and exit with status 2; Ctrl-C exits with 130 and leaves no output.
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from illexp_ros.ros.bags.play import DEFAULT_CLOCK_HZ
 from illexp_ros.ros.bags.source import BagError
 
 BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passthrough")
@@ -47,6 +49,13 @@ def compensation_stops(text: str) -> float:
     if not -MAX_EXPOSURE_COMPENSATION <= value <= MAX_EXPOSURE_COMPENSATION:
         raise argparse.ArgumentTypeError(f"must be in [-{MAX_EXPOSURE_COMPENSATION:g}, "
                                          f"{MAX_EXPOSURE_COMPENSATION:g}] stops, got {text}")
+    return value
+
+
+def clock_rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1000] Hz, got {text}")
     return value
 
 
@@ -113,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="publisher QoS (default reliable: serves reliable and best-effort subscribers)")
     p.add_argument("--wait", type=float, default=0.0, metavar="S",
                    help="wait up to S seconds for a subscriber before starting")
+    p.add_argument("--clock", type=clock_rate, nargs="?", const=DEFAULT_CLOCK_HZ, default=0.0, metavar="HZ",
+                   help="also publish the bag's time on /clock, HZ times a second (default "
+                        f"{DEFAULT_CLOCK_HZ:g}), for nodes run with use_sim_time:=true (as ros2 bag play --clock)")
 
     p = sub.add_parser("sheet", help="contact sheet: before / after / exposure map of sampled frames")
     p.add_argument("input", metavar="IN")
@@ -157,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "play":
         from illexp_ros.ros.bags.play import play_command
 
-        return play_command(args.input, args.topic, args.out_topic, args.rate, args.loop, args.qos, args.wait)
+        return play_command(args.input, args.topic, args.out_topic, args.rate, args.loop, args.qos, args.wait,
+                            clock_hz=args.clock)
     elif args.command == "sheet":
         from illexp_ros.ros.bags.sheet import sheet_command
 
