@@ -130,7 +130,7 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
             print(f"illexp_bag play: no subscriber on {publisher.topic_name} after {wait:.0f} s; playing anyway")
         start = time.monotonic()
         count = play_messages(path, topic, publisher.publish, rate=rate, loop=loop, on_clock=on_clock,
-                              clock_hz=clock_hz or DEFAULT_CLOCK_HZ)
+                              clock_hz=clock_hz)
         elapsed = time.monotonic() - start
         # Reliable subscribers may still be fetching the last message(s): leaving now would drop them (seen on a
         # loaded machine). Bounded, and immediate for best-effort QoS.
