@@ -75,15 +75,18 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 
 def play_and_collect(bag: Path, topic: str, out_topic: str, expected: int, raw: bool = False,
-                     timeout: float = 60.0) -> tuple[list, subprocess.CompletedProcess]:
+                     timeout: float = 60.0, camera_info: tuple[str, str, list] | None = None
+                     ) -> tuple[list, subprocess.CompletedProcess]:
     """Run `illexp_bag play BAG --topic TOPIC --out-topic OUT_TOPIC` and collect what arrives on OUT_TOPIC
     (sensor_msgs/Image; serialized bytes with raw=True) until `expected` messages came or play exited.
-    Returns (messages, the finished play process with its stdout / stderr)."""
+    camera_info = (bag topic, out topic, a list): also play that CameraInfo topic (--camera-info,
+    --out-camera-info) and collect its messages into the list. Returns (messages, the finished play process
+    with its stdout / stderr)."""
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CameraInfo, Image
 
     context = Context()
     rclpy.init(context=context)
@@ -92,17 +95,26 @@ def play_and_collect(bag: Path, topic: str, out_topic: str, expected: int, raw: 
         node = rclpy.create_node("test_bag_play", context=context)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
         node.create_subscription(Image, out_topic, received.append, qos, raw=raw)
+        extra = []
+        if camera_info is not None:
+            node.create_subscription(CameraInfo, camera_info[1], camera_info[2].append, qos)
+            extra = ["--camera-info", camera_info[0], "--out-camera-info", camera_info[1]]
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         cmd = [sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic", topic,
-               "--out-topic", out_topic, "--wait", str(int(timeout))]
+               "--out-topic", out_topic, "--wait", str(int(timeout)), *extra]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + timeout
-        while len(received) < expected and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
-            if proc.poll() is not None and len(received) < expected:
-                for _ in range(20):  # the last messages may still be in flight
+            if proc.poll() is not None:
+                # It exits once its subscribers acknowledged everything: what is left is received, not yet
+                # handled here.
+                drained = time.monotonic() + 5.0
+                while len(received) < expected and time.monotonic() < drained:
                     executor.spin_once(timeout_sec=0.05)
+                for _ in range(10):
+                    executor.spin_once(timeout_sec=0.02)
                 break
         out, err = proc.communicate(timeout=30)
     finally:

@@ -202,3 +202,45 @@ def test_play_publishes_a_ros1_bags_images_as_ros2_messages(tmp_path: Path) -> N
             want.header.stamp.sec, want.header.stamp.nanosec, want.header.frame_id)
         assert (have.height, have.width, have.encoding, have.step) == (H, W, "bgr8", 3 * W)
         assert bytes(have.data) == bytes(np.asarray(want.data))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("version", ["ros1", "ros2"])
+def test_play_publishes_camera_info_with_the_images(tmp_path: Path, tiny_model: Path, version: str) -> None:
+    """--camera-info: the camera's CameraInfo goes out beside its images, converted from ROS 1 (D/K/R/P) or as
+    recorded in a ROS 2 bag (here the one `process` wrote from the ROS 1 bag), with its own header."""
+    src = tmp_path / "recording.bag"
+    written = write_ros1_bag(src)
+    if version == "ros2":
+        src, ros1 = tmp_path / "converted", src
+        assert process(str(ros1), str(src), "--topic", TOPICS["color"], "--backend", "torch_cpu",
+                       "--model", str(tiny_model)) == 0
+    infos: list = []
+    received, proc = play_and_collect(src, TOPICS["color"], f"/replayed_{version}", FRAMES,
+                                      camera_info=("/cam/camera_info", f"/replayed_{version}_info", infos))
+    assert proc.returncode == 0, proc.stderr
+    assert f"published {FRAMES} messages on /replayed_{version} and {FRAMES} on /replayed_{version}_info" \
+        in proc.stdout
+    assert len(received) == FRAMES and len(infos) == FRAMES
+    for (_, want), have in zip(written["/cam/camera_info"], infos, strict=True):
+        assert (have.header.stamp.sec, have.header.stamp.nanosec, have.header.frame_id) == (
+            want.header.stamp.sec, want.header.stamp.nanosec, want.header.frame_id)
+        assert (have.height, have.width, have.distortion_model) == (H, W, "plumb_bob")
+        np.testing.assert_array_equal(np.asarray(have.d), want.D)
+        np.testing.assert_array_equal(np.asarray(have.k), want.K)
+        np.testing.assert_array_equal(np.asarray(have.p), want.P)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--camera-info", "/nope"], "topic /nope not in bag"),
+    (["--camera-info", TOPICS["color"]], "carries sensor_msgs/msg/Image, not sensor_msgs/CameraInfo"),
+    (["--out-camera-info", "/x"], "--out-camera-info needs --camera-info"),
+])
+def test_play_refuses_a_camera_info_topic_it_cannot_play(tmp_path: Path, args: list[str], expected: str) -> None:
+    src = tmp_path / "recording.bag"
+    write_ros1_bag(src)
+    result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(src), "--topic",
+                             TOPICS["color"], *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr

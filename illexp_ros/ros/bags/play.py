@@ -18,11 +18,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from illexp_ros.ros.bags.source import BagError, cdr_converter, checked_messages, image_connections, open_bag
+from illexp_ros.ros.bags.source import (
+    BagError,
+    cdr_converter,
+    checked_messages,
+    image_connections,
+    open_bag,
+    typed_connections,
+)
 
 OnPublish = Callable[[int, bytes], None]  # (bag timestamp ns, serialized message)
 OnClock = Callable[[int], None]  # bag time ns
+Publish = Callable[[bytes], None]  # serialized message
 DEFAULT_CLOCK_HZ = 40.0  # ros2 bag play --clock's default
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 
 
 def message_class(msgtype: str) -> type:
@@ -34,18 +43,27 @@ def message_class(msgtype: str) -> type:
         raise BagError(f"message type {msgtype} is not installed for rclpy ({exc})") from exc
 
 
-def topic_type(path: Path, topic: str) -> str:
+def topic_type(path: Path, topic: str, camera_info: str | None = None) -> str:
+    """The message type of the image topic; BagError if it, or the camera_info topic if given, cannot be played."""
     with open_bag(path) as reader:
+        if camera_info is not None:
+            camera_info_connections(reader, path, camera_info)
         return image_connections(reader, path, topic)[0].msgtype
 
 
-def play_messages(path: str | Path, topic: str, publish: Callable[[bytes], None], rate: float = 1.0,
+def camera_info_connections(reader: Any, path: Path, topic: str) -> list:
+    return typed_connections(reader, path, topic, (CAMERA_INFO_TYPE,), "CameraInfo", "sensor_msgs/CameraInfo")
+
+
+def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 1.0,
                   loop: bool = False, on_publish: OnPublish | None = None,
                   should_stop: Callable[[], bool] = lambda: False, on_clock: OnClock | None = None,
-                  clock_hz: float = DEFAULT_CLOCK_HZ) -> int:
-    """Publish every message of `topic` with `publish`, paced by the bag timestamps divided by `rate`.
+                  clock_hz: float = DEFAULT_CLOCK_HZ, camera_info: tuple[str, Publish] | None = None) -> int:
+    """Publish every message of the image topic `topic` with `publish`, paced by the bag timestamps divided
+    by `rate`; with `camera_info` = (its topic in the bag, its publish), the camera's CameraInfo messages too,
+    in bag order with the images.
 
-    Returns how many messages were published. The pace is held against a monotonic clock, so a slow
+    Returns how many images were published. The pace is held against a monotonic clock, so a slow
     publish call does not accumulate drift; a late message goes out at once. `on_clock`, if given, gets the
     bag's current time at least `clock_hz` times a second while waiting, and each message's timestamp just
     before it is published (the time never lags a message).
@@ -59,6 +77,12 @@ def play_messages(path: str | Path, topic: str, publish: Callable[[bytes], None]
     while True:
         with open_bag(path) as reader:
             conns = image_connections(reader, path, topic)
+            image_ids = {c.id for c in conns}
+            publish_of = {c.id: publish for c in conns}
+            if camera_info is not None:
+                info_conns = camera_info_connections(reader, path, camera_info[0])
+                publish_of |= {c.id: camera_info[1] for c in info_conns}
+                conns = conns + info_conns
             to_cdr = {c.id: cdr_converter(reader, c) for c in conns}  # a ROS 1 bag's messages become CDR
             wall0 = bag0 = None
             for conn, timestamp, raw in checked_messages(reader, path, conns):
@@ -76,10 +100,11 @@ def play_messages(path: str | Path, topic: str, publish: Callable[[bytes], None]
                     time.sleep(min(delay, 1.0 / clock_hz))
                 if on_clock is not None:
                     on_clock(timestamp)
-                publish(bytes(data))
-                published += 1
-                if on_publish is not None:
-                    on_publish(timestamp, bytes(data))
+                publish_of[conn.id](bytes(data))
+                if conn.id in image_ids:
+                    published += 1
+                    if on_publish is not None:
+                        on_publish(timestamp, bytes(data))
         if not loop or should_stop():
             return published
 
@@ -112,11 +137,13 @@ def clock_publisher(node: Any) -> OnClock:
 
 
 def play_command(path: str | Path, topic: str, out_topic: str | None, rate: float, loop: bool, qos: str,
-                 wait: float, clock_hz: float = 0.0) -> int:
+                 wait: float, clock_hz: float = 0.0, camera_info: str | None = None,
+                 out_camera_info: str | None = None) -> int:
     """The CLI: a node 'illexp_bag_play' publishing `topic` (or `out_topic`) until the bag ends or Ctrl-C;
-    clock_hz > 0 also publishes the bag's time on /clock."""
+    with `camera_info`, that topic's CameraInfo too (on `out_camera_info` if given); clock_hz > 0 also publishes
+    the bag's time on /clock."""
     path = Path(path)
-    msgtype = topic_type(path, topic)  # validate the bag before touching DDS
+    msgtype = topic_type(path, topic, camera_info)  # validate the bag before touching DDS
     import rclpy
 
     from illexp_ros.ros.node.qos import image_qos
@@ -126,19 +153,31 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
         node = rclpy.create_node("illexp_bag_play")
         publisher = node.create_publisher(message_class(msgtype), out_topic or topic, image_qos(qos))
         on_clock = clock_publisher(node) if clock_hz > 0 else None
+        infos = 0
+        if camera_info is not None:
+            info_publisher = node.create_publisher(message_class(CAMERA_INFO_TYPE), out_camera_info or camera_info,
+                                                   image_qos(qos))
+
+            def publish_info(data: bytes) -> None:
+                nonlocal infos
+                info_publisher.publish(data)
+                infos += 1
         if wait > 0 and not wait_for_subscribers(publisher, wait):
             print(f"illexp_bag play: no subscriber on {publisher.topic_name} after {wait:.0f} s; playing anyway")
         start = time.monotonic()
         count = play_messages(path, topic, publisher.publish, rate=rate, loop=loop, on_clock=on_clock,
-                              clock_hz=clock_hz)
+                              clock_hz=clock_hz,
+                              camera_info=(camera_info, publish_info) if camera_info is not None else None)
         elapsed = time.monotonic() - start
         # Reliable subscribers may still be fetching the last message(s): leaving now would drop them (seen on a
         # loaded machine). Bounded, and immediate for best-effort QoS.
         from rclpy.duration import Duration
 
-        if not publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
+        publishers = [publisher] + ([info_publisher] if camera_info is not None else [])
+        if not all(p.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)) for p in publishers):
             print(f"illexp_bag play: the last messages were not acknowledged within {ACK_TIMEOUT_S:g} s")
-        print(f"published {count} messages on {publisher.topic_name} in {elapsed:.1f} s "
+        also = f" and {infos} on {info_publisher.topic_name}" if camera_info is not None else ""
+        print(f"published {count} messages on {publisher.topic_name}{also} in {elapsed:.1f} s "
               f"({count / elapsed if elapsed > 0 else 0.0:.1f} Hz)"
               + (f", the bag's time on /clock at {clock_hz:g} Hz" if on_clock else ""))
         node.destroy_node()

@@ -64,23 +64,25 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def image_topics(reader: AnyReader) -> dict[str, str]:
-    """topic -> message type, for every Image / CompressedImage topic in the bag."""
-    return {c.topic: c.msgtype for c in reader.connections if c.msgtype in IMAGE_TYPES}
-
-
 def image_connections(reader: AnyReader, path: Path, topic: str) -> list[Connection]:
     """The connections of `topic`; BagError if the bag is empty, lacks the topic or it holds no images."""
+    return typed_connections(reader, path, topic, IMAGE_TYPES, "image", "sensor_msgs/Image or CompressedImage")
+
+
+def typed_connections(reader: AnyReader, path: Path, topic: str, msgtypes: tuple[str, ...], kind: str,
+                      expected: str) -> list[Connection]:
+    """The connections of `topic`; BagError if the bag is empty, lacks the topic (the error lists the bag's
+    `kind` topics, those of `msgtypes`), holds another type (`expected` names the right ones) or no messages."""
     if reader.message_count == 0 or not reader.connections:
         raise BagError(f"bag {path} is empty (no messages)")
     conns = [c for c in reader.connections if c.topic == topic]
     if not conns:
-        found = ", ".join(f"{t} ({m.split('/')[-1]})" for t, m in sorted(image_topics(reader).items()))
-        raise BagError(f"topic {topic} not in bag {path}; image topics there: {found or 'none'}")
-    bad = {c.msgtype for c in conns} - set(IMAGE_TYPES)
+        there = {c.topic: c.msgtype for c in reader.connections if c.msgtype in msgtypes}
+        found = ", ".join(f"{t} ({m.split('/')[-1]})" for t, m in sorted(there.items()))
+        raise BagError(f"topic {topic} not in bag {path}; {kind} topics there: {found or 'none'}")
+    bad = {c.msgtype for c in conns} - set(msgtypes)
     if bad:
-        raise BagError(f"topic {topic} in {path} carries {', '.join(sorted(bad))}, "
-                       "not sensor_msgs/Image or CompressedImage")
+        raise BagError(f"topic {topic} in {path} carries {', '.join(sorted(bad))}, not {expected}")
     if sum(c.msgcount for c in conns) == 0:
         raise BagError(f"topic {topic} in bag {path} has no messages")
     return conns

@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN")
     p.add_argument("--topic", required=True, help="topic to publish from the bag")
     p.add_argument("--out-topic", help="publish under this name instead (default: the same topic)")
+    p.add_argument("--camera-info", metavar="TOPIC",
+                   help="also publish this sensor_msgs/CameraInfo topic of the bag, in order with the images")
+    p.add_argument("--out-camera-info", metavar="NAME",
+                   help="publish --camera-info under this name instead (default: the same topic)")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
     p.add_argument("--loop", action="store_true", help="start over at the end until Ctrl-C")
     p.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable",
@@ -169,8 +173,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "play":
         from illexp_ros.ros.bags.play import play_command
 
+        if args.out_camera_info and not args.camera_info:
+            raise BagError("--out-camera-info needs --camera-info")
         return play_command(args.input, args.topic, args.out_topic, args.rate, args.loop, args.qos, args.wait,
-                            clock_hz=args.clock)
+                            clock_hz=args.clock, camera_info=args.camera_info, out_camera_info=args.out_camera_info)
     elif args.command == "sheet":
         from illexp_ros.ros.bags.sheet import sheet_command
 
