@@ -52,6 +52,7 @@ def topic_type(path: Path, topic: str, camera_info: str | None = None) -> str:
 
 
 def camera_info_connections(reader: Any, path: Path, topic: str) -> list:
+    """The connections of a CameraInfo topic; BagError if it is missing, empty or of another type."""
     return typed_connections(reader, path, topic, (CAMERA_INFO_TYPE,), "CameraInfo", "sensor_msgs/CameraInfo")
 
 
