@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,7 @@ def test_node_with_use_sim_time_follows_the_replayed_bag_clock(tmp_path: Path) -
     from illexp_ros.ros.node.background_spin import BackgroundSpin
 
     bag = tmp_path / "bag"
-    frames = write_sample_bag(bag, frames=45, size=(48, 64), fps=15.0, with_reference=False)
+    frames = write_sample_bag(bag, frames=90, size=(48, 64), fps=15.0, with_reference=False)  # 6 s
     end_ns = frames[-1].stamp_ns
     node = subprocess.Popen(
         [sys.executable, "-m", "illexp_ros.ros.node.illexp_node", "--ros-args", "--params-file",
@@ -112,12 +113,18 @@ def test_node_with_use_sim_time_follows_the_replayed_bag_clock(tmp_path: Path) -
             lambda m: store(diagnostics, m) if any(s.name.startswith("/simtime/") for s in m.status) else None,
             reliable)
         spin = BackgroundSpin(harness, context)
+        # The node's time source (its /clock subscription) and diagnostics must be matched before the bag plays:
+        # its timers only run while /clock advances.
+        deadline = time.monotonic() + 60.0
+        while not (harness.count_subscribers("/clock") and harness.count_publishers("/diagnostics")):
+            assert time.monotonic() < deadline and node.poll() is None, "the node did not come up"
+            time.sleep(0.1)
         play = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic",
                                IMAGE_TOPIC, "--out-topic", "/replayed", "--clock", "--wait", "60"],
                               capture_output=True, text=True, timeout=120)
         assert play.returncode == 0, play.stderr
         assert node.poll() is None, node.stdout.read()
-        wait_on(cond, lambda: corrected and diagnostics, 10.0, "a corrected frame and diagnostics")
+        wait_on(cond, lambda: corrected and diagnostics, 20.0, "a corrected frame and diagnostics")
         spin.stop()
     finally:
         rclpy.try_shutdown(context=context)
