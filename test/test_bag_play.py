@@ -45,7 +45,7 @@ def test_play_rejects_a_bag_without_the_topic(tmp_path: Path) -> None:
     assert len(lines) == 1 and "topic /x not in bag" in lines[0]
 
 
-def test_play_keeps_the_bag_clock_ahead_of_no_message(tmp_path: Path) -> None:
+def test_play_clock_runs_on_bag_time_and_is_each_frames_stamp_when_it_goes_out(tmp_path: Path) -> None:
     """--clock: the bag's time, several times between two frames, never behind the frame being published
     and never ahead of it (a node with use_sim_time would otherwise see frames from its future or past)."""
     bag = tmp_path / "bag"
