@@ -2,14 +2,13 @@
 
   ros2 launch illexp_ros illexp.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
 
-Arguments left empty (model, mode, backend, fast, qos, strength, level_smoothing, exposure_compensation) keep the
-value from params_file (config/illexp.yaml by default). lifecycle:=true starts the managed node
-(illexp_lifecycle_node) instead, configured and activated at launch unless autostart:=false (then a lifecycle
+Arguments left empty (model, mode, backend, fast, qos, strength, level_smoothing, exposure_compensation,
+use_sim_time) keep the value from params_file (config/illexp.yaml by default). lifecycle:=true starts the managed
+node (illexp_lifecycle_node) instead, configured and activated at launch unless autostart:=false (then a lifecycle
 manager or `ros2 lifecycle set` does it). use_sim_time:=true runs the node on /clock (bag replay with
 `ros2 bag play --clock`: its stamp ages and diagnostics then follow the bag's time). FASTDDS_BUILTIN_TRANSPORTS
-defaults to LARGE_DATA for the
-node: with Fast DDS's default transports large frames are slow (reliable) or mostly lost (best effort); see the
-README, "QoS and Fast DDS".
+defaults to LARGE_DATA for the node: with Fast DDS's default transports large frames are slow (reliable) or
+mostly lost (best effort); see the README, "QoS and Fast DDS".
 """
 
 from launch import LaunchDescription
@@ -54,8 +53,10 @@ def node_overrides(context) -> dict:
 
 
 def launch_node(context):
-    parameters = [LaunchConfiguration("params_file"), node_overrides(context),
-                  {"use_sim_time": typed(LaunchConfiguration("use_sim_time").perform(context), bool)}]
+    parameters = [LaunchConfiguration("params_file"), node_overrides(context)]
+    sim_time = LaunchConfiguration("use_sim_time").perform(context).strip()
+    if sim_time:  # empty: whatever the params file says (a later entry here would override it)
+        parameters.append({"use_sim_time": typed(sim_time, bool)})
     remappings = [("image", LaunchConfiguration("image")), ("camera_info", LaunchConfiguration("camera_info"))]
     if not typed(LaunchConfiguration("lifecycle").perform(context), bool):
         return [Node(package="illexp_ros", executable="illexp_node", name="illexp_node",
@@ -93,8 +94,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="true: the managed node illexp_lifecycle_node instead of illexp_node"),
         DeclareLaunchArgument("autostart", default_value="true",
                               description="with lifecycle:=true, configure and activate it at launch"),
-        DeclareLaunchArgument("use_sim_time", default_value="false",
-                              description="true: the node's clock is /clock (bag replay with --clock)"),
+        DeclareLaunchArgument("use_sim_time", default_value="",
+                              description="true: the node's clock is /clock (bag replay with --clock); "
+                                          "empty keeps the params file's value (false if unset)"),
         DeclareLaunchArgument("model", default_value="", description="default | under | over | mixed | a path"),
         DeclareLaunchArgument("mode", default_value="", description="under | over | mixed | auto"),
         DeclareLaunchArgument("backend", default_value="",

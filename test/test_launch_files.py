@@ -143,12 +143,14 @@ def test_illexp_launch_autostarts_the_lifecycle_node_once():
 def test_illexp_launch_passes_use_sim_time_to_the_node():
     tree = tree_of(ROOT / "launch" / "illexp.launch.py")
     assert "use_sim_time" in declared_args(tree)
+    default = next(keyword(c, "default_value").value for c in calls(tree, "DeclareLaunchArgument")
+                   if first_str_arg(c) == "use_sim_time")
+    assert default == "", "a default would override a params file's use_sim_time"
     launch_node = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "launch_node")
-    (params,) = [a.value for a in ast.walk(launch_node) if isinstance(a, ast.Assign)
-                 and getattr(a.targets[0], "id", "") == "parameters"]
-    entry = next(d for d in ast.walk(params) if isinstance(d, ast.Dict))
+    (entry,) = [d for d in ast.walk(launch_node) if isinstance(d, ast.Dict)]
     assert [k.value for k in entry.keys] == ["use_sim_time"]
-    assert "typed(LaunchConfiguration('use_sim_time')" in ast.unparse(entry.values[0])  # a bool, not a string
+    assert ast.unparse(entry.values[0]) == "typed(sim_time, bool)"  # a bool, not a string
+    assert "if sim_time:" in ast.unparse(launch_node)  # only when given
 
 
 def test_bag_replay_records_and_plays_as_current_rosbag2_expects():
