@@ -153,28 +153,33 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
     try:
         node = rclpy.create_node("illexp_bag_play")
         publisher = node.create_publisher(message_class(msgtype), out_topic or topic, image_qos(qos))
-        on_clock = clock_publisher(node) if clock_hz > 0 else None
+        publishers = [publisher]
         infos = 0
+        play_info = None
         if camera_info is not None:
             info_publisher = node.create_publisher(message_class(CAMERA_INFO_TYPE), out_camera_info or camera_info,
                                                    image_qos(qos))
+            publishers.append(info_publisher)
 
             def publish_info(data: bytes) -> None:
                 nonlocal infos
                 info_publisher.publish(data)
                 infos += 1
-        if wait > 0 and not wait_for_subscribers(publisher, wait):
-            print(f"illexp_bag play: no subscriber on {publisher.topic_name} after {wait:.0f} s; playing anyway")
+            play_info = (camera_info, publish_info)
+        on_clock = clock_publisher(node) if clock_hz > 0 else None
+        if wait > 0:
+            waited_until = time.monotonic() + wait
+            for pub in publishers:
+                if not wait_for_subscribers(pub, max(0.0, waited_until - time.monotonic())):
+                    print(f"illexp_bag play: no subscriber on {pub.topic_name} after {wait:.0f} s; playing anyway")
         start = time.monotonic()
         count = play_messages(path, topic, publisher.publish, rate=rate, loop=loop, on_clock=on_clock,
-                              clock_hz=clock_hz,
-                              camera_info=(camera_info, publish_info) if camera_info is not None else None)
+                              clock_hz=clock_hz, camera_info=play_info)
         elapsed = time.monotonic() - start
         # Reliable subscribers may still be fetching the last message(s): leaving now would drop them (seen on a
         # loaded machine). Bounded, and immediate for best-effort QoS.
         from rclpy.duration import Duration
 
-        publishers = [publisher] + ([info_publisher] if camera_info is not None else [])
         if not all(p.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)) for p in publishers):
             print(f"illexp_bag play: the last messages were not acknowledged within {ACK_TIMEOUT_S:g} s")
         also = f" and {infos} on {info_publisher.topic_name}" if camera_info is not None else ""
