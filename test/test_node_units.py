@@ -103,17 +103,26 @@ def test_diagnostics_have_no_nan_and_no_negative_ages():
     assert stats.snapshot().stamp_age_p50_ms == pytest.approx(250.0)
 
 
-@pytest.fixture
-def node():
+@contextlib.contextmanager
+def own_node(*overrides: Parameter, node_class: type = IllExpNode, backend: str = "passthrough"):
+    """A node of `node_class` in its own context, torn down whatever state it ends in."""
     context = rclpy.Context()
     rclpy.init(context=context)
-    n = IllExpNode(context=context, parameter_overrides=[Parameter("backend", value="passthrough")])
     try:
-        yield n
+        n = node_class(context=context, parameter_overrides=[Parameter("backend", value=backend), *overrides])
+        try:
+            yield n
+        finally:
+            n.stop()
+            n.destroy_node()
     finally:
-        n.stop()
-        n.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture
+def node():
+    with own_node() as n:
+        yield n
 
 
 def frame_msg(stamp_ns: int = 1) -> Image:
@@ -228,21 +237,13 @@ def test_compressed_output_only_while_subscribed_and_with_the_parameters_in_forc
 
 
 def test_publish_compressed_false_offers_no_compressed_topic():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    n = IllExpNode(context=context, parameter_overrides=[Parameter("backend", value="passthrough"),
-                                                         Parameter("publish_compressed", value=False)])
-    try:
+    with own_node(Parameter("publish_compressed", value=False)) as n:
         assert n.compressed_pub is None
         pubs, _ = own_endpoints(n)  # the node's own handles: the graph may not list even the ones it has yet
         assert "/corrected/image" in pubs and not any(name.endswith("/compressed") for name in pubs)
         n.image_pub.publish = lambda msg: None
         n._process(PendingFrame(frame_msg(1), time.monotonic()))
         assert n.stats.snapshot().published == 1
-    finally:
-        n.stop()
-        n.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def wait_until(predicate, timeout: float = 30.0) -> bool:
@@ -359,33 +360,28 @@ def test_a_switch_that_needs_no_loading_does_not_wait_for_one_in_progress(monkey
     frames, must never wait for a load."""
     import threading
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    n = IllExpNode(context=context, parameter_overrides=[Parameter("backend", value="torch_cpu")])
     release = threading.Event()
-    original = n.enhancer._load_runner
+    with own_node(backend="torch_cpu") as n:
+        original = n.enhancer._load_runner
 
-    def held_load(path):
-        release.wait(30.0)
-        return original(path)
+        def held_load(path):
+            release.wait(30.0)
+            return original(path)
 
-    monkeypatch.setattr(n.enhancer, "_load_runner", held_load)
-    try:
-        assert (n.enhancer.mode, n.enhancer.fast) == ("mixed", True)
-        assert n.set_parameters([Parameter("mode", value="under")])[0].successful  # needs under.pt: held
-        time.sleep(0.3)
-        assert n.enhancer.mode == "mixed"  # still loading
-        start = time.monotonic()
-        assert n.set_parameters([Parameter("mode", value="mixed")])[0].successful  # mixed_fast.pt: loaded
-        assert time.monotonic() - start < 1.0 and n.enhancer.mode == "mixed"
-        release.set()
-        time.sleep(0.5)
-        assert n.enhancer.mode == "mixed"  # the held load finished, but mixed was asked for last
-    finally:
-        release.set()
-        n.stop()
-        n.destroy_node()
-        rclpy.try_shutdown(context=context)
+        monkeypatch.setattr(n.enhancer, "_load_runner", held_load)
+        try:
+            assert (n.enhancer.mode, n.enhancer.fast) == ("mixed", True)
+            assert n.set_parameters([Parameter("mode", value="under")])[0].successful  # needs under.pt: held
+            time.sleep(0.3)
+            assert n.enhancer.mode == "mixed"  # still loading
+            start = time.monotonic()
+            assert n.set_parameters([Parameter("mode", value="mixed")])[0].successful  # mixed_fast.pt: loaded
+            assert time.monotonic() - start < 1.0 and n.enhancer.mode == "mixed"
+            release.set()
+            time.sleep(0.5)
+            assert n.enhancer.mode == "mixed"  # the held load finished, but mixed was asked for last
+        finally:
+            release.set()  # before the node stops: its switcher may be held in the load
 
 
 @contextlib.contextmanager
@@ -393,16 +389,8 @@ def lifecycle_node(*overrides: Parameter):
     """An IllExpLifecycleNode (passthrough backend) in its own context, torn down whatever state it ends in."""
     from illexp_ros.ros.node.illexp_lifecycle_node import IllExpLifecycleNode
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    n = IllExpLifecycleNode(context=context, parameter_overrides=[Parameter("backend", value="passthrough"),
-                                                                  *overrides])
-    try:
+    with own_node(*overrides, node_class=IllExpLifecycleNode) as n:
         yield n
-    finally:
-        n.stop()
-        n.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def own_endpoints(n) -> tuple[set[str], set[str]]:
@@ -494,13 +482,8 @@ def test_qos_overrides_apply_per_topic():
     """ROS 2's standard qos_overrides parameters, per publisher / subscription, on top of `qos`."""
     from rclpy.qos import ReliabilityPolicy
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    n = IllExpNode(context=context, parameter_overrides=[
-        Parameter("backend", value="passthrough"),
-        Parameter("qos_overrides./image.subscription.depth", value=5),
-        Parameter("qos_overrides./corrected/image.publisher.reliability", value="best_effort")])
-    try:
+    with own_node(Parameter("qos_overrides./image.subscription.depth", value=5),
+                  Parameter("qos_overrides./corrected/image.publisher.reliability", value="best_effort")) as n:
         assert n.image_sub.qos_profile.depth == 5
         assert n.image_pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
         # the others keep `qos` (reliable, depth 1): each entity has its own profile
@@ -509,10 +492,6 @@ def test_qos_overrides_apply_per_topic():
         assert n.info_sub.qos_profile.depth == 1 and n.image_pub.qos_profile.depth == 1
         assert n.get_parameter("qos_overrides./exposure_map.publisher.reliability").value == "reliable"
         assert not n.has_parameter("qos_overrides./diagnostics.publisher.reliability")
-    finally:
-        n.stop()
-        n.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 @pytest.mark.parametrize("name,value,words", [
