@@ -51,3 +51,11 @@ def test_bayer_image_survives_a_bag_round_trip() -> None:
     np.testing.assert_array_equal(np.asarray(again.data), np.asarray(msg.data))
     # G B / R G: the top-left pixel is green, its right neighbour blue, the one below red
     assert (msg.data[0], msg.data[1], msg.data[8]) == (frame[0, 0, 1], frame[0, 1, 2], frame[1, 0, 0])
+
+
+def test_a_one_row_slice_of_a_wider_frame_is_written_with_a_packed_step() -> None:
+    """numpy calls a one-row slice contiguous whatever its row stride; the message's step is the row's bytes."""
+    wide = np.random.default_rng(3).integers(0, 256, (3, 100, 3), dtype=np.uint8)
+    msg = deserialize(serialize(make_image(wide[:1, :6], "rgb", "rgb8", 42, "cam")), IMAGE_TYPE)
+    assert (msg.width, msg.height, msg.step, len(msg.data)) == (6, 1, 18, 18)
+    np.testing.assert_array_equal(message_to_frame(msg, IMAGE_TYPE).pixels, wide[:1, :6])

@@ -1,6 +1,7 @@
 """sensor_msgs/Image <-> numpy: views, padding, endianness, YUV byte order, every rejected input."""
 
 import array
+import struct
 
 import cv2
 import numpy as np
@@ -207,9 +208,9 @@ def test_compressed_output_of_bayer_is_the_colour_frame_named_as_its_data():
 
 def test_every_supported_encoding_converts():
     for encoding in SUPPORTED_ENCODINGS:
-        pixels = RNG.integers(0, 256, (2, 4, 3), dtype=np.uint8)
+        pixels = RNG.integers(0, 256, (4, 6, 3), dtype=np.uint8)
         out = frame_to_image(pixels, "rgb", encoding, Header())
-        assert image_to_frame(out).pixels.shape == (2, 4, 3), encoding
+        assert image_to_frame(out).pixels.shape == (4, 6, 3), encoding
 
 
 def bad(encoding="bgr8", height=4, width=4, step=12, size=48):
@@ -229,6 +230,8 @@ def bad(encoding="bgr8", height=4, width=4, step=12, size=48):
     (bad(encoding="mono16", step=6, size=24), "step 6 is smaller"),
     (bad(encoding="mono16", step=9, size=36), "odd"),
     (bad(encoding="yuv422", width=3, step=6, size=24), "width 3 is odd"),
+    (bad(encoding="bayer_rggb8", height=2, width=8, step=8, size=16), "at least 3x3 pixels to demosaic, got 8x2"),
+    (bad(encoding="bayer_grbg16", height=5, width=1, step=2, size=10), "got 1x5"),
 ])
 def test_bad_images_raise_a_named_error(msg, words):
     with pytest.raises(ImageFormatError, match=words.replace("(", r"\(")):
@@ -244,6 +247,52 @@ def test_compressed_png_and_jpeg_decode():
         assert frame.pixels.shape == (8, 10, 3) and frame.color_order == "bgr"
         if fmt == "png":
             np.testing.assert_array_equal(frame.pixels, bgr)
+
+
+def jpeg_with_exif_orientation(bgr: np.ndarray, orientation: int) -> bytes:
+    """A JPEG of `bgr` with an EXIF APP1 segment whose Orientation tag (0x0112) says `orientation`."""
+    jpeg = cv2.imencode(".jpg", bgr)[1].tobytes()
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    app1 = b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", 8) + ifd
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def test_compressed_input_ignores_the_exif_orientation_tag():
+    # image_transport decodes the pixels as stored; rotating by the tag (OpenCV's default) would turn a 40x80
+    # frame into 80x40, no longer the camera_info's size.
+    bgr = np.zeros((40, 80, 3), np.uint8)
+    bgr[:, :40] = (0, 0, 255)
+    data = jpeg_with_exif_orientation(bgr, 6)  # 6 = rotate 90 degrees clockwise to display
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == (80, 40, 3)  # the tag is read
+    msg = CompressedImage(format="bgr8; jpeg compressed bgr8")
+    msg.data = array.array("B", data)
+    frame = compressed_to_frame(msg)
+    assert frame.pixels.shape == (40, 80, 3)
+    assert frame.pixels[:, :30, 2].mean() > 200 and frame.pixels[:, 50:, 2].mean() < 50  # red on the left
+
+
+@pytest.mark.parametrize("fmt,order", [
+    ("rgb8; png compressed rgb8", "rgb"), ("bgr8; png compressed rgb8", "rgb"), ("rgb8; png compressed bgr8", "bgr"),
+    ("bgr8; png compressed bgr8", "bgr"), ("png", "bgr"), ("", "bgr"), ("compressed rgb8", "bgr"),
+])
+def test_compressed_input_colour_order_follows_the_format_string(fmt, order):
+    stored = np.zeros((4, 6, 3), np.uint8)
+    stored[..., 0] = 200  # the first channel of the data as stored (red if the publisher compressed RGB)
+    msg = CompressedImage(format=fmt)
+    msg.data = array.array("B", cv2.imencode(".png", stored)[1].tobytes())
+    frame = compressed_to_frame(msg)
+    np.testing.assert_array_equal(frame.pixels, stored)
+    assert frame.color_order == order
+
+
+def test_a_one_row_slice_of_a_wider_frame_gets_a_packed_step():
+    wide = RNG.integers(0, 256, (3, 100, 3), dtype=np.uint8)
+    row = wide[:1, :6]  # numpy calls it contiguous, its row stride is still 300 bytes
+    msg = frame_to_image(row, "bgr", "bgr8", Header())
+    assert (msg.width, msg.height, msg.step, len(msg.data)) == (6, 1, 18, 18)
+    np.testing.assert_array_equal(image_to_frame(msg).pixels, row)
+    mono = frame_to_image(row, "bgr", "mono16", Header())
+    assert (mono.step, len(mono.data)) == (12, 12)
 
 
 @pytest.mark.parametrize("payload", [b"", b"not an image at all", b"\xff\xd8\xff\xe0" + bytes(40)])

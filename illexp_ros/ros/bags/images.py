@@ -23,6 +23,7 @@ from illexp_ros.ros.node.image_conversion import (
     encode_compressed,
     frame_to_array,
     image_to_frame,
+    packed_step,
 )
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -58,7 +59,7 @@ def frame_to_image(pixels: np.ndarray, color_order: str, encoding: str, header: 
     values = frame_to_array(pixels, color_order, encoding, alpha, bigendian)
     return _Image(header=copy_header(header), height=int(values.shape[0]), width=int(values.shape[1]),
                   encoding=encoding, is_bigendian=int(bool(bigendian) and values.dtype.itemsize == 2),
-                  step=int(values.strides[0]), data=values.reshape(-1).view(np.uint8))
+                  step=packed_step(values), data=values.reshape(-1).view(np.uint8))
 
 
 def copy_header(header: Any) -> Any:

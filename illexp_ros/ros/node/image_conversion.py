@@ -69,6 +69,7 @@ _BAYER_TO_BGR = {
     "rggb": cv2.COLOR_BayerRGGB2BGR_EA, "bggr": cv2.COLOR_BayerBGGR2BGR_EA,
     "gbrg": cv2.COLOR_BayerGBRG2BGR_EA, "grbg": cv2.COLOR_BayerGRBG2BGR_EA,
 }
+MIN_BAYER_SIDE = 3
 _BAYER_PATTERNS = {enc: enc[6:10] for enc in ENCODINGS if enc.startswith("bayer_")}  # bayer_rggb16 -> rggb
 
 
@@ -154,6 +155,10 @@ def image_to_frame(msg: Image) -> Frame:
         return Frame(cv2.cvtColor(_to_uint8(view), cv2.COLOR_GRAY2RGB), "rgb")
     pattern = bayer_pattern(enc)
     if pattern is not None:
+        if view.shape[0] < MIN_BAYER_SIDE or view.shape[1] < MIN_BAYER_SIDE:
+            # OpenCV's demosaic (every method) returns black for them; no camera sends such a mosaic.
+            raise ImageFormatError(f"a {enc} frame must be at least {MIN_BAYER_SIDE}x{MIN_BAYER_SIDE} pixels to "
+                                   f"demosaic, got {view.shape[1]}x{view.shape[0]}")
         # Contiguous: OpenCV 5.0's edge-aware demosaic misreads rows whose step exceeds the width (padded rows
         # came out as wrong colours here; its bilinear one does not), so padded rows are copied first.
         raw = np.ascontiguousarray(view) if layout.bytes_per_channel == 1 else _to_uint8(view)
@@ -164,18 +169,24 @@ def image_to_frame(msg: Image) -> Frame:
 
 
 def compressed_to_frame(msg: CompressedImage) -> Frame:
-    """CompressedImage (jpeg/png) -> BGR Frame; ImageFormatError if it does not decode."""
+    """CompressedImage (jpeg/png) -> 3-channel Frame; ImageFormatError if it does not decode.
+
+    As image_transport's compressed subscriber: the pixels are taken as stored (a JPEG's EXIF orientation tag is
+    ignored: a rotated frame would no longer match camera_info), in BGR order unless the format's part after ';'
+    says the data was compressed as RGB (e.g. "rgb8; jpeg compressed rgb8", from publishers other than
+    image_transport's, which always compresses BGR)."""
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise ImageFormatError(f"compressed frame (format {msg.format!r}) is empty")
+    color_order = "rgb" if "compressed rgb" in msg.format.partition(";")[2] else "bgr"
     try:
-        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as exc:
         raise ImageFormatError(f"compressed frame (format {msg.format!r}) does not decode: {exc}") from exc
     if decoded is None:
         raise ImageFormatError(
             f"compressed frame (format {msg.format!r}, {data.size} bytes) does not decode as jpeg or png")
-    return Frame(decoded, "bgr")
+    return Frame(decoded, color_order)
 
 
 def _in_order(pixels: np.ndarray, have: str, want: str) -> np.ndarray:
@@ -276,6 +287,12 @@ def _grey(pixels: np.ndarray, color_order: str) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(pixels), code)
 
 
+def packed_step(values: np.ndarray) -> int:
+    """Bytes per row of a C-contiguous H x W [x C] array. Not strides[0]: numpy calls a one-row slice of a wider
+    array contiguous whatever its row stride, and the message's data holds only the row itself."""
+    return int(values.shape[1] * values.itemsize * (values.shape[2] if values.ndim == 3 else 1))
+
+
 def array_to_image(values: np.ndarray, encoding: str, header: Header, bigendian: bool = False) -> Image:
     """A contiguous array in `encoding` layout -> Image with `header` (stamp and frame_id kept as given)."""
     values = np.ascontiguousarray(values)
@@ -284,7 +301,7 @@ def array_to_image(values: np.ndarray, encoding: str, header: Header, bigendian:
     msg.height, msg.width = int(values.shape[0]), int(values.shape[1])
     msg.encoding = encoding
     msg.is_bigendian = int(bool(bigendian) and values.dtype.itemsize == 2)
-    msg.step = int(values.strides[0])
+    msg.step = packed_step(values)
     data = array.array("B")
     data.frombytes(values.reshape(-1).view(np.uint8))  # one memcpy into the message buffer
     msg.data = data
