@@ -74,6 +74,21 @@ def test_play_rejects_a_bad_clock_rate(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--clock: must be in (0, 1000] Hz, got 0" in result.stderr
 
 
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--rate", "nan"], "--rate must be a number > 0, got nan"),
+    (["--rate", "0"], "--rate must be a number > 0, got 0.0"),
+    (["--out-topic", "bad name"], "--out-topic 'bad name' is not a valid ROS 2 topic name"),
+    (["--out-topic", "/cam/"], "--out-topic '/cam/' is not a valid ROS 2 topic name: topic name must not end"),
+])
+def test_play_rejects_bad_arguments_in_one_line(tmp_path: Path, extra: list[str], expected: str) -> None:
+    bag = tmp_path / "bag"
+    write_sample_bag(bag, frames=1, size=(16, 24))
+    result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic",
+                             IMAGE_TOPIC, *extra], capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr
+
+
 def test_node_with_use_sim_time_follows_the_replayed_bag_clock(tmp_path: Path) -> None:
     """Replay testing as ROS 2 users do it (`ros2 bag play --clock` + `use_sim_time:=true`), here with
     `illexp_bag play --clock`: the node corrects the frames and its diagnostics and stamp ages run on the bag's

@@ -235,6 +235,57 @@ def test_existing_output_needs_force(tmp_path: Path, tiny_model: Path, capsys: p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # no work directory left over
 
 
+def test_out_that_contains_in_is_refused_even_with_force(tmp_path: Path, tiny_model: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """Replacing OUT would delete IN with it."""
+    src = tmp_path / "parent" / "in"
+    write_sample_bag(src, frames=1, size=SIZE)
+    assert process(str(src), str(tmp_path / "parent"), "--topic", IMAGE_TOPIC, "--force",
+                   "--backend", "passthrough", "--model", str(tiny_model)) == 2
+    assert capsys.readouterr().err.strip() == (f"illexp_bag process: error: OUT ({tmp_path / 'parent'}) must not "
+                                               f"contain IN ({src})")
+    assert len(read_bag(src)[1]) == 2  # the image and its reference, untouched
+
+
+@pytest.mark.parametrize(("out_topic", "expected"), [
+    ("/cam/corrected/", "must not end with a '/'"),
+    ("corrected image", "must not contain characters other than"),
+    ("/cam//corrected", "must not contain repeated '/'"),
+    ("/cam/2x", "token that starts with a number"),
+])
+def test_an_invalid_out_topic_is_refused(tmp_path: Path, tiny_model: Path, out_topic: str, expected: str,
+                                         capsys: pytest.CaptureFixture) -> None:
+    src = _sample_bag(tmp_path / "in")
+    assert process(str(src), str(tmp_path / "out"), "--topic", IMAGE_TOPIC, "--out-topic", out_topic,
+                   "--backend", "passthrough", "--model", str(tiny_model)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out-topic {out_topic!r} is not a valid ROS 2 topic name" in err[0], err
+    assert expected in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_cannot_be_created_gives_one_line(tmp_path: Path, tiny_model: Path) -> None:
+    src = _sample_bag(tmp_path / "in")
+    (tmp_path / "file").write_text("not a directory")
+    for command in (["process", str(src), str(tmp_path / "file" / "out")],
+                    ["sheet", str(src), "--out", str(tmp_path / "file" / "sheet.png")]):
+        result = subprocess.run([*TOOL, *command, "--topic", IMAGE_TOPIC, "--backend", "passthrough",
+                                 "--model", str(tiny_model)], capture_output=True, text=True, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"illexp_bag {command[0]}: error: ") and str(tmp_path / "file") in lines[0]
+
+
+def test_a_bag_that_does_not_check_out_is_refused_before_the_runtime_loads(tmp_path: Path) -> None:
+    """The runtime (torch) takes seconds to import: a missing bag is said at once, and Ctrl-C during that
+    import cannot happen before the tool handles it."""
+    code = ("import sys; from illexp_ros.ros.bags.tool import main; "
+            f"rc = main(['process', {str(tmp_path / 'missing')!r}, {str(tmp_path / 'out')!r}, '--topic', '/x']); "
+            "print(rc, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["2", "False"], result.stderr
+
+
 def _empty_bag(path: Path) -> Path:
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=TYPESTORE)

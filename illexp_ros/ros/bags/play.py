@@ -13,6 +13,7 @@ recording's time (their stamp ages, timers and diagnostics then follow the bag, 
 from __future__ import annotations
 
 import importlib
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 from illexp_ros.ros.bags.source import (
     BagError,
     cdr_converter,
+    check_topic_name,
     checked_messages,
     image_connections,
     open_bag,
@@ -69,8 +71,8 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
     bag's current time at least `clock_hz` times a second while waiting, and each message's timestamp just
     before it is published (the time never lags a message).
     """
-    if rate <= 0:
-        raise BagError(f"--rate must be > 0, got {rate}")
+    if not 0 < rate < math.inf:  # also refuses nan
+        raise BagError(f"--rate must be a number > 0, got {rate}")
     if on_clock is not None and not clock_hz > 0:
         raise BagError(f"--clock must be > 0 Hz, got {clock_hz}")
     path = Path(path)
@@ -145,6 +147,9 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
     the bag's time on /clock."""
     path = Path(path)
     msgtype = topic_type(path, topic, camera_info)  # validate the bag before touching DDS
+    check_topic_name(out_topic or topic, "--out-topic" if out_topic else "--topic")
+    if camera_info is not None:
+        check_topic_name(out_camera_info or camera_info, "--out-camera-info" if out_camera_info else "--camera-info")
     import rclpy
 
     from illexp_ros.ros.node.qos import image_qos

@@ -64,6 +64,19 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def check_topic_name(name: str, option: str) -> None:
+    """BagError unless `name` (absolute, or relative to /) is a topic name ROS 2 accepts: a bag written with
+    another one cannot be played, and rclpy refuses to publish it. rclpy's own rules, imported only here."""
+    from rclpy.exceptions import InvalidTopicNameException
+    from rclpy.validate_full_topic_name import validate_full_topic_name
+
+    try:
+        validate_full_topic_name(name if name.startswith("/") else f"/{name}")
+    except InvalidTopicNameException as exc:
+        reason = str(exc).splitlines()[0].removeprefix("Invalid topic name: ").rstrip(":")
+        raise BagError(f"{option} {name!r} is not a valid ROS 2 topic name: {reason}") from None
+
+
 def image_connections(reader: AnyReader, path: Path, topic: str) -> list[Connection]:
     """The connections of `topic`; BagError if the bag is empty, lacks the topic or it holds no images."""
     return typed_connections(reader, path, topic, IMAGE_TYPES, "image", "sensor_msgs/Image or CompressedImage")

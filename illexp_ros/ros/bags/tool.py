@@ -8,7 +8,8 @@
   illexp_bag sheet IN --topic /cam/image_raw --out sheet.png   # before / after / exposure-map contact sheet
 
 Errors a user can cause print one line and exit with status 2; Ctrl-C exits with 130 and leaves no output.
-This module imports neither rclpy (only `play` does, lazily) nor the runtime (loaded once the bag checks out).
+This module imports neither rclpy (`play` does, and `process` for rclpy's topic-name rules, lazily) nor the
+runtime (loaded once the bag checks out).
 """
 
 from __future__ import annotations
@@ -186,21 +187,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def user_error(exc: Exception) -> str | None:
+    """The one line to print for an error the user can cause or fix, else None (a bug: let it raise).
+    The runtime's and the image conversion's error types are looked up only if their modules were imported (an
+    exception of theirs cannot exist otherwise): importing them here would load torch before the bag is checked."""
+    if isinstance(exc, OSError):  # OUT not writable, a disk full, IN not readable
+        return f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+    types: list[type] = [BagError]
+    for module, name in (("illexp_ros.runtime.errors", "EnhancerError"),
+                         ("illexp_ros.ros.node.image_conversion", "ImageFormatError")):
+        if module in sys.modules:
+            types.append(getattr(sys.modules[module], name))
+    return str(exc) if isinstance(exc, tuple(types)) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` cleans up like Ctrl-C
-    from illexp_ros.ros.node.image_conversion import ImageFormatError
-    from illexp_ros.runtime.errors import EnhancerError
-
     try:
         return run(args)
-    except (BagError, EnhancerError, ImageFormatError) as exc:
-        print(f"illexp_bag {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         left = "; no output left behind" if args.command == "process" else ""
         print(f"illexp_bag {args.command}: interrupted{left}", file=sys.stderr)
         return 130
+    except Exception as exc:
+        line = user_error(exc)
+        if line is None:
+            raise
+        print(f"illexp_bag {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
