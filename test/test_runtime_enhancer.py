@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import tracemalloc
 
 import numpy as np
@@ -182,6 +183,10 @@ def test_settings_validate(tiny_path):
         enh.mode = "night"
     with pytest.raises(ValueError, match="fast"):
         enh.fast = "yes"
+    with pytest.raises(ValueError, match="mode"):
+        enh.mode = None  # switch(mode=None) means "unchanged"; the property must not
+    with pytest.raises(ValueError, match="fast"):
+        enh.fast = None
     with pytest.raises(ValueError, match="internal_short_side"):
         enh.internal_short_side = -1
     with pytest.raises(ValueError, match="color_order"):
@@ -214,6 +219,15 @@ def test_truncated_model_file_names_the_file(tmp_path, tiny_path):
         Enhancer.from_model(str(broken), backend="onnxruntime")
     assert "corrupt" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_model_file_whose_weights_do_not_fit_its_config_is_one_line(tmp_path, tiny_path):
+    payload = torch.load(tiny_path, map_location="cpu", weights_only=True)
+    payload["state_dict"] = {k: v for i, (k, v) in enumerate(payload["state_dict"].items()) if i % 2}
+    torch.save(payload, tmp_path / "half.pt")
+    with pytest.raises(ModelLoadError, match="half.pt does not match its config: .*Missing key") as err:
+        Enhancer.from_model(str(tmp_path / "half.pt"), backend="torch_cpu")
+    assert "\n" not in str(err.value) and "\t" not in str(err.value) and len(str(err.value)) < 500
 
 
 def test_missing_backend_package_is_named(monkeypatch, tiny_path):
@@ -263,6 +277,26 @@ def test_onnx_cache_is_reused_and_repaired(tiny_path, tmp_path, monkeypatch):
     enh = Enhancer.from_model(str(tiny_path), backend="onnxruntime", logger=lines.append, threads=1)
     assert any("did not load" in line for line in lines)
     assert enh.enhance(random_frame(16, 24)).shape == (16, 24, 3)
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_clear_error_and_auto_goes_on(tiny_path, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("in the way")
+    monkeypatch.setenv("ILLEXP_CACHE_DIR", str(tmp_path / "file"))  # e.g. a read-only home on the robot
+    with pytest.raises(EnhancerError, match=r"cannot create the cache folder .*file/onnx \(Not a directory\); "
+                                            r"set ILLEXP_CACHE_DIR to a writable folder"):
+        Enhancer.from_model(str(tiny_path), backend="onnxruntime", threads=1)
+    enh = Enhancer.from_model(str(tiny_path), backend="auto", threads=1)
+    assert enh.backend_name != "onnxruntime" and enh.enhance(random_frame(8, 8)).shape == (8, 8, 3)
+
+
+def test_a_cache_entry_that_cannot_be_written_is_one_clear_error(tiny_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("ILLEXP_CACHE_DIR", str(tmp_path / "cache"))
+    Enhancer.from_model(str(tiny_path), backend="onnxruntime", threads=1)
+    (cached,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    cached.write_bytes(b"not an onnx file")  # so this process exports it again, through its temporary file...
+    cached.with_name(f".{cached.name}.{os.getpid()}.tmp").mkdir()  # ...which cannot be written
+    with pytest.raises(EnhancerError, match=f"cannot write the ONNX export {cached.name} to the cache folder"):
+        Enhancer.from_model(str(tiny_path), backend="onnxruntime", threads=1)
 
 
 def test_shipped_mixed_model_loads():

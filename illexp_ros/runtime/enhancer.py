@@ -160,7 +160,7 @@ class Enhancer:
 
     @mode.setter
     def mode(self, value: str) -> None:
-        self.switch(mode=value)
+        self.switch(mode=_check_mode(value))  # checked here: switch() reads None as "unchanged"
 
     @property
     def fast(self) -> bool:
@@ -168,7 +168,7 @@ class Enhancer:
 
     @fast.setter
     def fast(self, value: bool) -> None:
-        self.switch(fast=value)
+        self.switch(fast=_check_fast(value))
 
     def switch(self, mode: str | None = None, fast: bool | None = None) -> None:
         """Change mode and/or fast. What the new settings need is loaded first (prepare) while frames keep

@@ -130,7 +130,10 @@ def load_model(name_or_path: str | os.PathLike, allow_nonfinite: bool = False) -
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
         model.load_state_dict(state, assign=True)
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"model file {path} does not match its config: {exc}") from exc
+        # torch lists the keys over several lines: one line, as every error the tools print
+        detail = " ".join(str(exc).split())
+        raise ModelLoadError(f"model file {path} does not match its config: "
+                             f"{detail if len(detail) <= 300 else detail[:297] + '...'}") from exc
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad and not allow_nonfinite:
         raise ModelLoadError(

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from illexp_ros.core.networks import IllExpNet, fold_batchnorm
-from illexp_ros.runtime.cache import cache_dir
+from illexp_ros.runtime.cache import CACHE_ENV, cache_dir
+from illexp_ros.runtime.errors import EnhancerError
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "input"
@@ -79,7 +80,16 @@ def cached_onnx(model: IllExpNet, sha256: str, opset: int = DEFAULT_OPSET,
         return path, False
     if source is not None and export_in_child(Path(source), path, opset):
         return path, True
-    return export_onnx(model, path, opset), True
+    return export_to_cache(model, path, opset), True
+
+
+def export_to_cache(model: IllExpNet, path: Path, opset: int = DEFAULT_OPSET) -> Path:
+    """export_onnx into the cache; EnhancerError (naming the folder and CACHE_ENV) when it cannot be written."""
+    try:
+        return export_onnx(model, path, opset)
+    except OSError as exc:
+        raise EnhancerError(f"cannot write the ONNX export {path.name} to the cache folder {path.parent} "
+                            f"({exc.strerror or exc}); set {CACHE_ENV} to a writable folder") from exc
 
 
 def export_in_child(source: Path, path: Path, opset: int) -> bool:

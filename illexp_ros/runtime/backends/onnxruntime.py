@@ -20,7 +20,7 @@ from illexp_ros.runtime.backends.base import Backend
 from illexp_ros.runtime.cache import cache_dir
 from illexp_ros.runtime.cpu_pipeline import MAX_CACHED_RESOLUTIONS, CpuPipeline
 from illexp_ros.runtime.errors import EnhancerError
-from illexp_ros.runtime.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, cached_onnx, export_onnx
+from illexp_ros.runtime.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, cached_onnx, export_to_cache
 
 
 class OrtRunner:
@@ -107,7 +107,7 @@ class OnnxRuntimeBackend(Backend):
             session = self._session(path)
         except Exception as first:  # noqa: BLE001 - a damaged cache entry: export again once
             self.log(f"cached ONNX file {path} did not load ({type(first).__name__}); exporting it again")
-            export_onnx(model, path, DEFAULT_OPSET)
+            export_to_cache(model, path, DEFAULT_OPSET)
             try:
                 session = self._session(path)
             except Exception as exc:  # noqa: BLE001
