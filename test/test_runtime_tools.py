@@ -60,11 +60,20 @@ def test_bench_profile_times_each_stage_of_the_cpu_pipeline(tmp_path, capsys):
     assert "| onnxruntime | yes | 160x120 |" in printed
 
 
-def test_bench_rejects_bad_arguments(capsys):
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--sizes", "640by480"], "WIDTHxHEIGHT"),
+    (["--sizes", "0x480"], "must be at least 1x1"),
+    (["--model-config", "[1, 2]"], "must be a JSON object"),
+    (["--json", "."], "is a folder"),
+])
+def test_bench_rejects_bad_arguments_before_it_runs(capsys, args, expected):
     with pytest.raises(SystemExit) as err:
-        bench_main(["--sizes", "640by480"])
+        bench_main(args)
     assert err.value.code == 2
-    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+    assert expected in capsys.readouterr().err
+
+
+def test_bench_rejects_bad_arguments(capsys):
     rc = bench_main(["--backend", "torch_cpu", "--model", "/nonexistent/m.pt", "--sizes", "32x32", "--frames", "1"])
     assert rc == 2
     err_lines = capsys.readouterr().err.strip().splitlines()
@@ -104,17 +113,25 @@ def test_export_torchscript_runs(tmp_path, tiny_path):
         assert torch.allclose(traced(x)[0], model.forward_aligned(x)[0], atol=2e-3)
 
 
-def test_export_errors_are_one_line_with_status_2(tmp_path, tiny_path, capsys):
-    assert export_main(["--model", str(tmp_path / "missing.pt"), "--format", "onnx",
-                        "--out", str(tmp_path / "x.onnx")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "missing.pt" in err[0]
-    assert export_main(["--model", str(tiny_path), "--format", "onnx", "--opset", "13",
-                        "--out", str(tmp_path / "x.onnx")]) == 2
-    assert "opset" in capsys.readouterr().err
-    assert export_main(["--model", str(tiny_path), "--format", "onnx", "--opt", "641x480",
-                        "--out", str(tmp_path / "x.onnx")]) == 2
-    assert "multiples of 8" in capsys.readouterr().err
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--model", "{tmp}/missing.pt", "--out", "{tmp}/x.onnx"], "missing.pt"),
+    (["--opset", "13", "--out", "{tmp}/x.onnx"], "--opset must be in 17.."),
+    (["--opset", "99", "--out", "{tmp}/x.onnx"], "--opset must be in 17.."),  # torch printed its graph, then raised
+    (["--opt", "641x480", "--out", "{tmp}/x.onnx"], "--opt must be a positive multiple of 8"),
+    (["--out", "{tmp}"], "is a folder"),
+    (["--format", "torchscript", "--out", "{tmp}"], "is a folder"),
+    (["--out", "{tmp}/file/x.onnx"], "cannot write {tmp}/file/x.onnx"),  # its folder is a file
+])
+def test_export_errors_are_one_line_with_status_2(tmp_path, tiny_path, capsys, args, expected):
+    (tmp_path / "file").write_text("in the way")
+    args = [a.format(tmp=tmp_path) for a in args]
+    base = ["--model", str(tiny_path), "--format", "onnx"]
+    assert export_main(base + args) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 1 and lines[0].startswith("illexp_export: error: "), err
+    assert expected.format(tmp=tmp_path) in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing half-written left
 
 
 @pytest.mark.skipif(trt_unavailable_reason() is None, reason="TensorRT is available here: the error path is moot")

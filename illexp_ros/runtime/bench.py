@@ -153,6 +153,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             args.model_config = json.loads(args.model_config)
         except json.JSONDecodeError as exc:
             p.error(f"--model-config is not JSON: {exc}")
+        if not isinstance(args.model_config, dict):
+            p.error(f"--model-config must be a JSON object of IllExpNet keyword arguments, got {args.model_config!r}")
+    if args.json is not None and Path(args.json).is_dir():  # found now, not after minutes of benchmarking
+        p.error(f"--json {args.json} is a folder: give the file to write")
     return args
 
 
@@ -241,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print(stage_table(report) or "no stage profile: only the CPU backends (onnxruntime, torch_cpu) record one")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        try:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        except OSError as exc:  # the tables above are printed: only the file is missing
+            print(f"illexp_bench: error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"wrote {args.json}")
     return 0
 

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from illexp_ros.core.networks import fold_batchnorm
 from illexp_ros.runtime.backends.tensorrt import DEFAULT_PROFILE, check_profile, parse_size, trt_unavailable_reason
@@ -27,6 +28,9 @@ from illexp_ros.runtime.model_io import load_model
 from illexp_ros.runtime.onnx_export import DEFAULT_OPSET, INPUT_NAME, AlignedForward, export_onnx
 
 FORMATS = ("onnx", "torchscript", "tensorrt")
+MIN_OPSET = 17  # dynamic H/W as exported here
+# The highest opset the exporter the runtime uses (dynamo=False) writes; torch keeps it in a private module.
+MAX_OPSET = getattr(getattr(torch.onnx, "_constants", None), "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20)
 
 
 class ExportError(Exception):
@@ -40,10 +44,15 @@ def _size_arg(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def first_line(exc: BaseException) -> str:
+    """'Type: the first line of the message' (compiler and exporter errors run to many lines)."""
+    text = str(exc).strip()
+    return type(exc).__name__ + (f": {text.splitlines()[0]}" if text else "")
+
+
 def verify_onnx(path: Path, model, hw: tuple[int, int]) -> float:
     """Run the ONNX file in ONNX Runtime and torch on one random input; the max |difference| of the outputs."""
     import onnxruntime as ort
-    import torch
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).random((1, 3, *hw), dtype=np.float32)
@@ -54,26 +63,36 @@ def verify_onnx(path: Path, model, hw: tuple[int, int]) -> float:
 
 
 def export(args: argparse.Namespace) -> str:
-    import torch
-
     model, info = load_model(args.model)
     model = fold_batchnorm(model)  # as the runtime runs it: no BatchNorm variance to overflow fp16
     multiple = model.stride_multiple
-    try:
-        profile = check_profile((args.min, args.opt, args.max), multiple)
-    except ValueError as exc:
-        raise ExportError(str(exc)) from exc
+    if args.format == "tensorrt":
+        try:
+            profile = check_profile((args.min, args.opt, args.max), multiple)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from exc
+    else:  # dynamic H/W: only the example the graph is traced with (--opt) matters
+        (h, w), profile = args.opt, (args.min, args.opt, args.max)
+        if h <= 0 or w <= 0 or h % multiple or w % multiple:
+            raise ExportError(f"--opt must be a positive multiple of {multiple} in both sizes, got {w}x{h}")
+    if args.format == "onnx" and not MIN_OPSET <= args.opset <= MAX_OPSET:
+        # checked here: torch's exporter prints its whole graph before it refuses an opset it lacks
+        raise ExportError(f"--opset must be in {MIN_OPSET}..{MAX_OPSET} (torch's TorchScript-based ONNX exporter), "
+                          f"got {args.opset}")
     out = Path(args.out)
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a folder: give the file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
     opt_hw = profile[1]
 
     if args.format == "onnx":
-        if args.opset < 17:
-            raise ExportError(f"--opset must be >= 17, got {args.opset}")
         if args.fp16:
             raise ExportError("--fp16 is not offered for ONNX (ONNX Runtime's CPU provider has no fp16 convs); "
                               "export fp32 and let the TensorRT execution provider run it in fp16")
-        export_onnx(model, out, args.opset, example_hw=opt_hw)
+        try:
+            export_onnx(model, out, args.opset, example_hw=opt_hw)
+        except Exception as exc:  # noqa: BLE001 - the exporter's errors (an opset it lacks) have no common type
+            raise ExportError(f"ONNX export failed: {first_line(exc)}") from exc
         diff = verify_onnx(out, model, (min(opt_hw[0], 64), min(opt_hw[1], 96)))
         return (f"wrote {out} (ONNX opset {args.opset}, dynamic H/W, multiples of {multiple}; "
                 f"ONNX Runtime vs torch max |diff| {diff:.2e})")
@@ -107,9 +126,7 @@ def export(args: argparse.Namespace) -> str:
     except EnhancerError:
         raise  # already one line (a broken install, a failed check of the saved file); main() prints it
     except Exception as exc:  # noqa: BLE001 - compiler and TensorRT errors have no common type, and are long
-        text = str(exc).strip()
-        raise ExportError(f"TensorRT build failed: {type(exc).__name__}"
-                          + (f": {text.splitlines()[0]}" if text else "")) from exc
+        raise ExportError(f"TensorRT build failed: {first_line(exc)}") from exc
     return f"wrote {out} (Torch-TensorRT fp16, profile {profile_tag(profile)} W x H, for this GPU and TensorRT)"
 
 
@@ -123,7 +140,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min", type=_size_arg, default=(h0, w0), help=f"smallest WxH (default {w0}x{h0})")
     p.add_argument("--opt", type=_size_arg, default=(h1, w1), help=f"WxH to optimise for (default {w1}x{h1})")
     p.add_argument("--max", type=_size_arg, default=(h2, w2), help=f"largest WxH (default {w2}x{h2})")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET})")
     return p.parse_args(argv)
 
 
@@ -133,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         print(export(args))
     except (ExportError, EnhancerError) as exc:
         print(f"illexp_export: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # --out in a folder that cannot be made or written
+        detail = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else first_line(exc)
+        print(f"illexp_export: error: cannot write {args.out}: {detail}", file=sys.stderr)
         return 2
     return 0
 

@@ -52,14 +52,18 @@ def export_onnx(model: IllExpNet, path: str | os.PathLike, opset: int = DEFAULT_
         example = example.half()
     axes = {2: "height", 3: "width"}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
-        torch.onnx.export(
-            wrapper, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES), dynamic_axes={n: axes for n in (INPUT_NAME, *OUTPUT_NAMES)},
-            do_constant_folding=True,
-        )
-    os.replace(tmp, path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
+            torch.onnx.export(
+                wrapper, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES), dynamic_axes={n: axes for n in (INPUT_NAME, *OUTPUT_NAMES)},
+                do_constant_folding=True,
+            )
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_file():  # a failed export or rename: no half-written file left beside the output
+            tmp.unlink()
     return path
 
 

@@ -55,6 +55,8 @@ def parse_size(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m:
         raise ValueError(f"size {text!r} is not WIDTHxHEIGHT (e.g. 640x480)")
+    if int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise ValueError(f"size {text!r} must be at least 1x1")
     return int(m.group(2)), int(m.group(1))
 
 
