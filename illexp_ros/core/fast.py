@@ -80,6 +80,30 @@ def internal_size(height: int, width: int, short_side: int, multiple: int = 8) -
     return h, w
 
 
+def _area_weights(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """n_out x n_in: how much of each input pixel each output pixel covers, over the output pixel's area."""
+    scale = n_in / n_out
+    edges = torch.arange(n_out + 1, device=device, dtype=torch.float32) * scale
+    pixels = torch.arange(n_in, device=device, dtype=torch.float32)
+    overlap = torch.minimum(edges[1:, None], pixels + 1) - torch.maximum(edges[:-1, None], pixels)
+    return overlap.clamp_(min=0.0).div_(scale)
+
+
+def area_downscale(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """x (N x C x H x W) averaged over each output pixel's area, as OpenCV's INTER_AREA does when it shrinks:
+    the CPU runtime's downscale (runtime/cpu_pipeline.py), so every backend and the training path feed the
+    network the same image. torch's mode="area" is adaptive average pooling, which differs from it where H or
+    W is not a whole multiple of the output (640x480 -> 88x64: by up to 15/255 on a frame of noise). Whole
+    multiples, as in training's 256 -> 64 crops, take the pooling (the same values, faster)."""
+    h_in, w_in = x.shape[-2:]
+    h, w = size
+    if h_in % h == 0 and w_in % w == 0:
+        return F.avg_pool2d(x, (h_in // h, w_in // w))
+    rows = _area_weights(h_in, h, x.device).to(x.dtype)
+    cols = _area_weights(w_in, w, x.device).to(x.dtype)
+    return torch.matmul(torch.matmul(rows, x), cols.t())
+
+
 def run_network(model: torch.nn.Module, x: torch.Tensor, fast_short_side: int | None = None,
                 fit: GuidedFit = DEFAULT_FIT) -> tuple[torch.Tensor, torch.Tensor]:
     """(corrected, exposure map): fast mode at `fast_short_side` (through `fit`) when given, else the network
@@ -96,7 +120,7 @@ def fast_forward(model: torch.nn.Module, x: torch.Tensor, short_side: int = 128,
     Returns (corrected at full resolution, exposure map upsampled to full resolution).
     """
     h, w = internal_size(x.shape[-2], x.shape[-1], short_side)
-    low = F.interpolate(x, size=(h, w), mode="area")
+    low = area_downscale(x, (h, w))
     low_out, low_em = model(low)
     out = guided_upsample(low, low_out, x, radius, eps)
     em = F.interpolate(low_em, size=x.shape[-2:], mode="bilinear", align_corners=False)

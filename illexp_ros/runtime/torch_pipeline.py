@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, guided_upsample, internal_size
+from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, area_downscale, guided_upsample, internal_size
 
 ForwardFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 MAX_CACHED_STATES = 4
@@ -62,7 +62,7 @@ class TorchFramePipeline:
         if bgr:
             x = x.flip(1)
         x = x.to(torch.float32).mul_(1.0 / 255.0)
-        low = F.interpolate(x, size=low_hw, mode="area") if low_hw else x
+        low = area_downscale(x, low_hw) if low_hw else x  # as the CPU pipeline's OpenCV INTER_AREA
         lh, lw = low.shape[-2:]
         pad_h, pad_w = (-lh) % self.multiple, (-lw) % self.multiple
         net_in = F.pad(low, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else low
