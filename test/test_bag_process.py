@@ -17,7 +17,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from illexp_ros.core.networks import IllExpNet
 from illexp_ros.ros.bags import tool as bag_tool
-from illexp_ros.ros.bags.images import IMAGE_TYPE, TYPESTORE, deserialize
+from illexp_ros.ros.bags.images import IMAGE_TYPE, TYPESTORE, deserialize, make_image
 from illexp_ros.ros.demo.sample_data import IMAGE_TOPIC, write_sample_bag
 from illexp_ros.runtime.model_io import save_model
 
@@ -284,6 +284,54 @@ def test_a_bag_that_does_not_check_out_is_refused_before_the_runtime_loads(tmp_p
             "print(rc, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["2", "False"], result.stderr
+
+
+def _bag_with_bad_frames(path: Path, good: int, payloads: list[bytes | None]) -> None:
+    """`good` rgb8 frames, then for each payload a bad message on IMAGE_TOPIC: None = a 32FC1 image (an encoding
+    the node does not read), else those bytes as the serialized message (a truncated CDR payload), then one more
+    good frame if good > 0."""
+    rng = np.random.default_rng(5)
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=TYPESTORE)
+        ts = 1_000_000_000
+
+        def frame(encoding: str = "rgb8") -> bytes:
+            msg = make_image(rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8), "rgb", "rgb8", ts, "cam")
+            if encoding != "rgb8":
+                msg.encoding, msg.step = encoding, SIZE[1] * 4  # 4 bytes per float pixel: data is 3/4 of it
+            return bytes(TYPESTORE.serialize_cdr(msg, IMAGE_TYPE))
+
+        for data in [frame() for _ in range(good)] + [p or frame("32FC1") for p in payloads] + [frame()] * (good > 0):
+            writer.write(conn, ts, data)
+            ts += 33_000_000
+
+
+def test_unreadable_frames_are_copied_and_skipped_and_the_rest_corrected(tmp_path: Path, tiny_model: Path) -> None:
+    """As the node: a bad frame is said and counted, the next one is corrected, and nothing of IN is lost."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    _bag_with_bad_frames(src, good=2, payloads=[None, b"\x00\x01\x00\x00" + bytes(22)])
+    result = subprocess.run([*TOOL, "process", str(src), str(out), "--topic", IMAGE_TOPIC, "--no-progress",
+                             "--backend", "passthrough", "--model", str(tiny_model)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    skipped = [line for line in result.stderr.splitlines() if "skipped" in line]
+    assert len(skipped) == 2 and "unsupported encoding '32FC1'" in skipped[0] and "corrupt" in skipped[1], skipped
+    assert "5 messages copied, 3 frames corrected, 2 unreadable frames copied but not corrected" in result.stdout
+    (_, src_msgs), (_, out_msgs) = read_bag(src), read_bag(out)
+    assert [m for m in out_msgs if m[0] == IMAGE_TOPIC] == src_msgs  # every input message, bad ones included
+    assert len([m for m in out_msgs if m[0] == CORRECTED]) == 3
+
+
+def test_a_topic_with_no_readable_frame_is_one_error_line(tmp_path: Path, tiny_model: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    _bag_with_bad_frames(src, good=0, payloads=[None, None, None])
+    assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "passthrough",
+                   "--model", str(tiny_model)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"illexp_bag process: error: no frame on {IMAGE_TOPIC}"), err
+    assert "(3 rejected; the first: unsupported encoding '32FC1'" in err[0]
+    assert not out.exists()
 
 
 def _empty_bag(path: Path) -> Path:

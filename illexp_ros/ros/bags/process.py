@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,6 +66,7 @@ from illexp_ros.ros.node.image_conversion import (
 BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy / Kilted
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 PARTIAL_TAG = ".partial-"
+SHOWN_REJECTIONS = 5  # frames that cannot be read are each said on stderr up to this many, then counted
 
 
 class FrameEnhancer(Protocol):
@@ -79,6 +81,7 @@ class ProcessSummary:
     seconds: float
     storage: str
     compressed: str | None = None
+    rejected: int = 0  # frames of the topic that could not be read: copied as they are, not corrected
 
     @property
     def fps(self) -> float:
@@ -86,8 +89,10 @@ class ProcessSummary:
 
     def line(self) -> str:
         also = f", also as {self.compressed}" if self.compressed else ""
+        skipped = (f", {self.rejected} unreadable frame{'s' if self.rejected > 1 else ''} copied but not corrected"
+                   if self.rejected else "")
         return (f"wrote {self.out} ({self.storage}): {self.messages} messages copied, {self.frames} frames "
-                f"corrected{also} in {self.seconds:.1f} s ({self.fps:.1f} FPS)")
+                f"corrected{also}{skipped} in {self.seconds:.1f} s ({self.fps:.1f} FPS)")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -172,6 +177,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
         enhancer = make_enhancer()
         start = time.perf_counter()
         frames = messages = 0
+        rejected: list[str] = []  # why each frame of the topic that could not be read was skipped
+        unsaid: list[str] = []  # of those, the lines not yet printed
         with atomic_output(out_path, force) as staged:
             with Writer(staged, version=BAG_VERSION, storage_plugin=STORAGES[storage]) as writer:
                 copy = _copy_connections(reader, writer) if reader.is2 else _convert_connections(reader, writer)
@@ -194,12 +201,20 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                         messages += 1
                         if conn.topic != topic:
                             continue
-                        msg = decode_message(reader, data, conn, in_path)
                         try:
+                            msg = decode_message(reader, data, conn, in_path)
                             frame = message_to_frame(msg, conn.msgtype)
-                        except ImageFormatError as exc:
-                            raise BagError(f"{topic} message at t={timestamp} ns in {in_path}: {exc}"
-                                           ) from exc
+                        except (BagError, ImageFormatError) as exc:
+                            # As the node: a bad frame is said and counted, and the next one is processed; its
+                            # message is already copied, so nothing of IN is lost.
+                            rejected.append(str(exc))
+                            if len(rejected) <= SHOWN_REJECTIONS:
+                                unsaid.append(f"illexp_bag process: skipped the {topic} message at t={timestamp} "
+                                              f"ns (copied, not corrected): {exc}")
+                            if frames:  # else held back: if no frame can be read, one error line says it all
+                                _say(unsaid)
+                            bar.update(1)
+                            continue
                         out = apply_strength(frame.pixels, enhancer.enhance(frame.pixels,
                                                                             color_order=frame.color_order), strength)
                         change = smoother.gain_change(frame.pixels, out, timestamp * 1e-9,
@@ -213,9 +228,22 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                             writer.write(coded, timestamp, serialize(frame_to_compressed(
                                 out, frame.color_order, encoding, msg.header, compressed, jpeg_quality, png_level)))
                         frames += 1
+                        _say(unsaid)
                         bar.update(1)
+            if rejected and not frames:  # nothing to add: a wrong topic or encoding, not a few bad frames
+                raise BagError(f"no frame on {topic} in {in_path} could be corrected ({len(rejected)} rejected; "
+                               f"the first: {rejected[0]})")
+        if len(rejected) > SHOWN_REJECTIONS:
+            print(f"illexp_bag process: {len(rejected) - SHOWN_REJECTIONS} more frames skipped", file=sys.stderr)
         return ProcessSummary(Path(os.path.abspath(out_path)), frames, messages,
-                              time.perf_counter() - start, storage, compressed)
+                              time.perf_counter() - start, storage, compressed, len(rejected))
+
+
+def _say(lines: list[str]) -> None:
+    """Print and forget `lines` (on stderr, above the progress bar)."""
+    for line in lines:
+        tqdm.write(line, file=sys.stderr)
+    lines.clear()
 
 
 def check_compression(compressed: str | None, jpeg_quality: int, png_level: int) -> None:
