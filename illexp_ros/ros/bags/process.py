@@ -177,8 +177,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
         enhancer = make_enhancer()
         start = time.perf_counter()
         frames = messages = 0
-        rejected: list[str] = []  # why each frame of the topic that could not be read was skipped
-        unsaid: list[str] = []  # of those, the lines not yet printed
+        rejected, first_problem = 0, ""  # frames of the topic that could not be read, and why the first one
+        unsaid: list[str] = []  # lines about them not printed yet
         with atomic_output(out_path, force) as staged:
             with Writer(staged, version=BAG_VERSION, storage_plugin=STORAGES[storage]) as writer:
                 copy = _copy_connections(reader, writer) if reader.is2 else _convert_connections(reader, writer)
@@ -207,8 +207,9 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                         except (BagError, ImageFormatError) as exc:
                             # As the node: a bad frame is said and counted, and the next one is processed; its
                             # message is already copied, so nothing of IN is lost.
-                            rejected.append(str(exc))
-                            if len(rejected) <= SHOWN_REJECTIONS:
+                            rejected += 1
+                            first_problem = first_problem or str(exc)
+                            if rejected <= SHOWN_REJECTIONS:
                                 unsaid.append(f"illexp_bag process: skipped the {topic} message at t={timestamp} "
                                               f"ns (copied, not corrected): {exc}")
                             if frames:  # else held back: if no frame can be read, one error line says it all
@@ -231,12 +232,12 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                         _say(unsaid)
                         bar.update(1)
             if rejected and not frames:  # nothing to add: a wrong topic or encoding, not a few bad frames
-                raise BagError(f"no frame on {topic} in {in_path} could be corrected ({len(rejected)} rejected; "
-                               f"the first: {rejected[0]})")
-        if len(rejected) > SHOWN_REJECTIONS:
-            print(f"illexp_bag process: {len(rejected) - SHOWN_REJECTIONS} more frames skipped", file=sys.stderr)
+                raise BagError(f"no frame on {topic} in {in_path} could be corrected ({rejected} rejected; "
+                               f"the first: {first_problem})")
+        if rejected > SHOWN_REJECTIONS:
+            print(f"illexp_bag process: {rejected - SHOWN_REJECTIONS} more frames skipped", file=sys.stderr)
         return ProcessSummary(Path(os.path.abspath(out_path)), frames, messages,
-                              time.perf_counter() - start, storage, compressed, len(rejected))
+                              time.perf_counter() - start, storage, compressed, rejected)
 
 
 def _say(lines: list[str]) -> None:
