@@ -4,6 +4,8 @@ where the checkpoint stopped, and a bad config is one clear error with exit stat
 from __future__ import annotations
 
 import csv
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +115,38 @@ def test_resume_continues_from_checkpoint_step(tmp_path):
     assert [r["loss_enh"] for r in rows[20:]] == [r["loss_enh"] for r in rows_b[20:]]
 
 
+def test_ctrl_c_stops_after_the_step_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    """A real SIGINT to this process in the middle of step 7 (after its optimiser step, before the step counter
+    moves): the run finishes that step, checkpoints it and stops; resumed, it ends as a run never stopped."""
+    import training.train as train_module
+
+    cfg = load_config(tiny_config(tmp_path, max_steps=16))
+    real_step, calls = train_module.training_step, []
+
+    def step_then_ctrl_c(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(train_module, "training_step", step_then_ctrl_c)
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    summary = train(cfg, "cpu", out_a, seed=0, resume=False, export=None, progress=False)
+    assert (summary["stop"], summary["steps"]) == ("interrupted", 7)
+    assert torch.load(out_a / "tiny" / "checkpoint.pt", weights_only=False)["step"] == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    monkeypatch.setattr(train_module, "training_step", real_step)
+    train(cfg, "cpu", out_a, seed=0, resume=True, export=None, progress=False)
+    train(cfg, "cpu", out_b, seed=0, resume=False, export=None, progress=False)
+    a = torch.load(out_a / "tiny" / "checkpoint.pt", weights_only=False)
+    b = torch.load(out_b / "tiny" / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 16
+    for key in b["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-5, rtol=1e-5)
+    assert [r["loss_enh"] for r in read_log(out_a / "tiny")] == [r["loss_enh"] for r in read_log(out_b / "tiny")]
+
+
 def test_resume_of_a_run_logged_before_a_validation_kind_was_added_keeps_its_columns(tmp_path):
     cfg = load_config(tiny_config(tmp_path, max_steps=20))
     train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, max_steps=10, progress=False)
@@ -133,8 +167,8 @@ def test_resume_of_a_run_logged_before_a_validation_kind_was_added_keeps_its_col
 
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
 def test_resume_after_interruption_logs_each_step_once(tmp_path, monkeypatch, failure):
-    """Ctrl-C ends the run cleanly (checkpoint at the current step); a crash leaves the last periodic
-    checkpoint and log rows after it. Either way --resume ends with each step logged once."""
+    """A KeyboardInterrupt in the middle of a step (a second Ctrl-C: stop at once) or a crash leaves the last
+    periodic checkpoint and log rows after it. Either way --resume ends with each step logged once."""
     import training.train as train_module
 
     cfg = load_config(tiny_config(tmp_path, max_steps=40))
@@ -150,8 +184,9 @@ def test_resume_after_interruption_logs_each_step_once(tmp_path, monkeypatch, fa
     monkeypatch.setattr(train_module.TensorPatchSource, "batch", interrupted_batch)
     if failure is KeyboardInterrupt:
         summary = train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)
-        assert summary["stop"] == "interrupted" and summary["steps"] == 25
-        assert torch.load(tmp_path / "runs" / "tiny" / "checkpoint.pt", weights_only=False)["step"] == 25
+        assert summary["stop"] == "interrupted at once" and summary["steps"] == 25
+        # half of step 26 ran (its batch drawn): not a state to resume from exactly, so the one of step 20 stays
+        assert torch.load(tmp_path / "runs" / "tiny" / "checkpoint.pt", weights_only=False)["step"] == 20
     else:
         with pytest.raises(failure):
             train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)

@@ -29,6 +29,7 @@ import random
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -133,8 +134,30 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+class StopRequest:
+    """Ctrl-C / SIGTERM while training (a context manager): the run stops after the step, validation and log row
+    in progress, so the checkpoint it writes is exact and --resume continues as an uninterrupted run would (a
+    step cut in half had already drawn its batch and moved BatchNorm's statistics). A second signal stops at
+    once (KeyboardInterrupt); the last periodic checkpoint then stands."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # only there can Python handle signals
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ntrain.py: stopping after this step (signal again to stop at once)", file=sys.stderr, flush=True)
 
 
 def learning_rate(cfg: RunConfig, step: int, elapsed: float) -> float:
@@ -356,56 +379,65 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     n_params = parameter_count(model)
     stop_reason = "max_steps"
     bar = tqdm(total=limit, initial=step, desc=cfg.name, disable=not progress, dynamic_ncols=True)
-    if init_note is not None and step == 0:
-        # A warm start's own score first, measured as every later one: the curve then shows whether the run
-        # improves on where it began, and best.pt stays the starting weights unless a step beats them.
-        writer.writerow(validation_only_row())
-    model.train()
-    # Ctrl-C / SIGTERM end the run like the stopping rule does: checkpoint, curves, summary and export.
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        while step < limit:
-            elapsed = time.time() - t0
-            if cfg.train.minutes > 0 and elapsed >= 60.0 * cfg.train.minutes:
-                stop_reason = f"time budget ({cfg.train.minutes:g} min)"
-                break
-            lr = learning_rate(cfg, step, elapsed)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            loss, loss_att, loss_enh = training_step(model, opt, source, cfg, fast, amp=amp)
-            if averaged is not None:
-                averaged.update_parameters(model)
-            step += 1
-            value = loss.item()
-            ema = value if ema is None else cfg.train.ema * ema + (1 - cfg.train.ema) * value
-            if ema < best_ema - cfg.train.min_delta:
-                best_ema, since_best = ema, 0
-            else:
-                since_best += 1
-            val_cells = [""] * (1 + len(VAL_KINDS))
-            if step % cfg.train.val_every == 0 or step == limit:
-                val_cells = validate_and_keep()
-            writer.writerow([step, f"{loss_att.item():.6f}", f"{loss_enh.item():.6f}", f"{ema:.6f}", f"{lr:.3g}",
-                             *val_cells, f"{time.time() - t0:.1f}"])
-            bar.update(1)
-            if step % cfg.train.checkpoint_every == 0:
-                log_f.flush()
-                save_checkpoint()
-                plot_curves(log_path, run_dir / "curves.png")
-            if cfg.train.stop == "paper" and since_best >= cfg.train.patience:
-                stop_reason = f"no improvement > {cfg.train.min_delta} for {cfg.train.patience} batches"
-                break
-            if cfg.train.stop == "val_plateau" and val_since_best >= cfg.train.val_patience:
-                stop_reason = f"validation plateau ({cfg.train.val_patience} validations without a better score)"
-                break
-        if step > max(last_val_step, 0):  # a run ended by its time budget: its last weights are validated too
-            writer.writerow(validation_only_row())
-    except KeyboardInterrupt:
-        stop_reason = "interrupted"
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
+    # Ctrl-C / SIGTERM end the run like the stopping rule does, between two steps: checkpoint, curves, summary and
+    # export.
+    stopped_at_once = False
+    with StopRequest() as stop:
+        try:
+            if init_note is not None and step == 0:
+                # A warm start's own score first, measured as every later one: the curve then shows whether the
+                # run improves on where it began, and best.pt stays the starting weights unless a step beats them.
+                writer.writerow(validation_only_row())
+            model.train()
+            while step < limit:
+                if stop.requested:
+                    stop_reason = "interrupted"
+                    break
+                elapsed = time.time() - t0
+                if cfg.train.minutes > 0 and elapsed >= 60.0 * cfg.train.minutes:
+                    stop_reason = f"time budget ({cfg.train.minutes:g} min)"
+                    break
+                lr = learning_rate(cfg, step, elapsed)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                loss, loss_att, loss_enh = training_step(model, opt, source, cfg, fast, amp=amp)
+                if averaged is not None:
+                    averaged.update_parameters(model)
+                step += 1
+                value = loss.item()
+                ema = value if ema is None else cfg.train.ema * ema + (1 - cfg.train.ema) * value
+                if ema < best_ema - cfg.train.min_delta:
+                    best_ema, since_best = ema, 0
+                else:
+                    since_best += 1
+                val_cells = [""] * (1 + len(VAL_KINDS))
+                if step % cfg.train.val_every == 0 or step == limit:
+                    val_cells = validate_and_keep()
+                writer.writerow([step, f"{loss_att.item():.6f}", f"{loss_enh.item():.6f}", f"{ema:.6f}", f"{lr:.3g}",
+                                 *val_cells, f"{time.time() - t0:.1f}"])
+                bar.update(1)
+                if step % cfg.train.checkpoint_every == 0:
+                    log_f.flush()
+                    save_checkpoint()
+                    plot_curves(log_path, run_dir / "curves.png")
+                if cfg.train.stop == "paper" and since_best >= cfg.train.patience:
+                    stop_reason = f"no improvement > {cfg.train.min_delta} for {cfg.train.patience} batches"
+                    break
+                if cfg.train.stop == "val_plateau" and val_since_best >= cfg.train.val_patience:
+                    stop_reason = f"validation plateau ({cfg.train.val_patience} validations without a better score)"
+                    break
+            # A run ended by its time budget: its last weights are validated too. Not an interrupted one: that
+            # validation would count towards the plateau rule and could write best.pt, which the resumed run's
+            # uninterrupted twin does not do.
+            if stop_reason != "interrupted" and step > max(last_val_step, 0):
+                writer.writerow(validation_only_row())
+        except KeyboardInterrupt:  # the second signal: mid-step, so the state is not one to resume from
+            stop_reason, stopped_at_once = "interrupted at once", True
     bar.close()
-    save_checkpoint()
+    if stopped_at_once:
+        print(f"train.py: stopped at once; {ckpt_path} keeps its last periodic checkpoint", file=sys.stderr)
+    else:
+        save_checkpoint()
     log_f.close()
     plot_curves(log_path, run_dir / "curves.png")
     summary = {"name": cfg.name, "steps": step, "best_val_psnr": round(float(best_val), 3), "stop": stop_reason,
