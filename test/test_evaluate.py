@@ -370,3 +370,26 @@ def test_model_card_rewrites_only_the_generated_section(tmp_path):
     rewrite_card(fresh, f"{BEGIN}\nx\n{END}")
     rewrite_card(fresh, f"{BEGIN}\ny\n{END}")
     assert fresh.read_text().count(BEGIN) == 1 and "\ny\n" in fresh.read_text()
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--methods", "mixed", "--backend", "bogus"], "--backend must be auto or one of"),
+    (["--sheet", "{tmp}/sheet"], "must be a .png or .jpg file name"),
+    (["--json", "{tmp}"], "is a folder"),
+    (["--threads", "-1"], "must be an integer >= 0"),
+])
+def test_bad_arguments_are_one_line_before_anything_runs(tmp_path, capsys, args, expected):
+    data = make_set(tmp_path / "set")
+    with pytest.raises(SystemExit) as exit_:
+        ev.main(["--data", str(data), "--no-progress", *[a.format(tmp=tmp_path) for a in args]])
+    assert exit_.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_results_that_cannot_be_written_are_one_line_after_the_table(tmp_path, capsys):
+    data = make_set(tmp_path / "set")
+    (tmp_path / "file").write_text("in the way")
+    rc = ev.main(["--data", str(data), "--methods", "none", "--no-progress",
+                  "--json", str(tmp_path / "file" / "r.json")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "none" in out  # the table is printed first
+    assert err.strip().splitlines()[-1].startswith("error: cannot write the results: ")

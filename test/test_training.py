@@ -238,6 +238,21 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("train", "warmup_steps: 2.5", "train.warmup_steps"),
     ("data", "scene_prob: 1.5", "data.scene_prob"),
     ("data", "val_crop: 8", "data.val_crop"),
+    ("data", "alpha: [a, b]", "'data.alpha' must be a [low, high] pair of numbers"),
+    ("data", "alpha: null", "'data.alpha' must be a [low, high] pair of numbers"),
+    ("data", "flat_shift: [a, b]", "'data.flat_shift' must be a [low, high] pair of numbers"),
+    ("data", "camera_stops_under: null", "'data.camera_stops_under'"),
+    ("data", "max_val_images: -1", "'data.max_val_images' must be >= 0"),
+    ("train", "fast_short_side: abc", "'train.fast_short_side' must be int"),
+    ("train", "fast_short_side: -8", "'train.fast_short_side' must be >= 8"),
+    ("train", "init_from: 5", "'train.init_from' must be str"),
+    ("train", "ema: 3", "'train.ema' must be in [0, 1)"),
+    ("train", "min_delta: -1", "'train.min_delta' >= 0"),
+    ("train", "lr: .nan", "'train.lr' must be > 0"),
+    ("model", "widths: abc", "'model.widths' must be a list of integers >= 1"),
+    ("model", "widths: [8, 0, 32, 64]", "'model.widths' must be a list of integers >= 1"),
+    ("model", "attention_width: -4", "'model.attention_width' must be >= 1"),
+    ("model", "use_acab: maybe", "'model.use_acab' must be bool"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, section, bad, expected):
     path = tmp_path / "bad.yaml"
@@ -247,6 +262,18 @@ def test_bad_config_is_one_clear_error(tmp_path, capsys, section, bad, expected)
     assert rc == 2
     assert len(err.splitlines()) == 1 and err.startswith("error:") and expected in err, err
     assert not (tmp_path / "runs").exists(), "nothing may be written for a bad config"
+
+
+@pytest.mark.parametrize(("write", "expected"), [
+    (lambda p: p.mkdir(), "cannot be read: Is a directory"),
+    (lambda p: p.write_bytes(b"\xff\xfe name: x"), "cannot be read: 'utf-8' codec"),
+    (lambda p: p.write_text("name: x\ndata:\n  bad: : yaml\n"), "is not valid YAML: mapping values"),
+])
+def test_a_config_file_that_cannot_be_read_is_one_line(tmp_path, capsys, write, expected):
+    write(tmp_path / "c.yaml")
+    rc = train_main(["--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "runs"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and expected in err, err
 
 
 def test_base_config_is_extended_key_by_key_and_a_cycle_is_one_clear_error(tmp_path):
@@ -288,12 +315,46 @@ def test_init_from_and_lr_override_the_config(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [(["--init-from", "/nonexistent/start.pt"], "/nonexistent/start.pt"),
-                                            (["--lr", "0"], "--lr must be > 0")])
+                                            (["--lr", "0"], "--lr must be > 0"),
+                                            (["--init-from", "mixed_fast"], "--init-from mixed_fast does not fit the "
+                                             "network of this config: "),  # the shipped net's widths differ
+                                            (["--out", "{tmp}/file"], "{tmp}/file"),
+                                            (["--export", "{tmp}/file/x.pt"], "{tmp}/file")])
 def test_bad_init_from_or_lr_is_one_clear_error(tmp_path, capsys, args, expected):
     cfg_path = tiny_config(tmp_path, max_steps=5)
+    (tmp_path / "file").write_text("in the way")
+    args = [a.format(tmp=tmp_path) for a in args]
     rc = train_main(["--config", str(cfg_path), "--out", str(tmp_path / "runs"), "--no-progress", *args])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and expected in err, err
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:"), err
+    assert expected.format(tmp=tmp_path) in err, err
+
+
+@pytest.mark.parametrize("args", [["--device", "gpu"], ["--max-steps", "0"], ["--threads", "-3"],
+                                  ["--export", "."]])
+def test_bad_train_arguments_are_refused_before_anything_runs(tmp_path, capsys, args):
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--config", str(tiny_config(tmp_path, max_steps=5)), "--out", str(tmp_path / "runs"), *args])
+    assert exit_.value.code == 2 and not (tmp_path / "runs").exists()
+    assert "error: argument" in capsys.readouterr().err or args[0] in ("--device", "--export")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "junk", "other widths"])
+def test_a_checkpoint_that_cannot_be_resumed_is_one_line(tmp_path, capsys, damage):
+    cfg_path = tiny_config(tmp_path, max_steps=3)
+    runs = tmp_path / "runs"
+    assert train_main(["--config", str(cfg_path), "--out", str(runs), "--no-progress"]) == 0
+    ckpt = runs / "tiny" / "checkpoint.pt"
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    elif damage == "junk":
+        ckpt.write_bytes(b"not a checkpoint")
+    else:
+        cfg_path.write_text(cfg_path.read_text().replace("widths: [8, 16, 32, 64]", "widths: [8, 16, 32, 32]"))
+    capsys.readouterr()
+    rc = train_main(["--config", str(cfg_path), "--out", str(runs), "--no-progress", "--resume"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: --resume: {ckpt}"), err
 
 
 def test_set_overrides_reach_the_run_and_bad_ones_are_one_error(tmp_path, capsys):

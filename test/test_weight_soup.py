@@ -74,3 +74,18 @@ def test_files_of_different_networks_are_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error:") and "another network" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "soup.pt").exists()
+
+
+@pytest.mark.parametrize("tool", ["weight_soup", "recalibrate_bn"])
+@pytest.mark.parametrize("option", ["--batches", "--batch-size"])
+def test_zero_batches_are_refused_not_written_as_empty_statistics(tmp_path, capsys, tool, option):
+    """--batches 0 averaged no batch: every BatchNorm statistic became 0 / 1 and the file (by default the input
+    itself, for recalibrate_bn) was written all the same."""
+    import importlib
+
+    main = importlib.import_module(f"training.{tool}").main
+    args = ["a.pt", "b.pt"] if tool == "weight_soup" else ["a.pt"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--config", "c.yaml", "--out", str(tmp_path / "x.pt"), option, "0"])
+    assert exit_.value.code == 2 and "must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()

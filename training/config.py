@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,37 @@ _MODEL_KEYS = set(MODEL_CONFIG_KEYS)
 VAL_KINDS = ("under", "over", "mixed", "camera", "filmic", "lights", "mild", "well", "flat", "jpeg")
 
 
+# Keys whose default is None (off): their type when set.
+_OPTIONAL_TYPES: dict[str, type] = {"init_from": str, "fast_short_side": int}
+# The model section's values: (type, smallest allowed) for numbers, the type for the rest.
+_MODEL_TYPES: dict[str, tuple[type, int | None]] = {"attention_width": (int, 1), "attention_depth": (int, 1),
+                                                    "use_attention": (bool, None), "use_acab": (bool, None),
+                                                    "padding": (str, None), "head": (str, None)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_number_pair(value: Any) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 2 and all(_is_number(v) for v in value)
+
+
+def _check_model(model: dict) -> None:
+    """The 'model' section's values, typed (IllExpNet would fail on them with a traceback, or keep a bad one)."""
+    for key, value in model.items():
+        if key == "widths":
+            if not (isinstance(value, list | tuple) and value
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+                raise ConfigError(f"'model.widths' must be a list of integers >= 1, got {value!r}")
+        elif key in _MODEL_TYPES:
+            expected, minimum = _MODEL_TYPES[key]
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(f"'model.{key}' must be {expected.__name__}, got {value!r}")
+            if minimum is not None and value < minimum:
+                raise ConfigError(f"'model.{key}' must be >= {minimum}, got {value!r}")
+
+
 def _fill(cls, raw: dict, section: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"'{section}' must be a mapping, got {type(raw).__name__}")
@@ -154,9 +186,9 @@ def _fill(cls, raw: dict, section: str):
     obj = cls()
     for key, value in raw.items():
         default = getattr(obj, key)
-        if key in ("camera_stops_under", "camera_stops_over", "flat_shift") and value is not None:
-            if not (isinstance(value, list | tuple) and len(value) == 2 and value[0] <= value[1]):
-                raise ConfigError(f"'{section}.{key}' must be a [low, high] pair, got {value!r}")
+        if key in ("camera_stops_under", "camera_stops_over", "flat_shift"):
+            if not (_is_number_pair(value) and value[0] <= value[1]):
+                raise ConfigError(f"'{section}.{key}' must be a [low, high] pair of numbers, got {value!r}")
             value = (float(value[0]), float(value[1]))
         elif key == "jpeg_quality":
             if not (isinstance(value, list | tuple) and len(value) == 2
@@ -167,14 +199,17 @@ def _fill(cls, raw: dict, section: str):
             if not (isinstance(value, list | tuple) and value and all(v in VAL_KINDS for v in value)):
                 raise ConfigError(f"'{section}.val_kinds' must be a list of {list(VAL_KINDS)}, got {value!r}")
             value = tuple(value)
-        elif key in _PAIR_KEYS and value is not None:
-            if not (isinstance(value, list | tuple) and len(value) == 2):
-                raise ConfigError(f"'{section}.{key}' must be a [low, high] pair, got {value!r}")
-            value = tuple(value)
+        elif key in _PAIR_KEYS:
+            if not _is_number_pair(value):
+                raise ConfigError(f"'{section}.{key}' must be a [low, high] pair of numbers, got {value!r}")
+            value = (float(value[0]), float(value[1]))
             if value[0] > value[1] or value[0] <= 0:
                 raise ConfigError(f"'{section}.{key}' must satisfy 0 < low <= high, got {list(value)}")
-        elif default is not None and not isinstance(default, tuple):
-            expected = type(default)
+        elif default is not None and not isinstance(default, tuple) or key in _OPTIONAL_TYPES:
+            expected = type(default) if default is not None else _OPTIONAL_TYPES[key]
+            if value is None and key in _OPTIONAL_TYPES:
+                setattr(obj, key, None)
+                continue
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -251,11 +286,18 @@ def validate(cfg: RunConfig) -> RunConfig:
     for key in ("batch_size", "max_steps", "patience", "val_every", "checkpoint_every"):
         if getattr(t, key) < 1:
             raise ConfigError(f"'train.{key}' must be >= 1, got {getattr(t, key)}")
-    if t.lr <= 0:
+    if not t.lr > 0:  # also NaN
         raise ConfigError(f"'train.lr' must be > 0, got {t.lr}")
     unknown = set(cfg.model) - _MODEL_KEYS
     if unknown:
         raise ConfigError(f"unknown key(s) in 'model': {sorted(unknown)}; allowed: {sorted(_MODEL_KEYS)}")
+    _check_model(cfg.model)
+    if not 0 <= t.ema < 1 or t.min_delta < 0:
+        raise ConfigError(f"'train.ema' must be in [0, 1) and 'train.min_delta' >= 0, got {t.ema} and {t.min_delta}")
+    if t.fast_short_side is not None and t.fast_short_side < 8:
+        raise ConfigError(f"'train.fast_short_side' must be >= 8 (or null: full resolution), got {t.fast_short_side}")
+    if d.max_val_images < 0:
+        raise ConfigError(f"'data.max_val_images' must be >= 0 (0 = every held-out photo), got {d.max_val_images}")
     return cfg
 
 
@@ -264,11 +306,13 @@ def _read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     the base, then this file's keys over it. A recipe's variant (under_fast.yaml of mixed_fast.yaml) names only
     what differs, so a change to the recipe cannot be forgotten in its copies."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, an unreadable or binary file
+        raise ConfigError(f"config file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
+    except yaml.YAMLError as exc:  # its text runs over several lines, with a caret under the spot
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping")
     unknown = set(raw) - {"name", "base", "data", "model", "train"}

@@ -60,6 +60,7 @@ sys.path.insert(0, str(REPO))
 
 from illexp_ros.core.baselines import BASELINES  # noqa: E402
 from illexp_ros.core.metrics import METRIC_NAMES, all_metrics  # noqa: E402
+from training.arguments import int_at_least, os_error_line  # noqa: E402
 
 MODEL_METHODS = ("under", "over", "mixed", "auto", "mixed_fast", "auto_fast", "default")
 ALL_METHODS = ("none", *BASELINES, *MODEL_METHODS)
@@ -561,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the results here (JSON)")
     p.add_argument("--markdown", help="write the tables here (Markdown)")
     p.add_argument("--sheet", help="write a contact sheet PNG here (one per set, _SET appended, if several)")
-    p.add_argument("--sheet-rows", type=int, default=12, help="at most this many images per sheet")
+    p.add_argument("--sheet-rows", type=int_at_least(1), default=12, help="at most this many images per sheet")
     p.add_argument("--methods", nargs="+",
                    help=f"subset of: {' '.join(ALL_METHODS)} (default: all available)")
     p.add_argument("--backend", default="torch_cpu", help="Enhancer backend for the models")
@@ -572,9 +573,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--identity", action="store_true",
                    help="feed each target as the input and score method(target) against the target "
                         "(sets reported as SET:identity)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--threads", type=int_at_least(0), default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    from illexp_ros.runtime.backends import BACKEND_NAMES
+
+    if args.backend not in ("auto", *BACKEND_NAMES):
+        p.error(f"--backend must be auto or one of {', '.join(BACKEND_NAMES)}, got {args.backend!r}")
+    for option, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path and Path(path).is_dir():
+            p.error(f"{option} {path} is a folder: give the file to write")
+    if args.sheet and Path(args.sheet).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        p.error(f"--sheet {args.sheet} must be a .png or .jpg file name")
     if args.threads:
         import torch
 
@@ -594,13 +604,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(markdown_report(report) + "\n")
     print(summary_table(report, seconds))
+    try:
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        if args.markdown:
+            Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.markdown).write_text(markdown_report(report) + "\n")
+    except OSError as exc:  # the table above is printed: only the file is missing
+        print(f"error: cannot write the results: {os_error_line(exc)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -42,6 +42,7 @@ from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, run_network  # noqa: E4
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
+from training.arguments import int_at_least  # noqa: E402
 from training.config import ConfigError, apply_overrides, load_config  # noqa: E402
 from training.data import config_confirmation_sets, config_photos, config_validation_sets  # noqa: E402
 from training.train import PSNR_CAP, validation_score  # noqa: E402
@@ -132,14 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("model")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--fast", type=int, default=None, help="fast mode at this internal short side")
+    mode.add_argument("--fast", type=int_at_least(8), default=None, help="fast mode at this internal short side")
     mode.add_argument("--full", action="store_true", help="full mode (no fast path)")
     p.add_argument("--pairs", choices=("validation", "confirmation"), default="validation",
                    help="validation: the pairs train.py validates on; confirmation: the held-out photos it leaves out")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set data.flat_prob=0.1 (adds the flat kind)")
     p.add_argument("--png", default=None, help="write the level-error scatter here")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int_at_least(0), default=0)
     args = p.parse_args(argv)
     try:
         if args.threads:

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.core.networks import parameter_count  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
+from training.arguments import int_at_least  # noqa: E402
 from training.config import REPO  # noqa: E402
 from training.evaluate import MODEL_METHODS, EvaluationError, evaluate, markdown_report, summary_table  # noqa: E402
 from training.make_synthetic_set import DEFAULT_COUNT, SYNTHETIC_SEED, make_synthetic_set  # noqa: E402
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-root", default=str(REPO.parent / "shared" / "data" / "eval"))
     p.add_argument("--synthetic", default=str(REPO / "runs" / "synthetic_test"))
     p.add_argument("--out", default=str(REPO / "runs" / "model_card"), help="JSON, Markdown and sheets here")
-    p.add_argument("--count", type=int, default=DEFAULT_COUNT, help="synthetic pairs")
+    p.add_argument("--count", type=int_at_least(1), default=DEFAULT_COUNT, help="synthetic pairs")
     p.add_argument("--backend", default="torch_cpu", help="runtime backend for the models (default torch_cpu; "
                    "the card's numbers are from torch_cpu)")
     p.add_argument("--no-progress", action="store_true")

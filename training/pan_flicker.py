@@ -44,6 +44,7 @@ from illexp_ros.core.metrics import to_uint8  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.level_smoothing import LevelSmoother, frame_level  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
+from training.arguments import int_at_least  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.data import config_photos, confirmation_photos, read_reference, validation_photos  # noqa: E402
 from training.level_diagnosis import stops_between  # noqa: E402
@@ -140,16 +141,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="the held-out photos validation uses, or those it leaves out (training.data)")
     p.add_argument("--stops", default="-2,0,1",
                    help="exposures of the pan in stops, comma-separated (write --stops=-1,0: a leading minus)")
-    p.add_argument("--frames", type=int, default=40)
-    p.add_argument("--step", type=int, default=4, help="pixels the view moves per frame")
-    p.add_argument("--crop", type=int, default=256, help="side of the square view")
+    p.add_argument("--frames", type=int_at_least(2), default=40)
+    p.add_argument("--step", type=int_at_least(1), default=4, help="pixels the view moves per frame")
+    p.add_argument("--crop", type=int_at_least(8), default=256, help="side of the square view")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--fast", type=int, default=None, help="fast mode at this internal short side")
+    mode.add_argument("--fast", type=int_at_least(8), default=None, help="fast mode at this internal short side")
     mode.add_argument("--full", action="store_true", help="full mode (no fast path)")
     p.add_argument("--level-smoothing", type=float, default=0.0, metavar="W",
                    help="the node's level smoothing at this weight, 0..0.99 (0 = off, the network's frames as "
                         "they are)")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int_at_least(0), default=0)
     args = p.parse_args(argv)
     try:
         stops = [float(s) for s in args.stops.split(",")]

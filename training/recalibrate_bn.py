@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
+from training.arguments import int_at_least  # noqa: E402
 from training.config import ConfigError, apply_overrides, load_config  # noqa: E402
 from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
 from training.precise_bn import batchnorm_names, recalibrate  # noqa: E402
@@ -48,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="the training config the model was trained with")
     p.add_argument("--out", help="where to write the repaired file (default: over the input)")
     p.add_argument("--all", action="store_true", help="re-estimate every BatchNorm, not only non-finite ones")
-    p.add_argument("--batches", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batches", type=int_at_least(1), default=64)
+    p.add_argument("--batch-size", type=int_at_least(1), default=8)
     p.add_argument("--crop", type=int, default=None, help="default: the config's data.crop")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int_at_least(0), default=0)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value as the run did, e.g. --set data.scene_prob=0.5 (the draws "
                         "measured and the validation pairs follow it)")

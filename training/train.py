@@ -26,6 +26,7 @@ import argparse
 import csv
 import math
 import random
+import re
 import shutil
 import signal
 import sys
@@ -44,6 +45,7 @@ from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.core.networks import build_model, parameter_count  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import guided_fit_meta, load_model, save_model  # noqa: E402
+from training.arguments import int_at_least, os_error_line  # noqa: E402
 from training.config import (  # noqa: E402
     VAL_KINDS,
     ConfigError,
@@ -185,11 +187,32 @@ def warm_start(model, init_from: str) -> str:
     """Load a model file's weights; a tone-head model started from an rgb-head file gets its output layer
     zeroed (the identity), since the same layer means something else there. Returns a note for the meta."""
     init, info = load_model(init_from)
-    model.load_state_dict(init.state_dict())
+    fit_weights(model, init.state_dict(), f"--init-from {init_from}")
     if getattr(model.enhancement, "head", "rgb") == "tone" and info["model_config"].get("head", "rgb") != "tone":
         model.enhancement.reset_output_layer()
         return f"{init_from} (body only: output layer reset for the tone head)"
     return str(init_from)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return type(exc).__name__ + (f": {text.splitlines()[0]}" if text else "")
+
+
+def fit_weights(model: torch.nn.Module, state: dict, source: str) -> None:
+    """model.load_state_dict(state); ValueError in one line when the network of `source` is not the config's
+    (torch lists every mismatched tensor over many lines)."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        ours, theirs = model.state_dict(), state
+        missing = sorted(set(ours) - set(theirs))
+        shapes = [k for k in ours if k in theirs and ours[k].shape != theirs[k].shape]
+        detail = (f"{len(shapes)} tensors of another shape (first {shapes[0]}: {tuple(theirs[shapes[0]].shape)} "
+                  f"where the config's network has {tuple(ours[shapes[0]].shape)})" if shapes
+                  else f"{len(missing)} tensors missing (first {missing[0]})" if missing else first_line(exc))
+        raise ValueError(f"{source} does not fit the network of this config: {detail}; the config's 'model' "
+                         "section (widths, attention_width, ...) must match the file's") from None
 
 
 class StepTimer:
@@ -297,11 +320,15 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     if resume:
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if "source" not in ck:
+        try:
+            ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+            raise ValueError(f"--resume: {ckpt_path} cannot be read ({first_line(exc)}); start a new run or "
+                             "--init-from its best.pt") from exc
+        if not isinstance(ck, dict) or "source" not in ck:
             raise ValueError(f"--resume: {ckpt_path} was written by an older train.py; start a new run "
                              "(--init-from its best.pt)")
-        model.load_state_dict(ck["model"])
+        fit_weights(model, ck["model"], f"--resume: {ckpt_path}")
         opt.load_state_dict(ck["optimizer"])
         if averaged is not None:
             if ck.get("averaged") is None:
@@ -475,8 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs", help="output root (default runs/)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/NAME/checkpoint.pt")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
+    p.add_argument("--threads", type=int_at_least(0), default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--max-steps", type=int_at_least(1), default=None, help="override train.max_steps")
     p.add_argument("--export", default=None, help="copy best weights here if they beat the file there")
     p.add_argument("--init-from", default=None,
                    help="override train.init_from: warm-start from this model name or file (e.g. the shipped one)")
@@ -495,6 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
+        p.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    if args.export and Path(args.export).is_dir():  # said now, not after hours of training
+        p.error(f"--export {args.export} is a folder: give the model file to write")
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -529,11 +560,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        if args.export:
+            Path(args.export).parent.mkdir(parents=True, exist_ok=True)  # an unwritable one said before training
         summary = train(cfg, args.device, Path(args.out), args.seed, args.resume,
                         Path(args.export) if args.export else None, args.max_steps, not args.no_progress,
                         amp=args.amp)
     except (FileNotFoundError, ValueError, EnhancerError) as exc:  # EnhancerError: a bad init_from model
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # --out or --export in a folder that cannot be written
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     width = max(len(k) for k in summary)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in summary.items()))
