@@ -446,6 +446,39 @@ def test_lifecycle_configure_fails_with_the_reason_and_can_be_retried(overrides,
             assert n.trigger_configure() == R.SUCCESS
 
 
+def test_lifecycle_node_refuses_invalid_values_while_unconfigured_and_finalized():
+    """Values set before configure were taken unchecked (the callback that checks them is installed at configure),
+    so a number parameter could hold 'abc' and only the next configure failed."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    with lifecycle_node() as n:
+        for state, strength in (("unconfigured", 1.0), ("finalized", 0.5)):
+            results = n.set_parameters([Parameter("strength", value=5.0), Parameter("max_rate_hz", value="abc"),
+                                        Parameter("mode", value="sideways")])
+            assert [r.successful for r in results] == [False, False, False], state
+            assert "strength must be in [0.0, 1.0]" in results[0].reason and "mode must be" in results[2].reason
+            assert n.get_parameter("strength").value == strength and n.get_parameter("mode").value == "mixed"
+            assert n.set_parameters([Parameter("strength", value=0.5)])[0].successful
+            if state == "unconfigured":
+                assert n.trigger_configure() == R.SUCCESS and n._strength == 0.5
+                assert n.trigger_shutdown() == R.SUCCESS
+
+
+def test_frames_sent_while_the_lifecycle_node_was_inactive_are_not_transport_losses():
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    with lifecycle_node() as n:
+        assert n.trigger_configure() == R.SUCCESS and n.trigger_activate() == R.SUCCESS
+        n._destroy_inputs()  # no worker: frames stay in the mailbox
+        for seq in range(1, 6):
+            n._on_image(frame_msg(seq), info(seq))
+        n._active = True
+        assert n.trigger_deactivate() == R.SUCCESS and n.trigger_activate() == R.SUCCESS
+        n._on_image(frame_msg(26), info(26))  # 20 frames went out while the node was not subscribed
+        n._on_image(frame_msg(28), info(28))  # one lost on the way: that one counts
+        assert n.stats.snapshot().dropped_in_transport == 1
+
+
 def test_lifecycle_node_says_an_invalid_value_at_start_up(capfd):
     """Before any configure: a lifecycle manager may configure the node much later."""
     with lifecycle_node(Parameter("mode", value="sideways")):

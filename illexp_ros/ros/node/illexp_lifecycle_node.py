@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable
 
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
@@ -35,6 +38,7 @@ from illexp_ros.ros.node.illexp_node import (
     StartupError,
     run_node,
 )
+from illexp_ros.ros.node.parameters import PARAMETERS, validate
 from illexp_ros.ros.node.qos import QOS_OVERRIDES
 from illexp_ros.runtime import EnhancerError
 
@@ -59,11 +63,18 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
         self._declare_parameters()
         self._params: dict | None = None  # the values in force since configure; None while unconfigured
         self._active = False
+        # Values set while unconfigured are checked too (configure installs the callback that applies them): an
+        # invalid one is refused with its reason now, not found by the next configure.
+        self.add_on_set_parameters_callback(self._refuse_invalid_values)
         try:  # say it now, not only when a lifecycle manager configures the node minutes later
             self._validated_parameters()
         except StartupError as exc:
             self.get_logger().error(f"{exc}: configure will fail unless it is changed first")
         self.get_logger().info("unconfigured: waiting for configure (ros2 lifecycle set /illexp_node configure)")
+
+    def _refuse_invalid_values(self, params: list[Parameter]) -> SetParametersResult:
+        reasons = [r for r in (validate(p.name, p.value) for p in params if p.name in PARAMETERS) if r]
+        return SetParametersResult(successful=not reasons, reason="; ".join(reasons))
 
     def _make_publisher(self, msg_type: type, topic: str, qos: QoSProfile,
                         overrides: QoSOverridingOptions | None = QOS_OVERRIDES, **kwargs) -> LifecyclePublisher:
@@ -135,15 +146,19 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
                 self.get_logger().warning(f"the worker is still correcting a frame after {JOIN_TIMEOUT_S} s; "
                                           "it stops after that frame")
 
-    def _cleanup(self) -> None:
+    def _cleanup(self, switcher_timeout: float = JOIN_TIMEOUT_S) -> None:
         if self._params is not None:
             self._params = None
-            self._destroy_outputs()
+            self._destroy_outputs(switcher_timeout)
 
     def stop(self) -> None:
-        """Undo whatever state the node is in (shutdown transition, Ctrl-C / SIGTERM)."""
+        """Undo whatever state the node is in (shutdown transition, Ctrl-C / SIGTERM), waiting at most
+        JOIN_TIMEOUT_S for the worker and the switcher together (IllExpNode.stop says why)."""
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        if self._params is not None:
+            self._stop_switcher(timeout=None)
         self._deactivate()
-        self._cleanup()
+        self._cleanup(max(0.0, deadline - time.monotonic()))
 
 
 def main(argv: list[str] | None = None) -> int:
