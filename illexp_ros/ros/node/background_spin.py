@@ -9,6 +9,8 @@ from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
+SPIN_TIMEOUT_S = 0.25
+
 
 class BackgroundSpin:
     """Starts spinning `node` at once; `stop()` shuts the context down, joins the thread, then destroys the node.
@@ -27,7 +29,9 @@ class BackgroundSpin:
 
     def _spin(self) -> None:
         try:
-            self.executor.spin()
+            # Bounded waits, as run_node's (illexp_node.py): an unbounded one can miss the shutdown's wake-up.
+            while self.executor.context.ok():
+                self.executor.spin_once(timeout_sec=SPIN_TIMEOUT_S)
         except ExternalShutdownException:
             pass  # stop() shut the context down
 

@@ -29,6 +29,7 @@ from rclpy.qos import QoSProfile
 from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from illexp_ros.ros.node.background_spin import SPIN_TIMEOUT_S  # the longest wait before looking again
 from illexp_ros.ros.node.diagnostics import FrameStats, diagnostic_array, summary_line
 from illexp_ros.ros.node.image_conversion import (
     ImageFormatError,
@@ -52,7 +53,6 @@ LOG_PERIOD_S = 5.0
 ERROR_THROTTLE_S = 5.0
 JOIN_TIMEOUT_S = 1.5
 SWITCH_INTERVAL_S = 0.0005
-SPIN_TIMEOUT_S = 0.25  # the longest the executor waits before it looks again whether ROS was shut down
 MAX_TRACKED_PUBLISHERS = 32  # sequence-number state kept per publisher GID (publishers come and go)
 COMPRESSION_PARAMETERS = ("compressed_format", "jpeg_quality", "png_level")  # frame_to_compressed's order
 # What rclpy raises for a QoS override it cannot apply: a value that is not a policy name (RuntimeError), one of
