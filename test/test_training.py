@@ -474,3 +474,13 @@ def test_view_consistency_reaches_the_training_step(tmp_path):
     # The same views and network each time: the term adds weight x the outputs' mean difference on the overlap.
     assert 0 < once < 0.5
     assert twice == pytest.approx(2 * once, rel=1e-3)
+
+
+def test_a_folder_of_one_photo_is_one_clear_error(tmp_path, capsys):
+    """The split holds the only photo out: nothing would be left to train on ("high <= 0" from numpy before)."""
+    cfg_path = tiny_config(tmp_path, max_steps=2)
+    one = write_photos(tmp_path / "one", count=1)
+    rc = train_main(["--config", str(cfg_path), "--out", str(tmp_path / "runs"), "--no-progress",
+                     "--train-dir", str(one)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "all held out for validation" in err, err

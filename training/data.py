@@ -396,8 +396,12 @@ def config_photos(data_cfg) -> tuple[list[Path], list[Path]]:
     """(training photos, held-out photos) of a config's data.train_dir, split as every tool here splits them."""
     from training.config import resolve_data_dir
 
-    files = list_images(resolve_data_dir(data_cfg.train_dir))
-    return split_holdout(files, data_cfg.val_fraction, data_cfg.val_seed)
+    folder = resolve_data_dir(data_cfg.train_dir)
+    train, held = split_holdout(list_images(folder), data_cfg.val_fraction, data_cfg.val_seed)
+    if not train:  # one photo: the split holds it out, and nothing is left to train on
+        raise ValueError(f"{folder} has {len(held)} photo(s), all held out for validation "
+                         f"(data.val_fraction {data_cfg.val_fraction}): at least two are needed")
+    return train, held
 
 
 def config_validation_sets(data_cfg, held: list[Path]) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
