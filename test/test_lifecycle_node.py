@@ -199,11 +199,17 @@ def test_sigterm_ends_an_idle_lifecycle_node_at_once():
     signal. A few tries: a node that never exits fails at once, one that misses now and then likely."""
     for i in range(3):
         proc = start_lifecycle_node(f"lc_idle{i}")
-        try:
-            for line in proc.stdout:  # up and spinning (EOF if it died: the wait below says so)
+        up = threading.Event()
+
+        def read(p: subprocess.Popen = proc, flag: threading.Event = up) -> None:
+            for line in p.stdout:  # to EOF: the pipe never fills
                 if "waiting for configure" in line:
-                    break
-            time.sleep(1.0)
+                    flag.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            assert up.wait(START_S), f"try {i}: the node did not come up"
+            time.sleep(1.0)  # spinning
             proc.terminate()
             assert proc.wait(timeout=3) == 0, f"try {i}: SIGTERM did not end the unconfigured node within 3 s"
         finally:
