@@ -286,7 +286,7 @@ def test_a_bag_that_does_not_check_out_is_refused_before_the_runtime_loads(tmp_p
     assert result.stdout.split() == ["2", "False"], result.stderr
 
 
-def _bag_with_bad_frames(path: Path, good: int, payloads: list[bytes | None]) -> None:
+def bag_with_bad_frames(path: Path, good: int, payloads: list[bytes | None]) -> None:
     """`good` rgb8 frames, then for each payload a bad message on IMAGE_TOPIC: None = a 32FC1 image (an encoding
     the node does not read), else those bytes as the serialized message (a truncated CDR payload), then one more
     good frame if good > 0."""
@@ -309,7 +309,7 @@ def _bag_with_bad_frames(path: Path, good: int, payloads: list[bytes | None]) ->
 def test_unreadable_frames_are_copied_and_skipped_and_the_rest_corrected(tmp_path: Path, tiny_model: Path) -> None:
     """As the node: a bad frame is said and counted, the next one is corrected, and nothing of IN is lost."""
     src, out = tmp_path / "in", tmp_path / "out"
-    _bag_with_bad_frames(src, good=2, payloads=[None, b"\x00\x01\x00\x00" + bytes(22)])
+    bag_with_bad_frames(src, good=2, payloads=[None, b"\x00\x01\x00\x00" + bytes(22)])
     result = subprocess.run([*TOOL, "process", str(src), str(out), "--topic", IMAGE_TOPIC, "--no-progress",
                              "--backend", "passthrough", "--model", str(tiny_model)],
                             capture_output=True, text=True, timeout=120)
@@ -325,7 +325,7 @@ def test_unreadable_frames_are_copied_and_skipped_and_the_rest_corrected(tmp_pat
 def test_a_topic_with_no_readable_frame_is_one_error_line(tmp_path: Path, tiny_model: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
-    _bag_with_bad_frames(src, good=0, payloads=[None, None, None])
+    bag_with_bad_frames(src, good=0, payloads=[None, None, None])
     assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "passthrough",
                    "--model", str(tiny_model)) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -92,3 +92,35 @@ def test_sheet_at_strength_zero_shows_the_input_as_after(tmp_path: Path, tiny_mo
         before = sheet[HEADER_HEIGHT:HEADER_HEIGHT + thumb_h, x:x + thumb_w]
         after = sheet[HEADER_HEIGHT + thumb_h + GAP:HEADER_HEIGHT + 2 * thumb_h + GAP, x:x + thumb_w]
         np.testing.assert_array_equal(after, before)
+
+
+def test_an_unreadable_sampled_frame_is_replaced_by_the_next(tmp_path: Path, tiny_model: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """As `process` and the node: said and skipped, not the end of the command."""
+    from test_bag_process import bag_with_bad_frames
+
+    bag = tmp_path / "bag"
+    bag_with_bad_frames(bag, good=3, payloads=[None])  # frames 0-2 good, 3 a 32FC1 image, 4 good
+    out = tmp_path / "sheet.png"
+    assert bag_tool.main(["sheet", str(bag), "--topic", IMAGE_TOPIC, "--out", str(out), "--frames", "3",
+                          "--backend", "passthrough", "--model", str(tiny_model)]) == 0  # samples 0, 2, 4
+    assert "skipped" not in capsys.readouterr().err  # the bad frame was not sampled
+    bag_with_bad_frames(tmp_path / "bag2", good=1, payloads=[None])  # frames 0 good, 1 bad, 2 good
+    assert bag_tool.main(["sheet", str(tmp_path / "bag2"), "--topic", IMAGE_TOPIC, "--out", str(out),
+                          "--frames", "1", "--backend", "passthrough", "--model", str(tiny_model)]) == 0  # samples 1
+    err = capsys.readouterr().err
+    assert "skipped" in err and "unsupported encoding '32FC1'" in err
+    sheet = cv2.imread(str(out))
+    assert sheet.shape[1] == LABEL_WIDTH + 1 * (240 + GAP)  # one column: frame 2 in frame 1's place
+
+
+def test_a_topic_with_no_readable_frame_is_one_line(tmp_path: Path, tiny_model: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    from test_bag_process import bag_with_bad_frames
+
+    bag = tmp_path / "bag"
+    bag_with_bad_frames(bag, good=0, payloads=[None, None])
+    assert bag_tool.main(["sheet", str(bag), "--topic", IMAGE_TOPIC, "--out", str(tmp_path / "s.png"),
+                          "--backend", "passthrough", "--model", str(tiny_model)]) == 2
+    assert "no frame on" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "s.png").exists()

@@ -3,6 +3,7 @@ the input ("before"), the corrected frame ("after") and the exposure map the att
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from illexp_ros.ros.bags.images import message_to_frame, stamp_ns
+from illexp_ros.ros.bags.images import ImageFormatError, message_to_frame, stamp_ns
 from illexp_ros.ros.bags.source import BagError, checked_messages, decode_message, image_connections, open_bag
 
 LABEL_WIDTH = 120
@@ -31,19 +32,31 @@ def evenly_spaced(total: int, count: int) -> list[int]:
 
 
 def read_frames(path: str | Path, topic: str, count: int) -> list[tuple[int, np.ndarray]]:
-    """`count` evenly spaced frames of `topic` as (header stamp ns, RGB uint8)."""
+    """`count` evenly spaced frames of `topic` as (header stamp ns, RGB uint8). A sampled frame that cannot be read
+    is said on stderr and replaced by the next one unless that one is sampled too (as the node and `process` skip
+    such frames); BagError if no
+    sampled frame or its followers can be read."""
     path = Path(path)
+    first_problem = ""
     with open_bag(path) as reader:
         conns = image_connections(reader, path, topic)
         wanted = set(evenly_spaced(sum(c.msgcount for c in conns), count))
         frames = []
-        for i, (conn, _, data) in enumerate(checked_messages(reader, path, conns)):
+        for i, (conn, timestamp, data) in enumerate(checked_messages(reader, path, conns)):
             if i not in wanted:
                 continue
-            msg = decode_message(reader, data, conn, path)
-            frame = message_to_frame(msg, conn.msgtype)
+            try:
+                msg = decode_message(reader, data, conn, path)
+                frame = message_to_frame(msg, conn.msgtype)
+            except (BagError, ImageFormatError) as exc:
+                first_problem = first_problem or str(exc)
+                print(f"illexp_bag sheet: skipped the {topic} message at t={timestamp} ns: {exc}", file=sys.stderr)
+                wanted.add(i + 1)  # the next frame stands in for it
+                continue
             rgb = frame.pixels if frame.color_order == "rgb" else frame.pixels[..., ::-1]
             frames.append((stamp_ns(msg.header), np.ascontiguousarray(rgb)))
+    if not frames:
+        raise BagError(f"no frame on {topic} in {path} could be read (the first problem: {first_problem})")
     return frames
 
 
