@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,6 +59,9 @@ COMPRESSION_PARAMETERS = ("compressed_format", "jpeg_quality", "png_level")  # f
 # What rclpy raises for a QoS override it cannot apply: a value that is not a policy name (RuntimeError), one of
 # the wrong type (ParameterException), one our check refuses (InvalidQosOverridesError).
 QOS_ERRORS = (InvalidQosOverridesError, ParameterException, RuntimeError)
+# rclpy warns (two lines on stderr) when an override makes a depth of 0, before the override check refuses it with
+# the one line the node prints: that line says it.
+warnings.filterwarnings("ignore", message="A zero depth with KEEP_LAST", category=UserWarning, module="rclpy.qos")
 
 
 class StartupError(RuntimeError):
