@@ -60,7 +60,8 @@ sys.path.insert(0, str(REPO))
 
 from illexp_ros.core.baselines import BASELINES  # noqa: E402
 from illexp_ros.core.metrics import METRIC_NAMES, all_metrics  # noqa: E402
-from training.arguments import int_at_least, os_error_line  # noqa: E402
+from illexp_ros.runtime.errors import EnhancerError, error_line  # noqa: E402
+from training.arguments import int_at_least  # noqa: E402
 
 MODEL_METHODS = ("under", "over", "mixed", "auto", "mixed_fast", "auto_fast", "default")
 ALL_METHODS = ("none", *BASELINES, *MODEL_METHODS)
@@ -594,16 +595,9 @@ def main(argv: list[str] | None = None) -> int:
                                    args.backend, Path(args.sheet) if args.sheet else None, args.sheet_rows,
                                    not args.no_progress, log=lambda s: print(s, file=sys.stderr),
                                    node_config=Path(args.node_config), identity=args.identity)
-    except EvaluationError as exc:
+    except (EvaluationError, EnhancerError) as exc:  # EnhancerError: the runtime's ModelLoadError, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # the runtime's ModelLoadError / BackendUnavailableError: still one line
-        from illexp_ros.runtime.errors import EnhancerError
-
-        if isinstance(exc, EnhancerError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
     print(summary_table(report, seconds))
     try:
         if args.json:
@@ -613,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
             Path(args.markdown).write_text(markdown_report(report) + "\n")
     except OSError as exc:  # the table above is printed: only the file is missing
-        print(f"error: cannot write the results: {os_error_line(exc)}", file=sys.stderr)
+        print(f"error: cannot write the results: {error_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

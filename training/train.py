@@ -43,9 +43,9 @@ from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, fast_forward, run_netwo
 from illexp_ros.core.losses import attention_loss, enhancement_loss, view_consistency_loss  # noqa: E402
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.core.networks import build_model, parameter_count  # noqa: E402
-from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
+from illexp_ros.runtime.errors import EnhancerError, error_line  # noqa: E402
 from illexp_ros.runtime.model_io import guided_fit_meta, load_model, save_model  # noqa: E402
-from training.arguments import int_at_least, os_error_line  # noqa: E402
+from training.arguments import int_at_least  # noqa: E402
 from training.config import (  # noqa: E402
     VAL_KINDS,
     ConfigError,
@@ -194,11 +194,6 @@ def warm_start(model, init_from: str) -> str:
     return str(init_from)
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return type(exc).__name__ + (f": {text.splitlines()[0]}" if text else "")
-
-
 def fit_weights(model: torch.nn.Module, state: dict, source: str) -> None:
     """model.load_state_dict(state); ValueError in one line when the network of `source` is not the config's
     (torch lists every mismatched tensor over many lines)."""
@@ -210,7 +205,7 @@ def fit_weights(model: torch.nn.Module, state: dict, source: str) -> None:
         shapes = [k for k in ours if k in theirs and ours[k].shape != theirs[k].shape]
         detail = (f"{len(shapes)} tensors of another shape (first {shapes[0]}: {tuple(theirs[shapes[0]].shape)} "
                   f"where the config's network has {tuple(ours[shapes[0]].shape)})" if shapes
-                  else f"{len(missing)} tensors missing (first {missing[0]})" if missing else first_line(exc))
+                  else f"{len(missing)} tensors missing (first {missing[0]})" if missing else error_line(exc))
         raise ValueError(f"{source} does not fit the network of this config: {detail}; the config's 'model' "
                          "section (widths, attention_width, ...) must match the file's") from None
 
@@ -323,7 +318,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
         try:
             ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-            raise ValueError(f"--resume: {ckpt_path} cannot be read ({first_line(exc)}); start a new run or "
+            raise ValueError(f"--resume: {ckpt_path} cannot be read ({error_line(exc)}); start a new run or "
                              "--init-from its best.pt") from exc
         if not isinstance(ck, dict) or "source" not in ck:
             raise ValueError(f"--resume: {ckpt_path} was written by an older train.py; start a new run "
@@ -569,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # --out or --export in a folder that cannot be written
-        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
     width = max(len(k) for k in summary)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in summary.items()))

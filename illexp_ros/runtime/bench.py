@@ -34,7 +34,7 @@ from illexp_ros.core.degradation import ExposureParams, degrade, degrade_mixed, 
 from illexp_ros.runtime.backends.tensorrt import parse_size
 from illexp_ros.runtime.cpu_pipeline import STAGE_ORDER, stage_profile
 from illexp_ros.runtime.enhancer import MODES, Enhancer
-from illexp_ros.runtime.errors import EnhancerError
+from illexp_ros.runtime.errors import EnhancerError, error_line
 
 GPU_BACKENDS = ("torch_cuda", "tensorrt")
 UNDER = ExposureParams(alpha=1.0, beta=0.35, gamma=1.6)
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(report, indent=2))
         except OSError as exc:  # the tables above are printed: only the file is missing
-            print(f"illexp_bench: error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"illexp_bench: error: cannot write {args.json}: {error_line(exc)}", file=sys.stderr)
             return 2
         print(f"wrote {args.json}")
     return 0

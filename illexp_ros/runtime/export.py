@@ -23,7 +23,7 @@ import torch
 
 from illexp_ros.core.networks import fold_batchnorm
 from illexp_ros.runtime.backends.tensorrt import DEFAULT_PROFILE, check_profile, parse_size, trt_unavailable_reason
-from illexp_ros.runtime.errors import EnhancerError
+from illexp_ros.runtime.errors import EnhancerError, error_line
 from illexp_ros.runtime.model_io import load_model
 from illexp_ros.runtime.onnx_export import DEFAULT_OPSET, INPUT_NAME, AlignedForward, export_onnx
 
@@ -42,12 +42,6 @@ def _size_arg(text: str) -> tuple[int, int]:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def first_line(exc: BaseException) -> str:
-    """'Type: the first line of the message' (compiler and exporter errors run to many lines)."""
-    text = str(exc).strip()
-    return type(exc).__name__ + (f": {text.splitlines()[0]}" if text else "")
 
 
 def verify_onnx(path: Path, model, hw: tuple[int, int]) -> float:
@@ -92,7 +86,7 @@ def export(args: argparse.Namespace) -> str:
         try:
             export_onnx(model, out, args.opset, example_hw=opt_hw)
         except Exception as exc:  # noqa: BLE001 - the exporter's errors (an opset it lacks) have no common type
-            raise ExportError(f"ONNX export failed: {first_line(exc)}") from exc
+            raise ExportError(f"ONNX export failed: {error_line(exc)}") from exc
         diff = verify_onnx(out, model, (min(opt_hw[0], 64), min(opt_hw[1], 96)))
         return (f"wrote {out} (ONNX opset {args.opset}, dynamic H/W, multiples of {multiple}; "
                 f"ONNX Runtime vs torch max |diff| {diff:.2e})")
@@ -126,7 +120,7 @@ def export(args: argparse.Namespace) -> str:
     except EnhancerError:
         raise  # already one line (a broken install, a failed check of the saved file); main() prints it
     except Exception as exc:  # noqa: BLE001 - compiler and TensorRT errors have no common type, and are long
-        raise ExportError(f"TensorRT build failed: {first_line(exc)}") from exc
+        raise ExportError(f"TensorRT build failed: {error_line(exc)}") from exc
     return f"wrote {out} (Torch-TensorRT fp16, profile {profile_tag(profile)} W x H, for this GPU and TensorRT)"
 
 
@@ -152,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"illexp_export: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # --out in a folder that cannot be made or written
-        detail = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else first_line(exc)
-        print(f"illexp_export: error: cannot write {args.out}: {detail}", file=sys.stderr)
+        print(f"illexp_export: error: cannot write {args.out}: {error_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -38,7 +38,6 @@ from illexp_ros.ros.node.illexp_node import (
     StartupError,
     run_node,
 )
-from illexp_ros.ros.node.parameters import PARAMETERS, validate
 from illexp_ros.ros.node.qos import QOS_OVERRIDES
 from illexp_ros.runtime import EnhancerError
 
@@ -73,7 +72,7 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
         self.get_logger().info("unconfigured: waiting for configure (ros2 lifecycle set /illexp_node configure)")
 
     def _refuse_invalid_values(self, params: list[Parameter]) -> SetParametersResult:
-        reasons = [r for r in (validate(p.name, p.value) for p in params if p.name in PARAMETERS) if r]
+        reasons = self._invalid_value_reasons(params)
         return SetParametersResult(successful=not reasons, reason="; ".join(reasons))
 
     def _make_publisher(self, msg_type: type, topic: str, qos: QoSProfile,

@@ -273,6 +273,11 @@ class ExposureCorrectionMixin:
         if last is not None and seq > last + 1:
             self.stats.count("dropped_in_transport", seq - last - 1)
 
+    @staticmethod
+    def _invalid_value_reasons(params: list[Parameter]) -> list[str]:
+        """Why each of the node's own parameters in `params` may not take its value (others are not ours)."""
+        return [r for r in (validate(p.name, p.value) for p in params if p.name in PARAMETERS) if r]
+
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate, then apply. max_rate_hz and publish_exposure_map apply at once. mode and fast go to the
         switcher thread: whatever the new settings need is loaded there while frames keep being corrected with
@@ -280,7 +285,7 @@ class ExposureCorrectionMixin:
         output). A model file that is missing refuses the change here; one that fails to load later is logged
         and the parameters are set back to the settings in force."""
         changes = [p for p in params if p.name in RUNTIME_PARAMETERS]  # rclpy refuses read-only ones itself
-        reasons = [r for r in (validate(p.name, p.value) for p in changes) if r]
+        reasons = self._invalid_value_reasons(changes)
         if reasons:
             return SetParametersResult(successful=False, reason="; ".join(reasons))
         with self._switch_cond:
