@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
+import textwrap
+import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,6 +302,47 @@ def test_a_cache_entry_that_cannot_be_written_is_one_clear_error(tiny_path, tmp_
     cached.with_name(f".{cached.name}.{os.getpid()}.tmp").mkdir()  # ...which cannot be written
     with pytest.raises(EnhancerError, match=f"cannot write the ONNX export {cached.name} to the cache folder"):
         Enhancer.from_model(str(tiny_path), backend="onnxruntime", threads=1)
+
+
+def _running(pid: int) -> bool:
+    """Whether pid is a live process (a zombie that nobody reaps here counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the export child ends with its parent on Linux")
+def test_an_export_child_ends_with_the_process_that_started_it(tiny_path, tmp_path):
+    """A node stopped while its ONNX export runs in a child leaves no process behind (it used to run on, write the
+    export and only then end) and no temporary file."""
+    out = tmp_path / "net.onnx"
+    parent = textwrap.dedent(f"""
+        import os, threading, time
+        from pathlib import Path
+        from illexp_ros.runtime.onnx_export import export_in_child
+        threading.Thread(target=export_in_child, args=(Path({str(tiny_path)!r}), Path({str(out)!r}), 17),
+                         daemon=True).start()
+        me, kids = os.getpid(), []
+        while not kids:  # the export child: the process whose parent is this one
+            time.sleep(0.01)
+            for entry in os.listdir("/proc"):
+                try:
+                    if entry.isdigit() and int(open(f"/proc/{{entry}}/stat").read().rsplit(")", 1)[1].split()[1]) == me:
+                        kids.append(entry)
+                except OSError:
+                    pass
+        print(kids[0], flush=True)
+        os._exit(0)  # as a node ends once its worker's join times out
+    """)
+    started = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60)
+    child = int(started.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child), "the export child outlived its parent by 30 s"
+    assert not out.exists(), "the export child went on to write the export after its parent ended"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_shipped_mixed_model_loads():

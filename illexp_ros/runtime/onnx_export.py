@@ -8,7 +8,10 @@ exporter needs the extra onnxscript package and gives nothing more for this plai
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -97,15 +100,38 @@ def export_to_cache(model: IllExpNet, path: Path, opset: int = DEFAULT_OPSET) ->
 
 
 def export_in_child(source: Path, path: Path, opset: int) -> bool:
-    """Run `python -m illexp_ros.runtime.onnx_export SOURCE PATH` (nice 10, one thread); True if PATH is there."""
+    """Run `python -m illexp_ros.runtime.onnx_export SOURCE PATH` (nice 10, one thread); True if PATH is there.
+
+    The child ends when this process does (see end_with_parent): a node stopped mid-export leaves no process
+    behind to finish the export on its own."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     try:
         proc = subprocess.run([sys.executable, "-m", "illexp_ros.runtime.onnx_export", str(source), str(path),
-                               "--opset", str(opset)], env=env, capture_output=True, text=True,
-                              timeout=EXPORT_TIMEOUT_S)
+                               "--opset", str(opset), "--parent-pid", str(os.getpid())], env=env,
+                              capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0 and path.is_file()
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def end_with_parent(parent_pid: int) -> None:
+    """Exit (as on SIGTERM) once `parent_pid` is gone, so an export outlives no node.
+
+    Linux: the kernel sends SIGTERM when the parent ends (prctl PR_SET_PDEATHSIG); the handler turns it into
+    SystemExit so export_onnx's cleanup removes its temporary file. The parent check after prctl covers a parent
+    that ended while this process was still importing torch. Elsewhere nothing is set up (the export finishes)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    libc_name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or libc_name is None:
+        return
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent_pid:
+        sys.exit(143)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("out")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--parent-pid", type=int, default=None, help="exit when this process ends (export_in_child)")
     args = p.parse_args(argv)
+    if args.parent_pid is not None:
+        end_with_parent(args.parent_pid)
     try:
         os.nice(10)
     except OSError:
