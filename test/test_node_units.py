@@ -384,6 +384,28 @@ def test_a_switch_that_needs_no_loading_does_not_wait_for_one_in_progress(monkey
             release.set()  # before the node stops: its switcher may be held in the load
 
 
+def test_a_strength_change_restarts_the_level_smoothing():
+    """strength 0 publishes the input itself from the first frame after the change, and going back to 1 the full
+    correction at once: the smoothed gain of the other strength is not carried over (it was, for seconds)."""
+    dark = Image(height=24, width=32, encoding="rgb8", step=96)
+    pixels = np.random.default_rng(3).integers(5, 40, (24, 32, 3), dtype=np.uint8)
+    dark.data = array.array("B", pixels.tobytes())
+    with own_node(backend="torch_cpu") as n:
+        published = []
+        n.image_pub.publish = published.append
+        assert n._level.weight == 0.9  # config/illexp.yaml's default
+        for _ in range(3):
+            n._process(PendingFrame(dark, time.monotonic()))
+        corrected = np.frombuffer(published[-1].data, np.uint8)
+        assert corrected.mean() > pixels.mean() + 20  # the correction brightens this frame
+        assert n.set_parameters([Parameter("strength", value=0.0)])[0].successful
+        n._process(PendingFrame(dark, time.monotonic()))
+        np.testing.assert_array_equal(np.frombuffer(published[-1].data, np.uint8), pixels.reshape(-1))
+        assert n.set_parameters([Parameter("strength", value=1.0)])[0].successful
+        n._process(PendingFrame(dark, time.monotonic()))
+        np.testing.assert_array_equal(np.frombuffer(published[-1].data, np.uint8), corrected)
+
+
 @contextlib.contextmanager
 def lifecycle_node(*overrides: Parameter):
     """An IllExpLifecycleNode (passthrough backend) in its own context, torn down whatever state it ends in."""

@@ -434,9 +434,10 @@ class ExposureCorrectionMixin:
             else:
                 out, em = self.enhancer.enhance(frame.pixels, color_order=frame.color_order), None
             out = apply_strength(frame.pixels, out, strength)
-        # Steady brightness across frames; another mode, model or auto route restarts the average.
+        # Steady brightness across frames; another mode, model, auto route or strength restarts the average (a
+        # strength of 0 must publish the input itself at once, not fade towards it from the corrected gain).
         change = self._level.gain_change(frame.pixels, out, item.received,
-                                         (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route))
+                                         (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route, strength))
         # the user's preference on top of the smoothed level, both in one pass over the frame
         out = compensate_exposure(out, self._exposure_compensation, gain=change)
         self.image_pub.publish(frame_to_image(out, frame.color_order, encoding, msg.header,
