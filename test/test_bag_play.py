@@ -151,3 +151,47 @@ def test_node_with_use_sim_time_follows_the_replayed_bag_clock(tmp_path: Path) -
     ages = [float(kv.value) for d in diagnostics for s in d.status for kv in s.values
             if kv.key == "stamp_age_p50_ms"]
     assert ages and all(0.0 <= a < 1000.0 for a in ages), ages  # on the wall clock: three years
+
+
+def test_ctrl_c_ends_a_looping_play_in_one_line(tmp_path: Path) -> None:
+    """SIGINT while play publishes: 'interrupted', exit 130, whatever SIGINT's disposition was."""
+    import signal
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    bag = tmp_path / "bag"
+    write_sample_bag(bag, frames=4, size=(48, 64), fps=30.0)
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("test_bag_play_interrupt", context=context)
+        received: list = []
+        node.create_subscription(Image, "/replayed_loop", received.append,
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        # SIGINT ignored in the child, as a background job of a script gets it (`illexp_bag play ... &`): the tool
+        # still takes it as an interruption, as it does SIGTERM (rclpy's own handler used to shut the context
+        # down under the publisher then: a traceback, exit 1).
+        proc = subprocess.Popen([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic",
+                                 IMAGE_TOPIC, "--out-topic", "/replayed_loop", "--loop"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        try:
+            deadline = time.monotonic() + 60
+            while len(received) < 6:  # past the first loop: publishing, with rclpy initialised
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "play never published"
+                executor.spin_once(timeout_sec=0.1)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            stop_process(proc)
+    finally:
+        rclpy.try_shutdown(context=context)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["illexp_bag play: interrupted"]

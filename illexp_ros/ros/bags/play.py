@@ -151,10 +151,11 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
     if camera_info is not None:
         check_topic_name(out_camera_info or camera_info, "--out-camera-info" if out_camera_info else "--camera-info")
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     from illexp_ros.ros.node.qos import image_qos
 
-    rclpy.init()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # the tool's own handlers end it (tool.main)
     try:
         node = rclpy.create_node("illexp_bag_play")
         publisher = node.create_publisher(message_class(msgtype), out_topic or topic, image_qos(qos))

@@ -203,7 +203,11 @@ def user_error(exc: Exception) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` cleans up like Ctrl-C
+    # Ctrl-C and `kill` (SIGTERM) both clean up and say "interrupted", also where SIGINT came in ignored (a
+    # script's background job). play initialises rclpy without its own handlers, which would otherwise shut the
+    # ROS context down under the publisher.
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return run(args)
     except KeyboardInterrupt:
