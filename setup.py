@@ -27,8 +27,8 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "illexp_node = illexp_ros.ros.node.illexp_node:main",
-            "illexp_lifecycle_node = illexp_ros.ros.node.illexp_lifecycle_node:main",
+            "illexp_node = illexp_ros.ros.node.console_scripts:illexp_node",
+            "illexp_lifecycle_node = illexp_ros.ros.node.console_scripts:illexp_lifecycle_node",
             "illexp_bag = illexp_ros.ros.bags.tool:main",
             "illexp_export = illexp_ros.runtime.export:main",
             "illexp_bench = illexp_ros.bench_cli:main",

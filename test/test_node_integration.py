@@ -557,6 +557,67 @@ def test_sigint_and_sigterm_exit_cleanly_within_3_s(nodes):
         assert "Traceback" not in output, output[-2000:]
 
 
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (signal 15: bit 14 of SigCgt)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    caught = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_while_the_console_script_imports_is_one_line():
+    """The console script's first act is a handler for both signals; Python's imports of rclpy and torch take
+    seconds after it. A Ctrl-C there: one line, exit 0 (was a KeyboardInterrupt traceback, or a C++ abort inside
+    rclpy's pybind11 imports)."""
+    script = "import sys; from illexp_ros.ros.node.console_scripts import illexp_node; sys.exit(illexp_node())"
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + NODE_START_S
+        while not _catches_sigterm(proc.pid):  # the start-up handler is in place (or, before it, rclpy's)
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert err.splitlines() == ["illexp_node: stopped during start-up"] and out == ""
+
+
+def test_ctrl_c_while_the_model_loads_is_one_line(tmp_path):
+    """SIGINT while the node builds its ONNX export (an empty cache): one line, exit 0, no export child left. Was
+    a traceback, or rclpy's handler shut the context down under the set-up: 'Failed to publish log message to
+    rosout' lines and a QoS error, exit 2."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", ILLEXP_CACHE_DIR=str(tmp_path))
+    proc = subprocess.Popen(node_command("illexp_stop", "-p", "backend:=onnxruntime"), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = []
+    try:
+        for line in proc.stdout:  # the model file is read; its ONNX export (seconds) comes next
+            lines.append(line.rstrip("\n"))
+            if line.startswith("[INFO]") and "loaded " in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines += out.splitlines()
+    assert proc.returncode == 0, "\n".join(lines)
+    assert [line for line in lines if not line.startswith("[INFO]")] == ["illexp_node: stopped during start-up"]
+    assert not any("correcting" in line for line in lines)  # it was stopped before it was ready
+    assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("*.tmp"))
+
+
 def test_missing_model_fails_at_start_with_one_line(tmp_path):
     proc = subprocess.run(node_command("illexp_fail", "-p", f"model:={tmp_path / 'nope.pt'}"), cwd=ROOT,
                           capture_output=True, text=True, timeout=60,

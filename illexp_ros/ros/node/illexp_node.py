@@ -10,6 +10,7 @@ Run:  illexp_node --ros-args --params-file config/illexp.yaml -r image:=/camera/
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile
 from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions, install_signal_handlers
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from illexp_ros.ros.node.background_spin import SPIN_TIMEOUT_S  # the longest wait before looking again
@@ -496,6 +498,10 @@ class IllExpNode(ExposureCorrectionMixin, Node):
             self.enhancer.close()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None = None) -> int:
     """Initialise ROS, build the node, spin until SIGINT / SIGTERM, tear down: the console scripts of
     illexp_node and illexp_lifecycle_node. Exit 2 with one line `<program>: error: ...` when it cannot start."""
@@ -503,17 +509,31 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
     # The executor thread and the worker share the GIL; Python's default 5 ms switch interval would let a
     # busy executor (deserialising large frames) delay the worker by up to 5 ms per frame.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    # While the node is built (the models load: seconds), SIGINT / SIGTERM raise KeyboardInterrupt here and
+    # nothing else: rclpy's handlers would shut the context down first, and the node's set-up would go on to fail
+    # on it ("Failed to publish log message to rosout", a QoS error, exit 2). They are installed once it is built.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # replaces the console script's start-up one
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
-        rclpy.init(args=argv)
-    except Exception as exc:  # noqa: BLE001 - e.g. an unreadable --params-file
-        print(f"{program}: error: cannot initialise ROS: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-        return 2
-    try:
-        node = make_node()
-    except (EnhancerError, StartupError, ParameterException, ValueError) as exc:
-        print(f"{program}: error: {exc}", file=sys.stderr)
+        try:
+            rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+        except Exception as exc:  # noqa: BLE001 - e.g. an unreadable --params-file
+            print(f"{program}: error: cannot initialise ROS: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+            return 2
+        try:
+            node = make_node()
+        except (EnhancerError, StartupError, ParameterException, ValueError) as exc:
+            print(f"{program}: error: {exc}", file=sys.stderr)
+            rclpy.try_shutdown()
+            return 2
+    except KeyboardInterrupt:  # stopped while starting: as asked, in one line (was a traceback)
+        print(f"{program}: stopped during start-up", file=sys.stderr)
         rclpy.try_shutdown()
-        return 2
+        return 0
+    if in_main_thread:
+        install_signal_handlers(SignalHandlerOptions.ALL)  # they shut the context down, then chain to the above
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
