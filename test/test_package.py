@@ -1,5 +1,6 @@
 """Package-level rules: the core does not pull in ROS, the packaging files agree with each other."""
 
+import ast
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -18,6 +19,17 @@ def test_package_xml():
     assert root.get("format") == "3" and root.findtext("name") == "illexp_ros"
     deps = {e.text for e in root.findall("exec_depend")}
     assert {"rclpy", "sensor_msgs", "python3-numpy", "python3-opencv", "python3-yaml"} <= deps
+    # what the launch files import, so that rosdep brings in what `ros2 launch` needs
+    launch_imports = set()
+    for launch_file in (REPO / "launch").glob("*.launch.py"):
+        for node in ast.walk(ast.parse(launch_file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                launch_imports.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                launch_imports.update(alias.name.split(".")[0] for alias in node.names)
+    ros_packages = launch_imports - set(sys.stdlib_module_names)
+    assert ros_packages == {"launch", "launch_ros", "lifecycle_msgs"}  # a new one: declare it below too
+    assert ros_packages | {"ros2launch"} <= deps
     assert "python3-pytest" in {e.text for e in root.findall("test_depend")}
     assert root.find("export/build_type").text == "ament_python"
 
