@@ -106,6 +106,27 @@ def test_warm_frames_allocate_only_the_output(tiny_path, fast):
     assert peak < 1.5 * out.nbytes + 64 * 1024
 
 
+def test_onnxruntime_holds_buffers_for_the_documented_number_of_resolutions(tiny_path):
+    """A stream that keeps changing size: ONNX Runtime's I/O bindings are dropped with the pipeline's buffers
+    (they kept the network's input and outputs of 8 resolutions alive, twice MAX_CACHED_RESOLUTIONS)."""
+    from illexp_ros.runtime.cpu_pipeline import MAX_CACHED_RESOLUTIONS
+
+    enh = Enhancer.from_model(str(tiny_path), backend="onnxruntime", fast=False, threads=1)
+    sizes = [(96 + k, 128) for k in range(3 * MAX_CACHED_RESOLUTIONS)]  # one in 100 more pixels each
+    tracemalloc.start()
+    try:
+        for h, w in sizes[:MAX_CACHED_RESOLUTIONS]:
+            enh.enhance(random_frame(h, w))
+        held_first, _ = tracemalloc.get_traced_memory()
+        for h, w in sizes[MAX_CACHED_RESOLUTIONS:]:
+            enh.enhance(random_frame(h, w))
+        held_last, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert enh.buffered_resolutions() == MAX_CACHED_RESOLUTIONS
+    assert held_last < 1.3 * held_first, (held_first, held_last)  # 1.08x here; 1.76x before
+
+
 def test_passthrough_copies_without_a_model():
     enh = Enhancer.from_model("/nonexistent/model.pt", backend="passthrough")
     frame = random_frame(10, 12)

@@ -42,7 +42,7 @@ class OrtRunner:
             binding.bind_output(OUTPUT_NAMES[1], "cpu", 0, np.float32, shape, em.ctypes.data)
             entry = (binding, x, out, em)  # x kept referenced: the binding points into its memory
             self._bindings[key] = entry
-            while len(self._bindings) > 2 * MAX_CACHED_RESOLUTIONS:
+            while len(self._bindings) > MAX_CACHED_RESOLUTIONS:  # as many as the pipeline has inputs
                 self._bindings.popitem(last=False)
         else:
             self._bindings.move_to_end(key)
