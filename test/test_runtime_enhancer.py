@@ -315,6 +315,22 @@ def test_a_cache_folder_that_cannot_be_made_is_one_clear_error_and_auto_goes_on(
     assert enh.backend_name != "onnxruntime" and enh.enhance(random_frame(8, 8)).shape == (8, 8, 3)
 
 
+def test_no_home_folder_for_the_cache_is_one_clear_error(tiny_path, monkeypatch):
+    """A container run under a uid with no passwd entry and no HOME: pathlib cannot find a home (RuntimeError)."""
+    from pathlib import Path as PathClass
+
+    for name in ("ILLEXP_CACHE_DIR", "XDG_CACHE_HOME", "HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_home(cls):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(PathClass, "home", classmethod(no_home))
+    with pytest.raises(EnhancerError, match="no home folder for the cache .*; set ILLEXP_CACHE_DIR to a writable"):
+        Enhancer.from_model(str(tiny_path), backend="onnxruntime", threads=1)
+    assert Enhancer.from_model(str(tiny_path), backend="auto", threads=1).backend_name == "torch_cpu"
+
+
 def test_a_cache_entry_that_cannot_be_written_is_one_clear_error(tiny_path, tmp_path, monkeypatch):
     monkeypatch.setenv("ILLEXP_CACHE_DIR", str(tmp_path / "cache"))
     Enhancer.from_model(str(tiny_path), backend="onnxruntime", threads=1)

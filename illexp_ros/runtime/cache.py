@@ -13,11 +13,16 @@ CACHE_ENV = "ILLEXP_CACHE_DIR"
 def cache_dir(kind: str) -> Path:
     """$ILLEXP_CACHE_DIR/<kind>, else $XDG_CACHE_HOME/illexp_ros/<kind>, else ~/.cache/illexp_ros/<kind>, created
     if missing; EnhancerError when it cannot be."""
-    root = os.environ.get(CACHE_ENV)
-    if root:
-        base = Path(root)
+    if os.environ.get(CACHE_ENV):
+        base = Path(os.environ[CACHE_ENV])
+    elif os.environ.get("XDG_CACHE_HOME"):
+        base = Path(os.environ["XDG_CACHE_HOME"]) / "illexp_ros"
     else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "illexp_ros"
+        try:
+            base = Path.home() / ".cache" / "illexp_ros"
+        except RuntimeError as exc:  # no HOME and no passwd entry: a container run under an arbitrary uid
+            raise EnhancerError(f"no home folder for the cache ({exc}); set {CACHE_ENV} to a writable folder") \
+                from exc
     path = base / kind
     try:
         path.mkdir(parents=True, exist_ok=True)
