@@ -23,6 +23,12 @@ def test_baselines_brighten_a_dark_frame(name, dark_image):
     assert out.mean() > dark_image.mean() + 10
 
 
+def test_retinex_gives_a_flat_frame_mid_grey_not_black():
+    for value in (30, 128, 220):
+        out = BASELINES["msr"](np.full((32, 32, 3), value, np.uint8))
+        assert out.min() == out.max() == 128
+
+
 def test_internal_size():
     assert internal_size(480, 640, 128) == (128, 168)
     assert internal_size(100, 60, 256) == (96, 64)  # never upscales, rounds to multiples of 8

@@ -5,7 +5,8 @@ All take and return H x W x 3 uint8 RGB.
 * clahe: OpenCV CLAHE on L of CIE Lab, clip limit 2.0, 8 x 8 tiles.
 * gamma: a global gamma chosen so the mean luma maps to 0.5 (gamma = log 0.5 / log mean).
 * msr: multiscale retinex (Gaussian scales 15, 80, 250, equal weights) per channel, then the "simplest colour
-  balance" stretch clipping 1 % at each end (Petro, Sbert and Morel, IPOL 2014).
+  balance" stretch clipping 1 % at each end (Petro, Sbert and Morel, IPOL 2014); a channel with nothing to
+  stretch (a flat frame) comes out mid-grey.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def multiscale_retinex(rgb: np.ndarray, sigmas: tuple[float, ...] = (15.0, 80.0,
     out = np.empty_like(r)
     for c in range(3):
         lo, hi = np.quantile(r[..., c], [clip, 1 - clip])
-        out[..., c] = (r[..., c] - lo) / max(hi - lo, 1e-6)
+        # no spread to stretch (a flat channel): mid-grey, not the black that dividing by ~0 at r == lo gave
+        out[..., c] = (r[..., c] - lo) / (hi - lo) if hi - lo > 1e-6 else 0.5
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
