@@ -73,6 +73,15 @@ def test_bench_rejects_bad_arguments_before_it_runs(capsys, args, expected):
     assert expected in capsys.readouterr().err
 
 
+def test_bench_help_names_the_node_benchmark_and_the_soak(capsys):
+    from illexp_ros.bench_cli import main as bench_main
+
+    with pytest.raises(SystemExit):
+        bench_main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "illexp_bench --node" in help_text and "--soak" in help_text
+
+
 def test_bench_rejects_bad_arguments(capsys):
     rc = bench_main(["--backend", "torch_cpu", "--model", "/nonexistent/m.pt", "--sizes", "32x32", "--frames", "1"])
     assert rc == 2

@@ -120,7 +120,10 @@ def random_model_file(config: dict, directory: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="illexp_bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="illexp_bench", description=__doc__.split("\n\n")[0],
+        epilog="illexp_bench --node [...] benchmarks the node over DDS end to end, illexp_bench --node --soak "
+               "SECONDS runs it for a long time (their own options: illexp_bench --node --help).")
     p.add_argument("--backend", default="auto", help="backend or comma list (auto, tensorrt, torch_cuda, "
                                                      "onnxruntime, torch_cpu, passthrough)")
     p.add_argument("--mode", default="mixed", choices=MODES)
