@@ -497,3 +497,30 @@ def test_model_defaults_are_the_nodes() -> None:
     assert args.level_smoothing == PARAMETERS["level_smoothing"].default
     assert (args.compressed, args.jpeg_quality, args.png_level) == (
         None, PARAMETERS["jpeg_quality"].default, PARAMETERS["png_level"].default)
+
+
+def test_threads_caps_the_cpu_backends_as_the_node_parameter(tmp_path: Path, tiny_model: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """--threads reaches the Enhancer (README: the tools cap the CPU backends' threads); a negative count is one
+    argparse error."""
+    from illexp_ros.runtime import Enhancer
+
+    asked = []
+    original = Enhancer.from_model.__func__
+
+    def recording(cls, *args, **kwargs):
+        asked.append(kwargs.get("threads"))
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Enhancer, "from_model", classmethod(recording))
+    src = tmp_path / "in"
+    write_sample_bag(src, frames=2, size=SIZE)
+    assert process(str(src), str(tmp_path / "out"), "--topic", IMAGE_TOPIC, "--backend", "passthrough",
+                   "--model", str(tiny_model), "--threads", "1") == 0
+    assert bag_tool.main(["sheet", str(src), "--topic", IMAGE_TOPIC, "--out", str(tmp_path / "s.png"),
+                          "--backend", "passthrough", "--model", str(tiny_model), "--frames", "1"]) == 0
+    assert asked == [1, 0]
+    with pytest.raises(SystemExit) as exc:
+        process(str(src), str(tmp_path / "out2"), "--topic", IMAGE_TOPIC, "--threads", "-1")
+    assert exc.value.code == 2 and "--threads: must be >= 0, got -1" in capsys.readouterr().err

@@ -60,6 +60,13 @@ def clock_rate(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def correction_strength(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -79,6 +86,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="run the network at reduced resolution and apply the correction at full resolution "
                         "(default, as the node); --no-fast runs the paper-sized network at full resolution")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
+    p.add_argument("--threads", type=non_negative_int, default=0, metavar="N",
+                   help="cap the CPU backends' threads, as the node's threads parameter (default 0: the "
+                        "libraries' own, all cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +162,8 @@ def enhancer_factory(args: argparse.Namespace) -> Callable[[], Any]:
         from illexp_ros.runtime import Enhancer
 
         return Enhancer.from_model(model=args.model, backend=args.backend, mode=args.mode, fast=args.fast,
-                                   logger=lambda line: print(f"illexp_bag: {line}", flush=True))
+                                   logger=lambda line: print(f"illexp_bag: {line}", flush=True),
+                                   threads=args.threads)
     return make
 
 
