@@ -200,15 +200,18 @@ def test_sigterm_ends_an_idle_lifecycle_node_at_once():
     for i in range(3):
         proc = start_lifecycle_node(f"lc_idle{i}")
         up = threading.Event()
+        hints = []
 
-        def read(p: subprocess.Popen = proc, flag: threading.Event = up) -> None:
+        def read(p: subprocess.Popen = proc, flag: threading.Event = up, seen: list = hints) -> None:
             for line in p.stdout:  # to EOF: the pipe never fills
                 if "waiting for configure" in line:
+                    seen.append(line)
                     flag.set()
 
         threading.Thread(target=read, daemon=True).start()
         try:
             assert up.wait(START_S), f"try {i}: the node did not come up"
+            assert f"(ros2 lifecycle set /lc_idle{i}/illexp_node configure)" in hints[0]  # its own namespace
             time.sleep(1.0)  # spinning
             proc.terminate()
             assert proc.wait(timeout=3) == 0, f"try {i}: SIGTERM did not end the unconfigured node within 3 s"

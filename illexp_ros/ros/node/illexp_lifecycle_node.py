@@ -69,7 +69,8 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
             self._validated_parameters()
         except StartupError as exc:
             self.get_logger().error(f"{exc}: configure will fail unless it is changed first")
-        self.get_logger().info("unconfigured: waiting for configure (ros2 lifecycle set /illexp_node configure)")
+        self.get_logger().info(f"unconfigured: waiting for configure (ros2 lifecycle set "
+                               f"{self.get_fully_qualified_name()} configure)")
 
     def _refuse_invalid_values(self, params: list[Parameter]) -> SetParametersResult:
         reasons = self._invalid_value_reasons(params)
