@@ -35,7 +35,8 @@ def exposure_map(degraded, reference, kind: ExposureKind = "under"):
     """Eq. 1 (kind="under") / eq. 2 (kind="over") exposure map, element-wise, values in [0, 1].
 
     Works on numpy arrays (uint8 or float in [0, 1]) and on torch tensors (float in [0, 1]); the result has the
-    shape of the inputs and the array type of the inputs (float32 for numpy).
+    shape of the inputs and the array type of the inputs (numpy: float32 for uint8 inputs, else the inputs'
+    float type).
     """
     degraded = _as_float(degraded)
     reference = _as_float(reference)

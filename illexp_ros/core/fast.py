@@ -73,7 +73,10 @@ def guided_upsample(low_in: torch.Tensor, low_out: torch.Tensor, full_in: torch.
 
 
 def internal_size(height: int, width: int, short_side: int, multiple: int = 8) -> tuple[int, int]:
-    """(h, w) with the short side ~= short_side, aspect kept, rounded to `multiple`, never above the input."""
+    """(h, w) with the short side ~= short_side, aspect kept, each side rounded to `multiple` (at least one
+    multiple). The scale is never above 1, but the rounding can take a side up to `multiple` / 2 above the
+    input's (100 x 60 at 256 -> 96 x 64): callers that must not upscale check (the runtime runs such frames at
+    full resolution)."""
     scale = min(1.0, short_side / min(height, width))
     h = max(multiple, int(round(height * scale / multiple)) * multiple)
     w = max(multiple, int(round(width * scale / multiple)) * multiple)
