@@ -22,6 +22,7 @@ from illexp_ros.runtime.backends.tensorrt import (
     build_engine,
     compile_kwargs,
     import_trt,
+    outside_profile,
     save_supports_dynamic_shapes,
     trt_unavailable_reason,
     version_unavailable_reason,
@@ -233,3 +234,13 @@ def test_broken_torch_tensorrt_install_is_unavailable_not_an_import_error(monkey
     model, info = load_model(tiny_path)
     with pytest.raises(BackendUnavailableError, match="libnvinfer"):
         TensorRtBackend(lambda line: None).load(model, info)
+
+
+def test_an_input_outside_the_profile_says_what_helps():
+    """Fast mode helps with inputs above the profile, not with those below it (it was suggested for both)."""
+    assert outside_profile(32, 48, PROFILE) is None and outside_profile(16, 96, PROFILE) is None
+    above = outside_profile(64, 128, PROFILE)
+    assert above.startswith("network input 128x64 is outside the TensorRT engine's profile 16x16-48x32-96x64")
+    assert above.endswith("ILLEXP_TRT_PROFILE=MINWxMINH,OPTWxOPTH,MAXWxMAXH and restart, or use fast mode")
+    below = outside_profile(8, 48, PROFILE)
+    assert "use fast mode" not in below and below.endswith("or raise internal_short_side if fast mode is on")

@@ -84,6 +84,20 @@ def profile_tag(profile: Profile) -> str:
     return "-".join(f"{w}x{h}" for h, w in profile)
 
 
+def outside_profile(h: int, w: int, profile: Profile) -> str | None:
+    """Why a network input of h x w cannot run on an engine built for `profile`, with what to do; None if it can.
+    Fast mode is the way out only for inputs above the profile (it runs the network on a reduced copy)."""
+    (h0, w0), _, (h2, w2) = profile
+    if h0 <= h <= h2 and w0 <= w <= w2:
+        return None
+    fix = f"set {PROFILE_ENV}=MINWxMINH,OPTWxOPTH,MAXWxMAXH and restart"
+    if h > h2 or w > w2:
+        fix += ", or use fast mode"
+    else:  # a tiny frame, or fast mode's internal_short_side below the profile's minimum
+        fix += ", or raise internal_short_side if fast mode is on"
+    return f"network input {w}x{h} is outside the TensorRT engine's profile {profile_tag(profile)} (W x H); {fix}"
+
+
 def parse_version(text: str) -> tuple[int, int]:
     """'2.11.0+cu130', '2.12.0.dev20260101', '2.11.0a0+gitabc' -> (major, minor); ValueError if there is none."""
     m = re.match(r"\s*v?(\d+)\.(\d+)", text)
@@ -291,11 +305,9 @@ class TensorRtRunner:
 
     def _forward(self, x):
         h, w = x.shape[-2:]
-        (h0, w0), _, (h2, w2) = self.profile
-        if not (h0 <= h <= h2 and w0 <= w <= w2):
-            raise EnhancerError(
-                f"network input {w}x{h} is outside the TensorRT engine's profile {profile_tag(self.profile)} "
-                f"(W x H); set {PROFILE_ENV}=MINWxMINH,OPTWxOPTH,MAXWxMAXH and restart, or use fast mode")
+        problem = outside_profile(h, w, self.profile)
+        if problem:
+            raise EnhancerError(problem)
         out = self.module(x)
         return out[0], out[1]
 
