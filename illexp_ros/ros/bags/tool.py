@@ -217,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C and `kill` (SIGTERM) both clean up and say "interrupted", also where SIGINT came in ignored (a
     # script's background job). play initialises rclpy without its own handlers, which would otherwise shut the
     # ROS context down under the publisher.
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return run(args)
     except KeyboardInterrupt:
@@ -231,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"illexp_bag {args.command}: error: {line}", file=sys.stderr)
         return 2
+    finally:  # main() called from Python (tests, scripts) leaves the caller's handlers as they were
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
