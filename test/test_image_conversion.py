@@ -303,6 +303,24 @@ def test_compressed_garbage_raises(payload):
         compressed_to_frame(msg)
 
 
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_a_compressed_frame_declaring_too_many_pixels_is_refused_before_decoding(ext, monkeypatch):
+    """8200 x 8200 of black compresses to 79 kB (PNG) / 0.8 MB (JPEG) and would decode to 200 MB."""
+    from illexp_ros.ros.node import image_conversion
+
+    msg = CompressedImage(format="jpeg" if ext == ".jpg" else "png")
+    msg.data = array.array("B", cv2.imencode(ext, np.zeros((8200, 8200), np.uint8))[1].tobytes())
+    decoded = []
+    monkeypatch.setattr(image_conversion.cv2, "imdecode", lambda *args: decoded.append(1))
+    with pytest.raises(ImageFormatError, match=r"declares 8200x8200 pixels, more than the 67 Mpx decoded"):
+        compressed_to_frame(msg)
+    assert decoded == []  # refused from the header alone
+    monkeypatch.undo()
+    small = CompressedImage(format=msg.format)
+    small.data = array.array("B", cv2.imencode(ext, np.zeros((64, 8192), np.uint8))[1].tobytes())
+    assert compressed_to_frame(small).pixels.shape == (64, 8192, 3)  # a wide frame within the limit decodes
+
+
 def photo_bgr(h: int = 64, w: int = 96) -> np.ndarray:
     """A real photograph (skimage's chelsea), BGR: JPEG error on noise would say little."""
     return np.ascontiguousarray(cv2.resize(skdata.chelsea(), (w, h), interpolation=cv2.INTER_AREA)[..., ::-1])
