@@ -18,14 +18,11 @@ was (`output_encoding: bgr8` publishes the demosaiced colour frame instead).
 from __future__ import annotations
 
 import array
-import io
-import warnings
+import os
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image as PilImage
-from PIL import UnidentifiedImageError
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -172,29 +169,9 @@ def image_to_frame(msg: Image) -> Frame:
     return Frame(_to_uint8(view), layout.color_order)  # rgb16 / bgr16
 
 
-# The largest compressed frame decoded: more than any camera a robot carries (a 61 MP sensor is 9504 x 6336, 60.2
-# Mpx). Compression makes size cheap to claim: a 250 kB PNG of 16000 x 16000 decodes to 768 MB in ~3 s, before the
-# correction's own buffers, enough to get a Jetson's node killed for memory.
-MAX_DECODED_PIXELS = 8192 * 8192
-
-
-def declared_size(data: np.ndarray) -> tuple[int, int] | None:
-    """(width, height) that a compressed frame's header declares, read by Pillow without decoding any pixel
-    (~35 us for a 640 x 480 JPEG); None when Pillow cannot read the header (OpenCV then says why)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PilImage.DecompressionBombWarning)
-        try:
-            with PilImage.open(io.BytesIO(data)) as image:
-                return image.size
-        except PilImage.DecompressionBombError:  # Pillow's own limit, 2 x 89.5 Mpx: above ours
-            return (MAX_DECODED_PIXELS + 1, 1)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            return None
-
-
 def compressed_to_frame(msg: CompressedImage) -> Frame:
     """CompressedImage (jpeg/png) -> 3-channel Frame; ImageFormatError if it does not decode or its header
-    declares more than MAX_DECODED_PIXELS (not decoded then).
+    declares more than OpenCV's cap (illexp_ros.MAX_DECODED_PIXELS; not decoded then).
 
     As image_transport's compressed subscriber: the pixels are taken as stored (a JPEG's EXIF orientation tag is
     ignored: a rotated frame would no longer match camera_info), in BGR order unless the format's part after ';'
@@ -204,14 +181,14 @@ def compressed_to_frame(msg: CompressedImage) -> Frame:
     if data.size == 0:
         raise ImageFormatError(f"compressed frame (format {msg.format!r}) is empty")
     color_order = "rgb" if "compressed rgb" in msg.format.partition(";")[2] else "bgr"
-    size = declared_size(data)
-    if size is not None and size[0] * size[1] > MAX_DECODED_PIXELS:
-        raise ImageFormatError(f"compressed frame (format {msg.format!r}, {data.size} bytes) declares "
-                               f"{size[0]}x{size[1]} pixels, more than the {MAX_DECODED_PIXELS / 1e6:.0f} Mpx "
-                               f"decoded; not decoded")
     try:
         decoded = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):  # the cap of illexp_ros/__init__.py, checked on the header
+            limit = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "?")
+            raise ImageFormatError(f"compressed frame (format {msg.format!r}, {data.size} bytes) declares more "
+                                   f"pixels than are decoded (OPENCV_IO_MAX_IMAGE_PIXELS={limit}); not decoded"
+                                   ) from exc
         raise ImageFormatError(f"compressed frame (format {msg.format!r}) does not decode: {exc}") from exc
     if decoded is None:
         raise ImageFormatError(
