@@ -350,15 +350,21 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the export child ends with its parent on Linux")
-def test_an_export_child_ends_with_the_process_that_started_it(tiny_path, tmp_path):
+@pytest.mark.parametrize("parent_ends", ["while the child imports", "during the export"])
+def test_an_export_child_ends_with_the_process_that_started_it(tmp_path, parent_ends):
     """A node stopped while its ONNX export runs in a child leaves no process behind (it used to run on, write the
-    export and only then end) and no temporary file."""
+    export and only then end) and no temporary file. Ended during the export (the child's SIGTERM handler is in
+    place, so it has set PR_SET_PDEATHSIG), only the kernel's signal can stop it; ended earlier, the child's
+    check of its parent does."""
     out = tmp_path / "net.onnx"
+    # The shipped fast model: its export takes about a second here, long enough to end the parent during it.
+    model = shipped_model("mixed_fast")
+    wait_for_handler = parent_ends == "during the export"
     parent = textwrap.dedent(f"""
         import os, threading, time
         from pathlib import Path
         from illexp_ros.runtime.onnx_export import export_in_child
-        threading.Thread(target=export_in_child, args=(Path({str(tiny_path)!r}), Path({str(out)!r}), 17),
+        threading.Thread(target=export_in_child, args=(Path({str(model)!r}), Path({str(out)!r}), 17),
                          daemon=True).start()
         me, kids = os.getpid(), []
         while not kids:  # the export child: the process whose parent is this one
@@ -369,6 +375,13 @@ def test_an_export_child_ends_with_the_process_that_started_it(tiny_path, tmp_pa
                         kids.append(entry)
                 except OSError:
                     pass
+        def catches_sigterm(pid):
+            status = open(f"/proc/{{pid}}/status").read()
+            return int(status.split("SigCgt:")[1].split()[0], 16) >> 14 & 1
+        while {wait_for_handler} and not catches_sigterm(kids[0]):
+            time.sleep(0.005)
+        if {wait_for_handler}:
+            time.sleep(0.05)  # past prctl and the parent check, into loading the model
         print(kids[0], flush=True)
         os._exit(0)  # as a node ends once its worker's join times out
     """)

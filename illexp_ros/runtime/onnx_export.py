@@ -9,7 +9,6 @@ exporter needs the extra onnxscript package and gives nothing more for this plai
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -124,10 +123,11 @@ def end_with_parent(parent_pid: int) -> None:
     SystemExit so export_onnx's cleanup removes its temporary file. The parent check after prctl covers a parent
     that ended while this process was still importing torch. Elsewhere nothing is set up (the export finishes)."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    libc_name = ctypes.util.find_library("c")
-    if not sys.platform.startswith("linux") or libc_name is None:
+    if not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(libc_name, use_errno=True)
+    # The C library this process already runs on (find_library("c") needs ldconfig or a compiler, which slim
+    # containers lack).
+    libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         return
     if os.getppid() != parent_pid:
