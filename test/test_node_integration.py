@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
-from dds_helpers import image_msg, param_value, wait_on
+from dds_helpers import image_msg, param_value, stop_process, wait_on
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import SetParameters
@@ -616,6 +616,31 @@ def test_ctrl_c_while_the_model_loads_is_one_line(tmp_path):
     assert [line for line in lines if not line.startswith("[INFO]")] == ["illexp_node: stopped during start-up"]
     assert not any("correcting" in line for line in lines)  # it was stopped before it was ready
     assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_signals_repeated_while_the_node_tears_down_end_it_without_a_traceback():
+    """A second SIGTERM / Ctrl-C while the node tears down (launch escalating, an impatient user) ends the process
+    at once, as SIGTERM's default does: it raised KeyboardInterrupt inside destroy_node, a traceback."""
+    proc = subprocess.Popen(node_command("illexp_repeat", "-p", "backend:=passthrough"), cwd=ROOT,
+                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "correcting" in line:
+                break
+        for _ in range(100):  # over 0.2 s: the first ends the spin, the next ones land in the teardown
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.002)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        stop_process(proc)
+    output = "".join(lines) + out
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
 
 
 def test_missing_model_fails_at_start_with_one_line(tmp_path):

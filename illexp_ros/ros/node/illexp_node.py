@@ -532,11 +532,12 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
         print(f"{program}: stopped during start-up", file=sys.stderr)
         rclpy.try_shutdown()
         return 0
-    if in_main_thread:
-        install_signal_handlers(SignalHandlerOptions.ALL)  # they shut the context down, then chain to the above
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    executor = None
     try:
+        if in_main_thread:
+            install_signal_handlers(SignalHandlerOptions.ALL)  # they shut the context down, then chain to the above
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         # Bounded waits, not executor.spin(): its wait has no timeout, and now and then the wake-up of a SIGINT /
         # SIGTERM does not reach it, so a node with no timer due (the lifecycle node while unconfigured, inactive
         # or finalized) kept running until a second signal (seen in 1 of 6 to 6 of 12 tries here).
@@ -545,8 +546,12 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # SIGINT / SIGTERM: rclpy's handlers shut the context down; leave cleanly
     finally:
+        if in_main_thread:  # a second signal while tearing down ends the process at once, not in a traceback
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         node.stop()
-        executor.shutdown(timeout_sec=0.5)
+        if executor is not None:
+            executor.shutdown(timeout_sec=0.5)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
