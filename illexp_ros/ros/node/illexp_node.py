@@ -509,10 +509,13 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
     # The executor thread and the worker share the GIL; Python's default 5 ms switch interval would let a
     # busy executor (deserialising large frames) delay the worker by up to 5 ms per frame.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    # While the node is built (the models load: seconds), SIGINT / SIGTERM raise KeyboardInterrupt here and
-    # nothing else: rclpy's handlers would shut the context down first, and the node's set-up would go on to fail
-    # on it ("Failed to publish log message to rosout", a QoS error, exit 2). They are installed once it is built.
+    # While the node is built (the models load: seconds), SIGINT / SIGTERM raise KeyboardInterrupt and nothing
+    # else: rclpy's handlers would shut the context down first, and the set-up would go on to fail on it ("Failed
+    # to publish log message to rosout", a QoS error, exit 2). Once it is built no signal raises any more (one
+    # could land anywhere: in the executor's set-up, in destroy_node, each a traceback); it is recorded, and
+    # rclpy's handlers, installed once the executor exists, also shut the context down: either ends the spin.
     in_main_thread = threading.current_thread() is threading.main_thread()
+    stop_requested = threading.Event()
     if in_main_thread:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # replaces the console script's start-up one
         signal.signal(signal.SIGTERM, _interrupt)
@@ -528,30 +531,31 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
             print(f"{program}: error: {exc}", file=sys.stderr)
             rclpy.try_shutdown()
             return 2
+        if in_main_thread:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda signum, frame: stop_requested.set())
     except KeyboardInterrupt:  # stopped while starting: as asked, in one line (was a traceback)
+        if in_main_thread:  # a repeated signal must not interrupt this either
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print(f"{program}: stopped during start-up", file=sys.stderr)
         rclpy.try_shutdown()
         return 0
-    executor = None
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    if in_main_thread:
+        install_signal_handlers(SignalHandlerOptions.ALL)  # they shut the context down, then chain to the above
     try:
-        if in_main_thread:
-            install_signal_handlers(SignalHandlerOptions.ALL)  # they shut the context down, then chain to the above
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
         # Bounded waits, not executor.spin(): its wait has no timeout, and now and then the wake-up of a SIGINT /
         # SIGTERM does not reach it, so a node with no timer due (the lifecycle node while unconfigured, inactive
         # or finalized) kept running until a second signal (seen in 1 of 6 to 6 of 12 tries here).
-        while node.context.ok():
+        while node.context.ok() and not stop_requested.is_set():
             executor.spin_once(timeout_sec=SPIN_TIMEOUT_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # SIGINT / SIGTERM: rclpy's handlers shut the context down; leave cleanly
     finally:
-        if in_main_thread:  # a second signal while tearing down ends the process at once, not in a traceback
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         node.stop()
-        if executor is not None:
-            executor.shutdown(timeout_sec=0.5)
+        executor.shutdown(timeout_sec=0.5)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
