@@ -153,8 +153,11 @@ def test_node_with_use_sim_time_follows_the_replayed_bag_clock(tmp_path: Path) -
     assert ages and all(0.0 <= a < 1000.0 for a in ages), ages  # on the wall clock: three years
 
 
-def test_ctrl_c_ends_a_looping_play_in_one_line(tmp_path: Path) -> None:
-    """SIGINT while play publishes: 'interrupted', exit 130, whatever SIGINT's disposition was."""
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_signals_end_a_looping_play_in_one_line(tmp_path: Path, sigint: str) -> None:
+    """SIGINT while play publishes: 'interrupted', exit 130. Where SIGINT came in ignored (a script's background
+    job) it stays ignored and play goes on; SIGTERM ends it the same way. (rclpy's own SIGINT handler shut the
+    context down under the publisher in both cases: a traceback, exit 1.)"""
     import signal
 
     import rclpy
@@ -174,20 +177,25 @@ def test_ctrl_c_ends_a_looping_play_in_one_line(tmp_path: Path) -> None:
                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        # SIGINT ignored in the child, as a background job of a script gets it (`illexp_bag play ... &`): the tool
-        # still takes it as an interruption, as it does SIGTERM (rclpy's own handler used to shut the context
-        # down under the publisher then: a traceback, exit 1).
+        disposition = signal.SIG_DFL if sigint == "default" else signal.SIG_IGN
         proc = subprocess.Popen([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic",
                                  IMAGE_TOPIC, "--out-topic", "/replayed_loop", "--loop"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-        try:
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
+
+        def spin_until(count: int) -> None:
             deadline = time.monotonic() + 60
-            while len(received) < 6:  # past the first loop: publishing, with rclpy initialised
+            while len(received) < count:
                 assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "play never published"
+                assert time.monotonic() < deadline, "play stopped publishing"
                 executor.spin_once(timeout_sec=0.1)
+
+        try:
+            spin_until(6)  # past the first loop: publishing, with rclpy initialised
             proc.send_signal(signal.SIGINT)
+            if sigint == "ignored":
+                spin_until(len(received) + 10)  # still publishing
+                proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=30)
         finally:
             stop_process(proc)

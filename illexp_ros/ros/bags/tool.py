@@ -214,10 +214,12 @@ def user_error(exc: Exception) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Ctrl-C and `kill` (SIGTERM) both clean up and say "interrupted", also where SIGINT came in ignored (a
-    # script's background job). play initialises rclpy without its own handlers, which would otherwise shut the
-    # ROS context down under the publisher.
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Ctrl-C and `kill` (SIGTERM) both clean up and say "interrupted". A SIGINT that came in ignored stays ignored
+    # (a script's background job: the Ctrl-C meant for the script's foreground must not stop it). play
+    # initialises rclpy without its own handlers, which would shut the ROS context down under the publisher
+    # whatever SIGINT's disposition (a traceback).
+    caught = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else [])
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in caught}
     try:
         return run(args)
     except KeyboardInterrupt:
