@@ -244,3 +244,4 @@ def test_an_input_outside_the_profile_says_what_helps():
     assert above.endswith("ILLEXP_TRT_PROFILE=MINWxMINH,OPTWxOPTH,MAXWxMAXH and restart, or use fast mode")
     below = outside_profile(8, 48, PROFILE)
     assert "use fast mode" not in below and below.endswith("or raise internal_short_side if fast mode is on")
+    assert "use fast mode" not in outside_profile(8, 128, PROFILE)  # below on one side: fast mode keeps it

@@ -91,10 +91,10 @@ def outside_profile(h: int, w: int, profile: Profile) -> str | None:
     if h0 <= h <= h2 and w0 <= w <= w2:
         return None
     fix = f"set {PROFILE_ENV}=MINWxMINH,OPTWxOPTH,MAXWxMAXH and restart"
-    if h > h2 or w > w2:
-        fix += ", or use fast mode"
-    else:  # a tiny frame, or fast mode's internal_short_side below the profile's minimum
+    if h < h0 or w < w0:  # a tiny frame (fast mode leaves it as it is), or internal_short_side below the minimum
         fix += ", or raise internal_short_side if fast mode is on"
+    else:
+        fix += ", or use fast mode"
     return f"network input {w}x{h} is outside the TensorRT engine's profile {profile_tag(profile)} (W x H); {fix}"
 
 
