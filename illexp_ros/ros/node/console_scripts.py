@@ -2,8 +2,8 @@
 
 A node takes seconds to start: importing rclpy and torch, then loading its models. A Ctrl-C or SIGTERM in the
 imports used to end it with a long traceback (inside rclpy's pybind11 imports even a C++ abort). This module
-imports nothing heavy, so a quiet handler is in place before those imports; `run_node` hands the signals to
-rclpy before it initialises ROS and says a stop during the model load in one line too."""
+imports nothing heavy, so a quiet handler is in place before those imports; `run_node` takes over before it
+initialises ROS (a stop during the model load is one line too; once the node runs, rclpy's handlers end it)."""
 
 from __future__ import annotations
 
