@@ -298,6 +298,9 @@ def test_gpu_run_dry_run_brings_back_weights_logs_and_bench(tmp_path):
         assert f"train {name}: ok (steps 2;" in summary, summary
     assert "bench: ok" in summary and "FAILED" not in summary
     with tarfile.open(out / "models.tar") as tar:
+        # the trained files only: the shipped ones that fill the CUDA tests' gaps stay out (a later session
+        # could have taken a shipped mixed_fast.pt for a new one)
+        assert sorted(n for n in tar.getnames() if n.endswith(".pt")) == ["./mixed.pt", "./over.pt", "./under.pt"]
         tar.extractall(tmp_path / "models", filter="data")
     from illexp_ros.runtime.model_io import load_model
 
@@ -314,6 +317,15 @@ def test_gpu_run_rejects_unknown_arguments():
     proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh"), "--wet-run"], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+@pytest.mark.parametrize("minutes", ["9", "0", "eight"])
+def test_gpu_run_refuses_a_training_budget_the_device_cannot_hold(tmp_path, minutes):
+    """A device command runs 10 minutes at most: more than 8 of training would lose the run's weights."""
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_TRAIN_MINUTES": minutes}
+    proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh")], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2 and "GPU_TRAIN_MINUTES must be a whole number of minutes in 1..8" in proc.stderr
 
 
 
