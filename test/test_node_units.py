@@ -208,6 +208,18 @@ def test_worker_publishes_and_rejects(node):
     assert node.stats.snapshot().rejected == 1 and node._worker.is_alive()
 
 
+def test_a_stream_alternating_two_sizes_has_latency_statistics(node):
+    """Only the first frame of a size not seen lately is left out of the latency statistics (every frame of a
+    stream alternating two sizes was, so latency_p50_ms stayed unset)."""
+    node.image_pub.publish = lambda msg: None
+    big = Image(height=4, width=6, encoding="rgb8", step=18)
+    big.data = array.array("B", range(72))
+    for i in range(10):
+        node._process(PendingFrame(frame_msg(i + 1) if i % 2 else big, time.monotonic()))
+    snap = node.stats.snapshot()
+    assert snap.published == 10 and not np.isnan(snap.latency_p50_ms)
+
+
 def test_compressed_output_only_while_subscribed_and_with_the_parameters_in_force(node, monkeypatch):
     assert node.compressed_pub.topic_name == node.resolve_topic_name("corrected/image") + "/compressed"
     raw, compressed = [], []

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +48,7 @@ from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, QOS_OVERRIDES, image_qos
 from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
 from illexp_ros.runtime.correction_strength import apply_strength
+from illexp_ros.runtime.cpu_pipeline import MAX_CACHED_RESOLUTIONS
 from illexp_ros.runtime.exposure_compensation import compensate_exposure
 from illexp_ros.runtime.level_smoothing import LevelSmoother
 
@@ -134,7 +136,8 @@ class ExposureCorrectionMixin:
         self.compressed_published = 0
         self.stats = FrameStats()
         self._last_seq: dict[bytes, int] = {}
-        self._last_shape: tuple | None = None
+        # The (size, encoding)s seen lately, as many as the runtime keeps buffers for (least recent first).
+        self._recent_shapes: OrderedDict[tuple, None] = OrderedDict()
 
         # A profile per entity: rclpy writes each one's overrides into the profile it is given.
         self.image_pub = self.map_pub = self.compressed_pub = self.info_pub = self.diag_pub = None
@@ -450,9 +453,14 @@ class ExposureCorrectionMixin:
         if stamp.sec or stamp.nanosec:
             age = self.get_clock().now().nanoseconds * 1e-9 - (stamp.sec + stamp.nanosec * 1e-9)
         # The first frame of a new size carries one-off work (buffer allocation, kernel selection, lazy model
-        # set-up); it is published and counted but kept out of the latency statistics.
+        # set-up); it is published and counted but kept out of the latency statistics. A size seen lately has
+        # its buffers still: a stream alternating two sizes has latencies too.
         shape = (frame.pixels.shape, encoding)
-        first_of_size, self._last_shape = shape != self._last_shape, shape
+        first_of_size = shape not in self._recent_shapes
+        self._recent_shapes[shape] = None
+        self._recent_shapes.move_to_end(shape)
+        while len(self._recent_shapes) > MAX_CACHED_RESOLUTIONS:
+            self._recent_shapes.popitem(last=False)
         self.stats.published(None if first_of_size else done - item.received, age)
         if em is not None:
             self.map_pub.publish(array_to_image(em, "mono8", msg.header))
