@@ -643,6 +643,34 @@ def test_signals_repeated_while_the_node_tears_down_end_it_without_a_traceback()
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
 
 
+def test_sigterm_to_the_soak_stops_its_node_too():
+    """`kill` of `illexp_bench --node --soak` ends it as Ctrl-C does, node included (the node ran on as an orphan
+    and the next soak counted its frames too)."""
+    proc = subprocess.Popen([sys.executable, "-m", "illexp_ros.bench_cli", "--node", "--soak", "60", "--backend",
+                             "passthrough", "--size", "64x48"], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    node_pid = None
+    try:
+        for line in proc.stdout:  # "soak: ... node pid N, ...": the node answers, the soak runs
+            if line.startswith("soak:"):
+                node_pid = int(line.split("node pid ")[1].split(",")[0])
+                break
+        assert node_pid is not None, proc.communicate()
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "illexp_bench --node --soak: interrupted", err
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{node_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stat = Path(f"/proc/{node_pid}/stat")
+    alive = stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    if alive:
+        os.kill(node_pid, signal.SIGKILL)
+    assert not alive, "the soak's node outlived it"
+
+
 def test_missing_model_fails_at_start_with_one_line(tmp_path):
     proc = subprocess.run(node_command("illexp_fail", "-p", f"model:={tmp_path / 'nope.pt'}"), cwd=ROOT,
                           capture_output=True, text=True, timeout=60,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import array
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -24,7 +25,6 @@ import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[3]
-CONFIG = ROOT / "config" / "illexp.yaml"
 START_TIMEOUT_S = 60.0
 REPLY_TIMEOUT_S = 10.0
 
@@ -131,12 +131,33 @@ class Client:
         self.spin.stop()
 
 
+def node_config() -> Path:
+    """config/illexp.yaml of the source tree or of a colcon install's share folder (as the demo finds it)."""
+    from illexp_ros.ros.demo.demo import config_file
+
+    return config_file()
+
+
+def model_argument(model: str) -> str:
+    """A model file given relative to where the tool runs, made absolute (the node starts in the package root);
+    a shipped name ('mixed', 'default') as it is."""
+    return str(Path(model).resolve()) if Path(model).is_file() else model
+
+
+def stop_on_sigterm() -> None:
+    """`kill` ends the tool as Ctrl-C does: through its finally blocks, which stop the node process (a SIGTERM
+    left it running, and the next run talked to it too)."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def start_node(backend: str, args: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "illexp_ros.ros.node.illexp_node", "--ros-args", "--params-file", str(CONFIG),
-           "-r", "__ns:=/bench", "-r", "image:=/bench/image_raw", "-p", f"backend:={backend}",
+    cmd = [sys.executable, "-m", "illexp_ros.ros.node.illexp_node", "--ros-args", "--params-file",
+           str(node_config()), "-r", "__ns:=/bench", "-r", "image:=/bench/image_raw", "-p", f"backend:={backend}",
            "-p", f"qos:={args.qos}", "--log-level", "warn"]
     if args.model:
-        cmd += ["-p", f"model:={args.model}"]
+        cmd += ["-p", f"model:={model_argument(args.model)}"]
     if args.fast:
         cmd += ["-p", f"fast:={args.fast}"]
     for param in args.param:
@@ -193,6 +214,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                                                f"{stop_node(proc).strip()[-2000:]}")
                         times = []
                         for _ in range(args.frames):
+                            if proc.poll() is not None:  # each frame would wait out its reply timeout
+                                raise RuntimeError(f"node with backend {backend} exited (status {proc.returncode})"
+                                                   f":\n{stop_node(proc).strip()[-2000:]}")
                             t = client.ping(values, args.encoding, time.time_ns(), REPLY_TIMEOUT_S)
                             if t is not None:
                                 times.append(t * 1e3)
@@ -210,11 +234,15 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()
     try:
         rows = run(args)
     except RuntimeError as exc:
         print(f"illexp_bench --node: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("illexp_bench --node: interrupted", file=sys.stderr)
+        return 130
     params = f", {' '.join(args.param)}" if args.param else ""
     print(f"\nend-to-end latency publish -> corrected receive (ms), {args.encoding}, qos {args.qos}, "
           f"transport {args.transport}{params}, {os.cpu_count()} CPUs")

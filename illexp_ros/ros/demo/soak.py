@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from illexp_ros.ros.demo.node_bench import CONFIG, ROOT, START_TIMEOUT_S, parse_sizes
+from illexp_ros.ros.demo.node_bench import ROOT, START_TIMEOUT_S, node_config, parse_sizes, stop_on_sigterm
 
 COUNTERS = ("received", "published", "dropped", "dropped_in_transport", "rejected", "failed")
 REPORT_PERIOD_S = 60.0
@@ -132,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     os.environ.clear()
     os.environ.update(env)
-    cmd = [sys.executable, "-m", "illexp_ros.ros.node.illexp_node", "--ros-args", "--params-file", str(CONFIG),
-           "-r", "__ns:=/soak", "-r", "image:=/soak/image_raw", "--log-level", "warn"]
+    cmd = [sys.executable, "-m", "illexp_ros.ros.node.illexp_node", "--ros-args", "--params-file",
+           str(node_config()), "-r", "__ns:=/soak", "-r", "image:=/soak/image_raw", "--log-level", "warn"]
     if args.backend:
         cmd += ["-p", f"backend:={args.backend}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         with client.lock:
             counts = {k: int(client.diag.get(k, 0)) - base[k] for k in COUNTERS}
             back = client.returned - start_returned
+            last = [lat for t, lat in client.latencies]  # after the last report: part of the run's latency too
     finally:
         client.close()
         if proc.poll() is None:
@@ -201,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     local_dropped = counts["dropped"] - counts["dropped_in_transport"]
     accounted_node = counts["received"] == counts["published"] + local_dropped + counts["rejected"] + counts["failed"]
     lost_before = sent - counts["received"] - counts["dropped_in_transport"]
-    every = [lat for r in rows for lat in r["latencies"]]
+    every = [lat for r in rows for lat in r["latencies"]] + last
     p50, p99 = percentiles(every)
     growth = rows[-1]["rss_mb"] - rows[1]["rss_mb"] if len(rows) >= 2 else float("nan")
     print(f"\nsummary: {sent} frames sent, {counts['received']} reached the node, {counts['published']} published, "
@@ -216,7 +217,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(parse_args(argv))
+    args = parse_args(argv)
+    stop_on_sigterm()
+    try:
+        return run(args)
+    except KeyboardInterrupt:  # the node was stopped in run's finally
+        print("illexp_bench --node --soak: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
