@@ -48,3 +48,46 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert counts_by_topic[MAP_TOPIC] >= 1
     sheet = cv2.imread(str(out / "sheet.png"))
     assert sheet is not None and sheet.shape[0] > 400 and sheet.shape[1] > 1000
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--rate", "nan"], "illexp_demo: error: --rate must be a number > 0, got nan"),
+    (["--out", "FILE"], "illexp_demo: error: cannot use FILE as the output folder: File exists"),
+])
+def test_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, extra, expected) -> None:
+    from illexp_ros.ros.demo.demo import main
+
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    extra = [str(in_the_way) if a == "FILE" else a for a in extra]
+    args = ["--out", str(tmp_path / "out")] if "--out" not in extra else []
+    assert main([*args, *extra]) == 2
+    assert capsys.readouterr().err.strip() == expected.replace("FILE", str(in_the_way))
+
+
+@pytest.mark.timeout(240)
+def test_a_node_that_dies_during_the_replay_is_an_error_not_dropped_frames(tmp_path: Path) -> None:
+    """The node process killed after the third frame of the replay: the demo says so and exits 2 (it counted the
+    rest as dropped and exited 0)."""
+    script = f"""
+import subprocess, sys
+import illexp_ros.ros.demo.demo as demo
+started, real_popen, real_play = [], subprocess.Popen, demo.play_messages
+def popen(*args, **kwargs):
+    started.append(real_popen(*args, **kwargs))
+    return started[-1]
+def play(bag, topic, publish, rate, on_publish):
+    sent = []
+    def on(timestamp, data):
+        on_publish(timestamp, data)
+        sent.append(timestamp)
+        if len(sent) == 3:
+            started[0].kill()
+            started[0].wait()
+    return real_play(bag, topic, publish, rate=rate, on_publish=on)
+demo.subprocess.Popen, demo.play_messages = popen, play
+sys.exit(demo.main(["--quick", "--out", {str(tmp_path / "out")!r}, "--backend", "passthrough"]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=200)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("illexp_demo: error: illexp_node exited with status -9")

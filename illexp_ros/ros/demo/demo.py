@@ -137,6 +137,7 @@ def run_pipeline(bag: Path, frames: list[SampleFrame], node_cmd: list[str], node
     """Start the node, warm it up, replay the bag into it and collect what it publishes."""
     import rclpy
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import Image
 
     from illexp_ros.ros.node.background_spin import BackgroundSpin
@@ -145,7 +146,9 @@ def run_pipeline(bag: Path, frames: list[SampleFrame], node_cmd: list[str], node
     rec = Recorder()
     with open(node_log, "w") as log_file:
         node_proc = subprocess.Popen(node_cmd, stdout=log_file, stderr=subprocess.STDOUT)
-    rclpy.init(args=[])
+    # No rclpy signal handlers: they would shut the context down under the publisher (a traceback); main()'s
+    # own end the demo through the finally below, which stops the node.
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     spin = None
     try:
         spin = BackgroundSpin(rclpy.create_node("illexp_demo"))
@@ -196,6 +199,7 @@ def run_pipeline(bag: Path, frames: list[SampleFrame], node_cmd: list[str], node
                 break
             time.sleep(0.1)
         time.sleep(0.2)  # the exposure map of the last frame follows its corrected image
+        _check_node(node_proc, node_log)  # a node that died during the replay is not "dropped frames"
     finally:
         _stop_node(node_proc)
         if spin is not None:
@@ -336,9 +340,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.monotonic()
+    # Ctrl-C and `kill` end the demo alike ("interrupted", the node stopped); a SIGINT that came in ignored stays so.
+    caught = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else [])
+    previous = {sig: signal.signal(sig, _interrupt) for sig in caught}
+    try:
+        return _run_demo(args, start)
+    finally:  # called from Python, the caller's handlers are as they were
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_demo(args: argparse.Namespace, start: float) -> int:
     # Set before rclpy creates its participant; the node process inherits them.
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -348,9 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if n_frames < 2:
             raise DemoError(f"--frames must be >= 2, got {n_frames}")
-        if args.rate <= 0:
-            raise DemoError(f"--rate must be > 0, got {args.rate}")
-        out.mkdir(parents=True, exist_ok=True)
+        if not 0 < args.rate < float("inf"):
+            raise DemoError(f"--rate must be a number > 0, got {args.rate}")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission
+            raise DemoError(f"cannot use {out} as the output folder: {exc.strerror or exc}") from exc
         bag = out / "sample_bag"
         shutil.rmtree(bag, ignore_errors=True)
         log(f"writing the sample bag ({n_frames} frames, 640x480, dark tunnel -> bright exit) to {bag}")
