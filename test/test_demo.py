@@ -13,6 +13,7 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from illexp_ros.core.networks import IllExpNet
+from illexp_ros.ros.bags.images import serialized_stamp_ns
 from illexp_ros.ros.demo.demo import CORRECTED_TOPIC, MAP_TOPIC
 from illexp_ros.runtime.model_io import models_dirs, save_model
 
@@ -91,3 +92,21 @@ sys.exit(demo.main(["--quick", "--out", {str(tmp_path / "out")!r}, "--backend", 
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=200)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("illexp_demo: error: illexp_node exited with status -9")
+
+
+def test_two_demos_on_one_domain_run_apart(tmp_path: Path) -> None:
+    """Two demos at once on one ROS domain: each gets back exactly its own frames (with shared topics each
+    recorded the other's too: 99 corrected frames for 40 sent)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "illexp_ros.ros.demo.demo", "--quick", "--backend", "passthrough",
+                               "--out", str(tmp_path / f"out{i}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=200)
+        assert proc.returncode == 0, out + err
+        counts = re.search(r"frames in / out / dropped\s+(\d+) / (\d+) / (\d+)", out)
+        assert counts and int(counts.group(2)) <= int(counts.group(1)) == 20, out
+    for i in range(2):
+        with Reader(tmp_path / f"out{i}" / "corrected.mcap") as reader:
+            stamps = [serialized_stamp_ns(bytes(data)) for c, _, data in reader.messages()
+                      if c.topic == CORRECTED_TOPIC]
+        assert len(stamps) == len(set(stamps)) <= 20  # no header stamp twice: none of the other demo's frames

@@ -7,7 +7,8 @@
    frames in / out / dropped, end-to-end latency p50 / p99, FPS and mean PSNR of input and output against
    the clean frames.
 
-Topics live under /illexp_demo so the demo never mixes with a real camera on the same ROS domain.
+Topics live under /illexp_demo_<pid> (recorded as /illexp_demo/...), the node as /illexp_demo_<pid>/illexp_node:
+the demo never mixes with a real camera or node, or with another demo, on the same ROS domain.
 Fast DDS: the node and the demo use the LARGE_DATA transport (1-2 ms per 640x480 frame instead of ~12 ms);
 its first ~1.5 s after discovery can be lost, so the demo sends warm-up frames until one comes back before
 it starts counting.
@@ -44,9 +45,20 @@ from illexp_ros.ros.bags.sheet import colorize_map, evenly_spaced, render_sheet
 from illexp_ros.ros.demo.sample_data import IMAGE_TOPIC, SampleFrame, write_sample_bag
 
 NAMESPACE = "/illexp_demo"
+# The names in OUT/corrected.mcap. Live, the node and its topics run in a namespace of their own per demo
+# process (live_topic): two demos on one domain, or a demo beside a real /illexp_node, never see each other.
 INPUT_TOPIC = f"{NAMESPACE}/image_raw"
 CORRECTED_TOPIC = f"{NAMESPACE}/corrected/image"
 MAP_TOPIC = f"{NAMESPACE}/exposure_map"
+
+
+def live_namespace() -> str:
+    return f"{NAMESPACE}_{os.getpid()}"
+
+
+def live_topic(recorded: str) -> str:
+    """The topic the demo process uses live for a recorded name (/illexp_demo/x -> /illexp_demo_<pid>/x)."""
+    return live_namespace() + recorded[len(NAMESPACE):]
 FPS = 15.0
 DISCOVERY_TIMEOUT_S = 120.0  # node start-up: importing torch and loading models on a slow 2-core machine
 WARMUP_TIMEOUT_S = 90.0
@@ -81,9 +93,9 @@ def config_file() -> Path:
 def node_command(config: Path, overrides: dict[str, str]) -> list[str]:
     exe = Path(sys.executable).parent / "illexp_node"
     cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "illexp_ros.ros.node.illexp_node"]
-    cmd += ["--ros-args", "--params-file", str(config),
-            "-r", f"image:={INPUT_TOPIC}", "-r", f"corrected/image:={CORRECTED_TOPIC}",
-            "-r", f"exposure_map:={MAP_TOPIC}",
+    cmd += ["--ros-args", "--params-file", str(config), "-r", f"__ns:={live_namespace()}",
+            "-r", f"image:={live_topic(INPUT_TOPIC)}", "-r", f"corrected/image:={live_topic(CORRECTED_TOPIC)}",
+            "-r", f"exposure_map:={live_topic(MAP_TOPIC)}",
             "-p", "publish_exposure_map:=true", "-p", "republish_camera_info:=false"]
     for name, value in overrides.items():
         cmd += ["-p", f"{name}:={value}"]
@@ -153,12 +165,12 @@ def run_pipeline(bag: Path, frames: list[SampleFrame], node_cmd: list[str], node
     try:
         spin = BackgroundSpin(rclpy.create_node("illexp_demo"))
         node = spin.node
-        publisher = node.create_publisher(Image, INPUT_TOPIC, image_qos("reliable"))
+        publisher = node.create_publisher(Image, live_topic(INPUT_TOPIC), image_qos("reliable"))
         # Deep reliable history on our side: the recorder must not lose what the node published.
         record_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
                                 reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-        sub = node.create_subscription(Image, CORRECTED_TOPIC, rec.on_corrected, record_qos, raw=True)
-        map_sub = node.create_subscription(Image, MAP_TOPIC, rec.on_map, record_qos, raw=True)
+        sub = node.create_subscription(Image, live_topic(CORRECTED_TOPIC), rec.on_corrected, record_qos, raw=True)
+        map_sub = node.create_subscription(Image, live_topic(MAP_TOPIC), rec.on_map, record_qos, raw=True)
 
         log(f"started illexp_node (pid {node_proc.pid}, log {node_log}); waiting for it to connect")
         t0 = time.monotonic()
