@@ -461,6 +461,23 @@ def test_lifecycle_node_creates_and_releases_per_transition():
         assert n.trigger_shutdown() == R.SUCCESS
 
 
+def test_rates_after_a_reactivation_count_from_the_activation():
+    """Frames received just after activate, over the time since then: not over the inactive time as well."""
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    with lifecycle_node() as n:
+        assert n.trigger_configure() == R.SUCCESS and n.trigger_activate() == R.SUCCESS
+        n.stats.snapshot()
+        assert n.trigger_deactivate() == R.SUCCESS
+        time.sleep(1.0)  # inactive
+        assert n.trigger_activate() == R.SUCCESS
+        for _ in range(10):
+            n.stats.count("received")
+        time.sleep(0.1)
+        assert n.stats.snapshot().fps_in > 20.0  # 10 frames in ~0.1 s (it read ~9, over 1.1 s)
+        assert n.trigger_deactivate() == R.SUCCESS
+
+
 @pytest.mark.parametrize("overrides,words", [
     ([Parameter("mode", value="sideways")], "parameter mode must be one of"),
     ([Parameter("model", value="/nonexistent/m.pt"), Parameter("backend", value="torch_cpu")],

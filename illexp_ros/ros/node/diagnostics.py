@@ -67,6 +67,11 @@ class FrameStats:
             if stamp_age_s is not None and stamp_age_s >= 0.0:
                 self._ages.append(stamp_age_s)
 
+    def restart_period(self) -> None:
+        """The next snapshot's rates count from now (the node starts taking frames again)."""
+        with self._lock:
+            self._last_counts, self._last_time = dict(self._counts), time.monotonic()
+
     def snapshot(self) -> StatsSnapshot:
         """Totals, plus rates since the previous snapshot."""
         with self._lock:

@@ -199,6 +199,9 @@ class ExposureCorrectionMixin:
         # Sequence gaps count frames lost on the way to a subscribed node: frames a camera sent while the
         # lifecycle node was inactive (not subscribed) are not such losses.
         self._last_seq.clear()
+        # Rates count from now: the inactive time is no period of this stream (fps 5 for a 30 Hz camera after
+        # a 6 s deactivation).
+        self.stats.restart_period()
         self._worker_stop = threading.Event()
         self._worker = threading.Thread(target=self._work, args=(self._worker_stop,), name="illexp_worker",
                                         daemon=True)
