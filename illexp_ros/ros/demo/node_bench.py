@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -162,7 +163,23 @@ def start_node(backend: str, args: argparse.Namespace, env: dict[str, str]) -> s
         cmd += ["-p", f"fast:={args.fast}"]
     for param in args.param:
         cmd += ["-p", param]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return start_logged(cmd, env)
+
+
+def start_logged(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """The node process with its output in a temporary file (node_output reads it), not a pipe: a pipe that
+    nobody reads fills up (64 kB) and then blocks the node at its next log line, hours into a soak."""
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def node_output(proc: subprocess.Popen) -> str:
+    log = proc.log  # type: ignore[attr-defined]
+    log.flush()
+    log.seek(0)
+    return log.read()
 
 
 def stop_node(proc: subprocess.Popen) -> str:
@@ -173,7 +190,7 @@ def stop_node(proc: subprocess.Popen) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-    return proc.stdout.read() if proc.stdout else ""
+    return node_output(proc)
 
 
 def warm_up(client: Client, proc: subprocess.Popen, values: np.ndarray, encoding: str) -> bool:

@@ -23,7 +23,14 @@ import time
 
 import numpy as np
 
-from illexp_ros.ros.demo.node_bench import ROOT, START_TIMEOUT_S, node_config, parse_sizes, stop_on_sigterm
+from illexp_ros.ros.demo.node_bench import (
+    START_TIMEOUT_S,
+    node_config,
+    node_output,
+    parse_sizes,
+    start_logged,
+    stop_on_sigterm,
+)
 
 COUNTERS = ("received", "published", "dropped", "dropped_in_transport", "rejected", "failed")
 REPORT_PERIOD_S = 60.0
@@ -136,14 +143,14 @@ def run(args: argparse.Namespace) -> int:
            str(node_config()), "-r", "__ns:=/soak", "-r", "image:=/soak/image_raw", "--log-level", "warn"]
     if args.backend:
         cmd += ["-p", f"backend:={args.backend}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_logged(cmd, env)
     client = SoakClient()
     pixels = frame(*args.size)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while client.returned == 0:  # discovery and warm-up, not part of the soak
             if time.monotonic() > deadline or proc.poll() is not None:
-                print(f"illexp_bench --node --soak: the node did not answer:\n{proc.stdout.read()[-2000:]}",
+                print(f"illexp_bench --node --soak: the node did not answer:\n{node_output(proc)[-2000:]}",
                       file=sys.stderr)
                 return 2
             client.publish(pixels, time.time_ns())
@@ -184,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             next_frame += period
             time.sleep(max(0.0, next_frame - time.monotonic()))
         if proc.poll() is not None:
-            print(f"illexp_bench --node --soak: the node exited:\n{proc.stdout.read()[-2000:]}", file=sys.stderr)
+            print(f"illexp_bench --node --soak: the node exited:\n{node_output(proc)[-2000:]}", file=sys.stderr)
             return 2
         time.sleep(3.0)  # the last frames and two diagnostics periods
         with client.lock:
