@@ -42,6 +42,8 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert frames_in == 20 and 1 <= frames_out <= 20 and dropped == frames_in - frames_out
     for label in ("latency p50 / p99 (ms)", "throughput (FPS)", "PSNR input (dB)", "PSNR output (dB)"):
         assert re.search(re.escape(label) + r"\s+\d+\.\d", result.stdout), label
+    fps = float(re.search(r"throughput \(FPS\)\s+(\d+\.\d)", result.stdout).group(1))
+    assert fps <= 15.0  # never above the 15 Hz it was fed (n frames over n intervals read 15.3)
 
     with Reader(out / "corrected.mcap") as reader:
         counts_by_topic = {c.topic: c.msgcount for c in reader.connections}

@@ -270,7 +270,7 @@ def analyse(rec: Recorder, frames: list[SampleFrame]) -> DemoResult:
     span = max(receive_times) - min(rec.sent.values()) if receive_times else 0.0
     return DemoResult(
         frames_in=len(rec.sent), frames_out=len(by_stamp), latencies_ms=np.asarray(latencies),
-        fps=len(by_stamp) / span if span > 0 else 0.0,
+        fps=(len(by_stamp) - 1) / span if span > 0 else 0.0,  # n frames span n - 1 intervals
         psnr_in_all=float(np.mean([psnr(f.degraded, f.clean) for f in frames])),
         psnr_in=float(np.mean([psnr(clean[s].degraded, clean[s].clean) for s in out_stamps])) if out_stamps
         else float("nan"),
