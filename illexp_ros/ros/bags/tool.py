@@ -15,13 +15,13 @@ runtime (loaded once the bag checks out).
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from illexp_ros.ros.bags.play import DEFAULT_CLOCK_HZ
 from illexp_ros.ros.bags.source import BagError
+from illexp_ros.ros.interruption import interrupted_by_signals
 
 BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passthrough")
 MODES = ("under", "over", "mixed", "auto")
@@ -167,10 +167,6 @@ def enhancer_factory(args: argparse.Namespace) -> Callable[[], Any]:
     return make
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     if args.command == "process":
         from illexp_ros.ros.bags.process import process_bag
@@ -214,14 +210,11 @@ def user_error(exc: Exception) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Ctrl-C and `kill` (SIGTERM) both clean up and say "interrupted". A SIGINT that came in ignored stays ignored
-    # (a script's background job: the Ctrl-C meant for the script's foreground must not stop it). play
-    # initialises rclpy without its own handlers, which would shut the ROS context down under the publisher
+    # play initialises rclpy without its own handlers, which would shut the ROS context down under the publisher
     # whatever SIGINT's disposition (a traceback).
-    caught = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else [])
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in caught}
     try:
-        return run(args)
+        with interrupted_by_signals():
+            return run(args)
     except KeyboardInterrupt:
         left = "; no output left behind" if args.command == "process" else ""
         print(f"illexp_bag {args.command}: interrupted{left}", file=sys.stderr)
@@ -232,9 +225,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"illexp_bag {args.command}: error: {line}", file=sys.stderr)
         return 2
-    finally:  # main() called from Python (tests, scripts) leaves the caller's handlers as they were
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

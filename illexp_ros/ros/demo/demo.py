@@ -43,6 +43,7 @@ from illexp_ros.ros.bags.images import message_to_frame as _decode
 from illexp_ros.ros.bags.play import play_messages
 from illexp_ros.ros.bags.sheet import colorize_map, evenly_spaced, render_sheet
 from illexp_ros.ros.demo.sample_data import IMAGE_TOPIC, SampleFrame, write_sample_bag
+from illexp_ros.ros.interruption import interrupted_by_signals
 
 NAMESPACE = "/illexp_demo"
 # The names in OUT/corrected.mcap. Live, the node and its topics run in a namespace of their own per demo
@@ -352,21 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.monotonic()
-    # Ctrl-C and `kill` end the demo alike ("interrupted", the node stopped); a SIGINT that came in ignored stays so.
-    caught = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else [])
-    previous = {sig: signal.signal(sig, _interrupt) for sig in caught}
-    try:
+    with interrupted_by_signals():  # Ctrl-C and `kill` alike: "interrupted", the node stopped
         return _run_demo(args, start)
-    finally:  # called from Python, the caller's handlers are as they were
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _run_demo(args: argparse.Namespace, start: float) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import array
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from illexp_ros.ros.interruption import interrupted_by_signals
 
 ROOT = Path(__file__).resolve().parents[3]
 START_TIMEOUT_S = 60.0
@@ -145,14 +146,6 @@ def model_argument(model: str) -> str:
     return str(Path(model).resolve()) if Path(model).is_file() else model
 
 
-def stop_on_sigterm() -> None:
-    """`kill` ends the tool as Ctrl-C does: through its finally blocks, which stop the node process (a SIGTERM
-    left it running, and the next run talked to it too)."""
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def start_node(backend: str, args: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "illexp_ros.ros.node.illexp_node", "--ros-args", "--params-file",
            str(node_config()), "-r", "__ns:=/bench", "-r", "image:=/bench/image_raw", "-p", f"backend:={backend}",
@@ -251,9 +244,9 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()
     try:
-        rows = run(args)
+        with interrupted_by_signals():  # `kill` as Ctrl-C: run's finally stops the node (SIGTERM left it running)
+            rows = run(args)
     except RuntimeError as exc:
         print(f"illexp_bench --node: {exc}", file=sys.stderr)
         return 2

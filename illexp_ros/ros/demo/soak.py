@@ -29,8 +29,8 @@ from illexp_ros.ros.demo.node_bench import (
     node_output,
     parse_sizes,
     start_logged,
-    stop_on_sigterm,
 )
+from illexp_ros.ros.interruption import interrupted_by_signals
 
 COUNTERS = ("received", "published", "dropped", "dropped_in_transport", "rejected", "failed")
 REPORT_PERIOD_S = 60.0
@@ -225,9 +225,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()
     try:
-        return run(args)
+        with interrupted_by_signals():  # `kill` as Ctrl-C: run's finally stops the node
+            return run(args)
     except KeyboardInterrupt:  # the node was stopped in run's finally
         print("illexp_bench --node --soak: interrupted", file=sys.stderr)
         return 130

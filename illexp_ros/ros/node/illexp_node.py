@@ -33,6 +33,7 @@ from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverriding
 from rclpy.signals import SignalHandlerOptions, install_signal_handlers
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from illexp_ros.ros.interruption import raise_interrupt
 from illexp_ros.ros.node.background_spin import SPIN_TIMEOUT_S  # the longest wait before looking again
 from illexp_ros.ros.node.diagnostics import FrameStats, diagnostic_array, summary_line
 from illexp_ros.ros.node.image_conversion import (
@@ -509,10 +510,6 @@ class IllExpNode(ExposureCorrectionMixin, Node):
             self.enhancer.close()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None = None) -> int:
     """Initialise ROS, build the node, spin until SIGINT / SIGTERM, tear down: the console scripts of
     illexp_node and illexp_lifecycle_node. Exit 2 with one line `<program>: error: ...` when it cannot start."""
@@ -529,7 +526,7 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
     stop_requested = threading.Event()
     if in_main_thread:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # replaces the console script's start-up one
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         try:
             rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
