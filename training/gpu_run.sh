@@ -143,10 +143,11 @@ fi
 RUN_TABLE="mixed mixed mixed 12 256 1
 under under under 12 256 1
 over over over 12 256 1"
-pack() {  # atomic: a command stopped at its time limit never returns half a tar
-    tar -cf "$OUT/.models.tar.tmp" -C "$NEW_MODELS" . 2>/dev/null && mv "$OUT/.models.tar.tmp" "$OUT/models.tar"
-    (cd "$RUNS" && tar -czf "$OUT/.logs.tar.gz.tmp" --exclude='*.pt' . 2>/dev/null) &&
-        mv "$OUT/.logs.tar.gz.tmp" "$OUT/logs.tar.gz"
+pack() {  # atomic: a command stopped at its time limit never returns half a tar; a temporary name per process,
+    # since the minute packer's last tar may still run while the main script packs
+    local tmp=$OUT/.pack.$BASHPID
+    tar -cf "$tmp.models.tar" -C "$NEW_MODELS" . 2>/dev/null && mv "$tmp.models.tar" "$OUT/models.tar"
+    (cd "$RUNS" && tar -czf "$tmp.logs.tar.gz" --exclude='*.pt' . 2>/dev/null) && mv "$tmp.logs.tar.gz" "$OUT/logs.tar.gz"
 }
 collect() {  # each run's best.pt so far: only trained files, never a shipped one
     for run in "$RUNS"/*/; do
