@@ -62,6 +62,24 @@ def wait_on(cond: threading.Condition, predicate: Callable[[], Any], timeout: fl
             cond.wait(min(left, 0.1))
 
 
+def process_running(pid: int) -> bool:
+    """Whether pid is a live process (Linux /proc; a zombie that nobody reaps here counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_until_ended(pid: int, timeout: float) -> bool:
+    """True once pid is no longer running (see process_running), False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while process_running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
     if proc.poll() is not None:

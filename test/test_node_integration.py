@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
-from dds_helpers import image_msg, param_value, stop_process, wait_on
+from dds_helpers import image_msg, param_value, stop_process, wait_on, wait_until_ended
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import SetParameters
@@ -584,9 +584,7 @@ def test_ctrl_c_while_the_console_script_imports_is_one_line():
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     assert proc.returncode == 0, err
     assert err.splitlines() == ["illexp_node: stopped during start-up"] and out == ""
 
@@ -608,9 +606,7 @@ def test_ctrl_c_while_the_model_loads_is_one_line(tmp_path):
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     lines += out.splitlines()
     assert proc.returncode == 0, "\n".join(lines)
     assert [line for line in lines if not line.startswith("[INFO]")] == ["illexp_node: stopped during start-up"]
@@ -661,14 +657,10 @@ def test_sigterm_to_the_soak_stops_its_node_too():
     finally:
         stop_process(proc)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "illexp_bench --node --soak: interrupted", err
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{node_pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stat = Path(f"/proc/{node_pid}/stat")
-    alive = stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    if alive:
+    ended = wait_until_ended(node_pid, 10.0)
+    if not ended:
         os.kill(node_pid, signal.SIGKILL)
-    assert not alive, "the soak's node outlived it"
+    assert ended, "the soak's node outlived it"
 
 
 def test_missing_model_fails_at_start_with_one_line(tmp_path):

@@ -7,13 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from dds_helpers import wait_until_ended
 from shipped import shipped_model
 from tiny_models import make_tiny_model, max_diff, random_frame
 
@@ -341,14 +340,6 @@ def test_a_cache_entry_that_cannot_be_written_is_one_clear_error(tiny_path, tmp_
         Enhancer.from_model(str(tiny_path), backend="onnxruntime", threads=1)
 
 
-def _running(pid: int) -> bool:
-    """Whether pid is a live process (a zombie that nobody reaps here counts as ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the export child ends with its parent on Linux")
 @pytest.mark.parametrize("parent_ends", ["while the child imports", "during the export"])
 def test_an_export_child_ends_with_the_process_that_started_it(tmp_path, parent_ends):
@@ -387,10 +378,7 @@ def test_an_export_child_ends_with_the_process_that_started_it(tmp_path, parent_
     """)
     started = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60)
     child = int(started.stdout.split()[0])
-    deadline = time.monotonic() + 30
-    while _running(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _running(child), "the export child outlived its parent by 30 s"
+    assert wait_until_ended(child, 30.0), "the export child outlived its parent by 30 s"
     assert not out.exists(), "the export child went on to write the export after its parent ended"
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
