@@ -172,7 +172,9 @@ while read -r name config init batch crop amp extra; do
 done <<<"$RUN_TABLE"
 # While they train, the best weights so far are packed every minute: a command stopped at the device's time
 # limit still returns them.
-(while sleep 60; do collect; pack; done) >/dev/null 2>&1 &
+# (its sleep is ended with it: an orphaned `sleep 60` would outlive the script)
+(trap 'kill "$nap" 2>/dev/null; exit 0' TERM; while :; do sleep 60 & nap=$!; wait "$nap"; collect; pack; done) \
+    >/dev/null 2>&1 &
 PACKER=$!
 trained=0
 for entry in "${pids[@]}"; do
