@@ -413,9 +413,19 @@ def test_a_strength_change_restarts_the_level_smoothing():
         assert n.set_parameters([Parameter("strength", value=0.0)])[0].successful
         n._process(PendingFrame(dark, time.monotonic()))
         np.testing.assert_array_equal(np.frombuffer(published[-1].data, np.uint8), pixels.reshape(-1))
+        assert diagnostic_values(n)["last_route"] == "off"  # not the route of a frame corrected before
         assert n.set_parameters([Parameter("strength", value=1.0)])[0].successful
         n._process(PendingFrame(dark, time.monotonic()))
         np.testing.assert_array_equal(np.frombuffer(published[-1].data, np.uint8), corrected)
+        assert diagnostic_values(n)["last_route"] == "mixed_fast"
+
+
+def diagnostic_values(n) -> dict[str, str]:
+    """The key/values of the node's next diagnostics message."""
+    sent = []
+    n.diag_pub.publish = sent.append
+    n._on_diagnostics_timer()
+    return {kv.key: kv.value for kv in sent[-1].status[0].values}
 
 
 @contextlib.contextmanager

@@ -132,6 +132,7 @@ class ExposureCorrectionMixin:
         self._level = LevelSmoother(float(p["level_smoothing"]))  # used by the worker thread only
         self._exposure_compensation = float(p["exposure_compensation"])
         self._strength = float(p["strength"])
+        self._last_route = ""  # which model made the last published frame; "off" when strength 0 published the input
         # One tuple, replaced whole, so the worker never sees half a change.
         self._compression = tuple(p[name] for name in COMPRESSION_PARAMETERS)
         self.compressed_published = 0
@@ -390,7 +391,7 @@ class ExposureCorrectionMixin:
     def _on_diagnostics_timer(self) -> None:
         snap = self.stats.snapshot()
         extra = {"backend": self.backend_name, "model": self.enhancer.model_name, "mode": self.enhancer.mode,
-                 "fast": self.enhancer.fast, "last_route": getattr(self.enhancer, "last_route", ""),
+                 "fast": self.enhancer.fast, "last_route": self._last_route,
                  "input_topic": self.input_topic, "buffered_resolutions": self.enhancer.buffered_resolutions(),
                  "strength": self._strength, "level_smoothing": self._level.weight,
                  "exposure_compensation": self._exposure_compensation,
@@ -449,6 +450,8 @@ class ExposureCorrectionMixin:
                                          (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route, strength))
         # the user's preference on top of the smoothed level, both in one pass over the frame
         out = compensate_exposure(out, self._exposure_compensation, gain=change)
+        # the enhancer's route is that of its last call, which strength 0 skips (or, with the map on, discards)
+        self._last_route = "off" if strength == 0.0 else self.enhancer.last_route
         self.image_pub.publish(frame_to_image(out, frame.color_order, encoding, msg.header,
                                               alpha=frame.alpha, bigendian=bigendian))
         done = time.monotonic()
