@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import tracemalloc
 
 import numpy as np
@@ -338,6 +339,26 @@ def test_a_cache_entry_that_cannot_be_written_is_one_clear_error(tiny_path, tmp_
     cached.with_name(f".{cached.name}.{os.getpid()}.tmp").mkdir()  # ...which cannot be written
     with pytest.raises(EnhancerError, match=f"cannot write the ONNX export {cached.name} to the cache folder"):
         Enhancer.from_model(str(tiny_path), backend="onnxruntime", threads=1)
+
+
+def test_temporary_files_left_by_a_killed_export_are_removed_at_the_next_export(tiny_path, tmp_path, monkeypatch):
+    """An exporter killed outright (SIGKILL, the OOM killer, the export timeout) cannot remove its temporary file;
+    the next export of that entry does, unless the file is recent enough to belong to an export still running."""
+    monkeypatch.setenv("ILLEXP_CACHE_DIR", str(tmp_path / "cache"))
+    Enhancer.from_model(str(tiny_path), backend="onnxruntime", threads=1)
+    (cached,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    cached.unlink()
+    left = cached.with_name(f".{cached.name}.4242.tmp")
+    running = cached.with_name(f".{cached.name}.4343.tmp")
+    other = cached.with_name(".another_opset17.onnx.4242.tmp")
+    for f in (left, running, other):
+        f.write_bytes(b"half an export")
+    hour_ago = time.time() - 3600
+    for f in (left, other):
+        os.utime(f, (hour_ago, hour_ago))
+    Enhancer.from_model(str(tiny_path), backend="onnxruntime", threads=1)
+    assert cached.is_file() and not left.exists()
+    assert running.exists() and other.exists()  # maybe still being written; another entry's is not ours
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the export child ends with its parent on Linux")

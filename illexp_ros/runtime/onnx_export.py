@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -84,9 +85,24 @@ def cached_onnx(model: IllExpNet, sha256: str, opset: int = DEFAULT_OPSET,
     path = cache_dir("onnx") / f"{sha256[:20]}_opset{opset}.onnx"
     if path.is_file():
         return path, False
+    remove_stale_temporaries(path)
     if source is not None and export_in_child(Path(source), path, opset):
         return path, True
     return export_to_cache(model, path, opset), True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files of `path` that a killed exporter left behind (SIGKILL, the OOM killer, the export
+    timeout), so they do not pile up in the cache. The exporter writes its temporary file at the very end and
+    renames it at once, so one older than EXPORT_TIMEOUT_S belongs to no export still running, whichever process
+    (or container sharing the folder) made it; its pid alone could not say that across PID namespaces."""
+    cutoff = time.time() - EXPORT_TIMEOUT_S
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+        except OSError:  # removed meanwhile by another process, or not ours to remove: not this export's concern
+            pass
 
 
 def export_to_cache(model: IllExpNet, path: Path, opset: int = DEFAULT_OPSET) -> Path:
