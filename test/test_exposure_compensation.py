@@ -78,3 +78,40 @@ def test_a_further_gain_is_applied_in_the_same_single_pass():
 def test_bad_gains_are_refused(bad):
     with pytest.raises(ValueError, match="gain must be"):
         compensate_exposure(np.zeros((2, 2, 3), np.uint8), 0.0, gain=bad)
+
+
+def _post_processing_steps():
+    """(name, step(frame_in, frame_out) -> frame_out) for the three in-place steps after the network."""
+    from illexp_ros.runtime.correction_strength import apply_strength
+    from illexp_ros.runtime.level_smoothing import LevelSmoother
+
+    def smoothed(frame_in, frame_out):
+        smoother = LevelSmoother(0.9)
+        smoother.apply(frame_in, frame_in.copy())  # the average's first frame: no gain over the input
+        return smoother.apply(frame_in, frame_out)  # so this one is scaled back towards the input's level
+
+    return [("strength", lambda i, o: apply_strength(i, o, 0.5)),
+            ("compensation", lambda i, o: compensate_exposure(o, 1.0)),
+            ("smoothing", smoothed)]
+
+
+@pytest.mark.parametrize("name", ["strength", "compensation", "smoothing"])
+def test_post_processing_takes_strided_frames_and_names_a_read_only_one(name):
+    """A crop or a strided view is changed in place like a contiguous frame (OpenCV alone refused it with
+    "Overload resolution failed"); a read-only frame is one clear ValueError."""
+    step = dict(_post_processing_steps())[name]
+    rng = np.random.default_rng(1)
+    frame_in = rng.integers(20, 60, (6, 16, 3), dtype=np.uint8)
+    frame_out = rng.integers(100, 200, (6, 16, 3), dtype=np.uint8)
+    expected = step(frame_in.copy(), frame_out.copy())
+    assert not np.array_equal(expected, frame_out)  # the step changes this frame
+    wide = np.zeros((6, 32, 3), np.uint8)
+    view = wide[:, ::2]
+    view[:] = frame_out
+    assert step(frame_in[:, :], view) is view
+    np.testing.assert_array_equal(view, expected)
+    assert not wide[:, 1::2].any()  # nothing written beside the view
+    frozen = frame_out.copy()
+    frozen.setflags(write=False)
+    with pytest.raises(ValueError, match="changed in place, but this array is read-only"):
+        step(frame_in, frozen)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from illexp_ros.runtime.in_place import opencv_in_place
+
 DEFAULT_STRENGTH = 1.0
 
 
@@ -37,7 +39,5 @@ def apply_strength(frame_in: np.ndarray, frame_out: np.ndarray, strength: float)
                          f"{frame_in.dtype} and {frame_out.shape} {frame_out.dtype}")
     if strength == 1.0:
         return frame_out
-    if strength == 0.0:
-        np.copyto(frame_out, frame_in)
-        return frame_out
-    return cv2.addWeighted(frame_out, strength, frame_in, 1.0 - strength, 0.0, dst=frame_out)
+    return opencv_in_place(lambda dst: cv2.addWeighted(frame_out, strength, frame_in, 1.0 - strength, 0.0, dst=dst),
+                           frame_out, "the corrected frame")

@@ -20,6 +20,7 @@ import math
 import cv2
 import numpy as np
 
+from illexp_ros.runtime.in_place import opencv_in_place
 from illexp_ros.runtime.level_smoothing import MIN_GAIN_CHANGE
 
 ENCODING_GAMMA = 2.2
@@ -53,4 +54,4 @@ def compensate_exposure(frame: np.ndarray, stops: float, gain: float = 1.0) -> n
     # within 1/1024 of 1 no value moves by half a grey level, so the pass would change nothing
     if abs(factor - 1.0) < MIN_GAIN_CHANGE:
         return frame
-    return cv2.convertScaleAbs(frame, dst=frame, alpha=factor)
+    return opencv_in_place(lambda dst: cv2.convertScaleAbs(frame, dst=dst, alpha=factor), frame)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from illexp_ros.runtime.in_place import opencv_in_place
+
 # An input level change per frame (stops) at which the average's weight reaches 0; chosen with
 # training/pan_flicker.py on the validation photos (README, "Steady brightness").
 CUT_STOPS = 0.05
@@ -97,7 +99,8 @@ class LevelSmoother:
         if change == 1.0:
             return frame_out
         # value * change, rounded and clipped to 0..255 (measured 1.0 ms at 1920x1080 here, a look-up table 1.6)
-        return cv2.convertScaleAbs(frame_out, dst=frame_out, alpha=change)
+        return opencv_in_place(lambda dst: cv2.convertScaleAbs(frame_out, dst=dst, alpha=change), frame_out,
+                               "the corrected frame")
 
     def gain_change(self, frame_in: np.ndarray, frame_out: np.ndarray, t: float | None = None,
                     segment: object = None) -> float:
