@@ -3,13 +3,16 @@ summary, corrected.mcap and sheet.png."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
 import pytest
+from dds_helpers import wait_until_ended
 from rosbags.rosbag2 import Reader
 
 from illexp_ros.core.networks import IllExpNet
@@ -112,3 +115,49 @@ def test_two_demos_on_one_domain_run_apart(tmp_path: Path) -> None:
             stamps = [serialized_stamp_ns(bytes(data)) for c, _, data in reader.messages()
                       if c.topic == CORRECTED_TOPIC]
         assert len(stamps) == len(set(stamps)) <= 20  # no header stamp twice: none of the other demo's frames
+
+
+def test_the_node_ends_with_a_demo_killed_outright(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer, a CI timeout) runs none of the demo's clean-up: the node it started used to run on,
+    orphaned, on the domain; now the kernel ends it with its parent."""
+    script = f"""
+import os, signal, subprocess, sys
+import illexp_ros.ros.demo.demo as demo
+started, real_popen, real_play = [], subprocess.Popen, demo.play_messages
+def popen(*args, **kwargs):
+    started.append(real_popen(*args, **kwargs))
+    return started[-1]
+def play(bag, topic, publish, rate, on_publish):
+    def on(timestamp, data):
+        on_publish(timestamp, data)
+        print(started[0].pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_play(bag, topic, publish, rate=rate, on_publish=on)
+demo.subprocess.Popen, demo.play_messages = popen, play
+demo.main(["--quick", "--out", {str(tmp_path / "out")!r}, "--backend", "passthrough"])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=200)
+    assert result.returncode == -9, result.stdout + result.stderr
+    node = int(result.stdout.split()[-1])
+    ended = wait_until_ended(node, 20.0)
+    if not ended:
+        os.kill(node, signal.SIGKILL)  # leave no orphan to the tests that follow
+    assert ended, "the demo's node outlived the demo by 20 s"
+
+
+def test_the_benchmark_node_ends_with_a_benchmark_killed_outright() -> None:
+    """`illexp_bench --node` / `--soak` start their node with start_logged: it must not outlive them either."""
+    script = """
+import os, signal, sys
+from illexp_ros.ros.demo.node_bench import start_logged
+proc = start_logged([sys.executable, "-c", "import time; time.sleep(120)"], dict(os.environ))
+print(proc.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == -9, result.stdout + result.stderr
+    child = int(result.stdout.split()[-1])
+    ended = wait_until_ended(child, 20.0)
+    if not ended:
+        os.kill(child, signal.SIGKILL)
+    assert ended, "the benchmark's node outlived it by 20 s"

@@ -8,7 +8,6 @@ exporter needs the extra onnxscript package and gives nothing more for this plai
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from illexp_ros.core.networks import IllExpNet, fold_batchnorm
+from illexp_ros.parent_death import set_parent_death_signal
 from illexp_ros.runtime.cache import CACHE_ENV, cache_dir
 from illexp_ros.runtime.errors import EnhancerError
 
@@ -129,24 +129,14 @@ def export_in_child(source: Path, path: Path, opset: int) -> bool:
     return proc.returncode == 0 and path.is_file()
 
 
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
 def end_with_parent(parent_pid: int) -> None:
     """Exit (as on SIGTERM) once `parent_pid` is gone, so an export outlives no node.
 
-    Linux: the kernel sends SIGTERM when the parent ends (prctl PR_SET_PDEATHSIG); the handler turns it into
+    Linux: the kernel sends SIGTERM when the parent ends (illexp_ros/parent_death.py); the handler turns it into
     SystemExit so export_onnx's cleanup removes its temporary file. The parent check after prctl covers a parent
     that ended while this process was still importing torch. Elsewhere nothing is set up (the export finishes)."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if not sys.platform.startswith("linux"):
-        return
-    # The C library this process already runs on (find_library("c") needs ldconfig or a compiler, which slim
-    # containers lack).
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        return
-    if os.getppid() != parent_pid:
+    if set_parent_death_signal() and os.getppid() != parent_pid:
         sys.exit(143)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from illexp_ros.core.metrics import psnr
+from illexp_ros.parent_death import ending_with_this_process
 from illexp_ros.ros.bags.images import (
     IMAGE_TYPE,
     TYPESTORE,
@@ -158,7 +159,9 @@ def run_pipeline(bag: Path, frames: list[SampleFrame], node_cmd: list[str], node
 
     rec = Recorder()
     with open(node_log, "w") as log_file:
-        node_proc = subprocess.Popen(node_cmd, stdout=log_file, stderr=subprocess.STDOUT)
+        # the node ends with the demo, even one killed outright (illexp_ros/parent_death.py)
+        node_proc = subprocess.Popen(node_cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                                     preexec_fn=ending_with_this_process())
     # No rclpy signal handlers: they would shut the context down under the publisher (a traceback); main()'s
     # own end the demo through the finally below, which stops the node.
     rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from illexp_ros.parent_death import ending_with_this_process
 from illexp_ros.ros.interruption import interrupted_by_signals
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -161,9 +162,11 @@ def start_node(backend: str, args: argparse.Namespace, env: dict[str, str]) -> s
 
 def start_logged(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
     """The node process with its output in a temporary file (node_output reads it), not a pipe: a pipe that
-    nobody reads fills up (64 kB) and then blocks the node at its next log line, hours into a soak."""
+    nobody reads fills up (64 kB) and then blocks the node at its next log line, hours into a soak. The node
+    ends with this process, even one killed outright (illexp_ros/parent_death.py)."""
     log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=ending_with_this_process())
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
