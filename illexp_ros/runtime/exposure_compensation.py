@@ -40,6 +40,12 @@ def compensation_factor(stops: float) -> float:
     return 2.0 ** (check_stops(stops) / ENCODING_GAMMA)
 
 
+def changes_frames(factor: float) -> bool:
+    """Whether scaling by `factor` changes a uint8 frame at all: within MIN_GAIN_CHANGE (1/1024) of 1 no value
+    moves by half a grey level."""
+    return abs(factor - 1.0) >= MIN_GAIN_CHANGE
+
+
 def compensate_exposure(frame: np.ndarray, stops: float, gain: float = 1.0) -> np.ndarray:
     """A uint8 frame `stops` brighter (negative: darker), changed in place and returned; untouched when the
     factor is within MIN_GAIN_CHANGE of 1 (at 0 stops and gain 1, say). `gain`: a further factor applied in the
@@ -51,7 +57,6 @@ def compensate_exposure(frame: np.ndarray, stops: float, gain: float = 1.0) -> n
     if isinstance(gain, bool) or not isinstance(gain, int | float) or not 0.0 < gain < math.inf:
         raise ValueError(f"gain must be a finite number > 0, got {gain!r}")
     factor = compensation_factor(stops) * gain
-    # within 1/1024 of 1 no value moves by half a grey level, so the pass would change nothing
-    if abs(factor - 1.0) < MIN_GAIN_CHANGE:
+    if not changes_frames(factor):
         return frame
     return opencv_in_place(lambda dst: cv2.convertScaleAbs(frame, dst=dst, alpha=factor), frame)

@@ -50,7 +50,8 @@ from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
 from illexp_ros.runtime.correction_strength import apply_strength
 from illexp_ros.runtime.cpu_pipeline import MAX_CACHED_RESOLUTIONS
-from illexp_ros.runtime.exposure_compensation import compensate_exposure
+from illexp_ros.runtime.enhancer import WELL_EXPOSED
+from illexp_ros.runtime.exposure_compensation import changes_frames, compensate_exposure, compensation_factor
 from illexp_ros.runtime.level_smoothing import LevelSmoother
 
 NODE_NAME = "illexp_node"
@@ -448,12 +449,19 @@ class ExposureCorrectionMixin:
         # strength of 0 must publish the input itself at once, not fade towards it from the corrected gain).
         change = self._level.gain_change(frame.pixels, out, item.received,
                                          (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route, strength))
-        # the user's preference on top of the smoothed level, both in one pass over the frame
-        out = compensate_exposure(out, self._exposure_compensation, gain=change)
         # the enhancer's route is that of its last call, which strength 0 skips (or, with the map on, discards)
         self._last_route = "off" if strength == 0.0 else self.enhancer.last_route
-        self.image_pub.publish(frame_to_image(out, frame.color_order, encoding, msg.header,
-                                              alpha=frame.alpha, bigendian=bigendian))
+        gain = compensation_factor(self._exposure_compensation) * change
+        if (strength == 0.0 or self._last_route == WELL_EXPOSED) and not changes_frames(gain) \
+                and isinstance(msg, Image) and encoding == msg.encoding:
+            # Nothing changes the frame: publish the message as it came, exactly. Rebuilt from the 8-bit working
+            # copy, a 16-bit frame would lose its low 8 bits (a 12-bit camera's 4096 levels cut to 16).
+            self.image_pub.publish(msg)
+        else:
+            # the user's preference on top of the smoothed level, both in one pass over the frame
+            out = compensate_exposure(out, self._exposure_compensation, gain=change)
+            self.image_pub.publish(frame_to_image(out, frame.color_order, encoding, msg.header,
+                                                  alpha=frame.alpha, bigendian=bigendian))
         done = time.monotonic()
         stamp = msg.header.stamp
         age = None
