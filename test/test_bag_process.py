@@ -153,6 +153,35 @@ def test_strength_blends_every_corrected_frame_with_its_input(tmp_path: Path, ti
         process(str(src), str(tmp_path / "x"), "--topic", IMAGE_TOPIC, "--strength", "-1")
 
 
+def test_strength_0_writes_16_bit_frames_bit_identical(tmp_path: Path, tiny_model: Path) -> None:
+    """12-bit data in mono16 frames: with the correction off the corrected topic carries the frames as they were
+    (rebuilt from the 8-bit working copy, they lost their low 8 bits); with a change to apply, it is applied."""
+    src = tmp_path / "in"
+    rng = np.random.default_rng(2)
+    sent = []
+    with Writer(src, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=TYPESTORE)
+        for i in range(3):
+            msg = make_image(np.zeros((*SIZE, 3), np.uint8), "rgb", "mono16", 1_000_000_000 + i, "cam")
+            values = rng.integers(0, 4096, SIZE, dtype=np.uint16)
+            msg.data = values.view(np.uint8).reshape(-1)
+            sent.append(values)
+            writer.write(conn, 1_000_000_000 + i, bytes(TYPESTORE.serialize_cdr(msg, IMAGE_TYPE)))
+
+    def corrected(*extra: str) -> list[np.ndarray]:
+        out = tmp_path / f"out{len(extra)}"
+        assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "torch_cpu", "--model",
+                       str(tiny_model), "--strength", "0", *extra) == 0
+        images = [deserialize(d, IMAGE_TYPE) for t, _, d in read_bag(out)[1] if t == CORRECTED]
+        assert [m.encoding for m in images] == ["mono16"] * 3
+        return [m.data.view(np.uint16).reshape(SIZE) for m in images]
+
+    for values, out in zip(sent, corrected(), strict=True):
+        np.testing.assert_array_equal(out, values)
+    for values, out in zip(sent, corrected("--exposure-compensation", "1"), strict=True):
+        assert out.mean() > 1.2 * values.mean()
+
+
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
 

@@ -165,7 +165,13 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
         n_images = sum(c.msgcount for c in image_conns)
         # the runtime, once the bag checks out
         from illexp_ros.runtime.correction_strength import apply_strength, check_strength
-        from illexp_ros.runtime.exposure_compensation import check_stops, compensate_exposure
+        from illexp_ros.runtime.enhancer import WELL_EXPOSED
+        from illexp_ros.runtime.exposure_compensation import (
+            changes_frames,
+            check_stops,
+            compensate_exposure,
+            compensation_factor,
+        )
         from illexp_ros.runtime.level_smoothing import LevelSmoother
 
         smoother = LevelSmoother(level_smoothing)
@@ -216,15 +222,24 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                                 _say(unsaid)
                             bar.update(1)
                             continue
-                        out = apply_strength(frame.pixels, enhancer.enhance(frame.pixels,
-                                                                            color_order=frame.color_order), strength)
-                        change = smoother.gain_change(frame.pixels, out, timestamp * 1e-9,
-                                                      getattr(enhancer, "last_route", None))
-                        out = compensate_exposure(out, stops, gain=change)  # one pass, as the node
+                        if strength == 0.0:  # the correction off: the network is not run, as in the node
+                            out, route = frame.pixels.copy(), "off"
+                        else:
+                            out = apply_strength(frame.pixels, enhancer.enhance(
+                                frame.pixels, color_order=frame.color_order), strength)
+                            route = getattr(enhancer, "last_route", None)
+                        change = smoother.gain_change(frame.pixels, out, timestamp * 1e-9, route)
                         encoding = output_encoding(msg, conn.msgtype)
-                        image = frame_to_image(out, frame.color_order, encoding, msg.header, alpha=frame.alpha,
-                                               bigendian=bool(getattr(msg, "is_bigendian", 0)))
-                        writer.write(corrected, timestamp, serialize(image))
+                        if (route in ("off", WELL_EXPOSED) and conn.msgtype == IMAGE_TYPE
+                                and not changes_frames(compensation_factor(stops) * change)):
+                            # unchanged: the input itself, every bit (an 8-bit copy would cut 16-bit frames)
+                            writer.write(corrected, timestamp, serialize(msg))
+                        else:
+                            out = compensate_exposure(out, stops, gain=change)  # one pass, as the node
+                            image = frame_to_image(out, frame.color_order, encoding, msg.header,
+                                                   alpha=frame.alpha,
+                                                   bigendian=bool(getattr(msg, "is_bigendian", 0)))
+                            writer.write(corrected, timestamp, serialize(image))
                         if coded is not None:
                             writer.write(coded, timestamp, serialize(frame_to_compressed(
                                 out, frame.color_order, encoding, msg.header, compressed, jpeg_quality, png_level)))
