@@ -360,6 +360,11 @@ def test_a_missing_model_is_refused_at_once_and_a_corrupt_one_is_set_back(tmp_pa
         refused = n.set_parameters([Parameter("mode", value="over")])[0]
         assert not refused.successful and "not found" in refused.reason and str(own) in refused.reason
         assert n.get_parameter("mode").value == "mixed" and n.enhancer.mode == "mixed"
+        # a change that switches nothing needs no file: the node stays tunable (every change was refused)
+        for name, value in (("strength", 0.5), ("max_rate_hz", 10.0), ("exposure_compensation", 0.5),
+                            ("mode", "mixed")):
+            assert n.set_parameters([Parameter(name, value=value)])[0].successful, name
+        assert n._strength == 0.5
     finally:
         n.stop()
         n.destroy_node()

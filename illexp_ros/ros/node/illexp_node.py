@@ -300,16 +300,18 @@ class ExposureCorrectionMixin:
         if reasons:
             return SetParametersResult(successful=False, reason="; ".join(reasons))
         with self._switch_cond:
-            mode, fast = self._wanted
+            wanted = mode, fast = self._wanted
         for param in changes:
             if param.name == "mode":
                 mode = param.value
             elif param.name == "fast":
                 fast = param.value
-        try:
-            ready = self.enhancer.is_ready(mode, fast)  # also checks that the model files exist
-        except EnhancerError as exc:  # e.g. a mode whose model file is missing
-            return SetParametersResult(successful=False, reason=f"mode={mode!r}, fast={fast!r}: {exc}")
+        ready = True
+        if (mode, fast) != wanted:  # only a switch looks at model files: those in use are loaded already
+            try:
+                ready = self.enhancer.is_ready(mode, fast)  # also checks that the model files exist
+            except EnhancerError as exc:  # e.g. a mode whose model file is missing
+                return SetParametersResult(successful=False, reason=f"mode={mode!r}, fast={fast!r}: {exc}")
         for param in changes:
             if param.name == "publish_exposure_map":
                 self._publish_map = param.value
