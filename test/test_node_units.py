@@ -629,6 +629,7 @@ def test_qos_overrides_apply_per_topic():
 @pytest.mark.parametrize("name,value,words", [
     ("qos_overrides./image.subscription.reliability", "sometimes", "reliability"),
     ("qos_overrides./image.subscription.depth", 0, "depth must be at least 1"),
+    ("qos_overrides./image.subscription.depth", 2**32, "depth must be at most 2147483647"),  # was a TypeError
     ("qos_overrides./corrected/image.publisher.depth", "deep", "depth"),
 ])
 def test_invalid_qos_override_is_a_startup_error(name, value, words):

@@ -40,11 +40,16 @@ def image_qos(name: str) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
+MAX_DEPTH = 2**31 - 1  # rclpy's C profile takes no more (a TypeError from its constructor, not a clear error)
+
+
 def _check_overridden(qos: QoSProfile) -> SetParametersResult:
     """rclpy applies the overrides as given; a keep-last queue of depth 0 would hold nothing."""
     if qos.history == HistoryPolicy.KEEP_LAST and qos.depth < 1:
         return SetParametersResult(successful=False,
                                    reason=f"depth must be at least 1 with keep_last (got {qos.depth})")
+    if qos.depth > MAX_DEPTH:
+        return SetParametersResult(successful=False, reason=f"depth must be at most {MAX_DEPTH} (got {qos.depth})")
     return SetParametersResult(successful=True)
 
 
