@@ -18,6 +18,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from illexp_ros.runtime.model_io import load_model  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.train import main as train_main  # noqa: E402
 from training.train import train  # noqa: E402
@@ -248,7 +249,10 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("train", "init_from: 5", "'train.init_from' must be str"),
     ("train", "ema: 3", "'train.ema' must be in [0, 1)"),
     ("train", "min_delta: -1", "'train.min_delta' >= 0"),
-    ("train", "lr: .nan", "'train.lr' must be > 0"),
+    ("train", "lr: .nan", "'train.lr' must be a finite number"),
+    ("train", "l1_weight: .nan", "'train.l1_weight' must be a finite number"),  # NaN passed every range check
+    ("train", "grad_clip: .inf", "'train.grad_clip' must be a finite number"),
+    ("data", "alpha: [1e-3, .inf]", "'data.alpha' must be a [low, high] pair of numbers"),
     ("model", "widths: abc", "'model.widths' must be a list of integers >= 1"),
     ("model", "widths: [8, 0, 32, 64]", "'model.widths' must be a list of integers >= 1"),
     ("model", "attention_width: -4", "'model.attention_width' must be >= 1"),
@@ -374,6 +378,103 @@ def test_set_overrides_reach_the_run_and_bad_ones_are_one_error(tmp_path, capsys
         rc = train_main(["--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress", *bad])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and expected in err, err
+
+
+def test_numbers_written_with_an_exponent_are_numbers(tmp_path):
+    """YAML 1.1 (PyYAML) reads 3e-4, without a dot, as a string: configs, --set and the named flags (which pass
+    their value on as text: --minutes 0.00001 is '1e-05') refused it as "must be float"."""
+    from training.config import apply_overrides, named_overrides
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\ndata: {alpha: [9e-1, 1.1]}\ntrain: {lr: 3e-4}\n")
+    cfg = load_config(path)
+    apply_overrides(cfg, ["train.min_delta=1e-6", *named_overrides({"train.minutes": 0.00001})])
+    assert (cfg.train.lr, cfg.train.min_delta, cfg.train.minutes, cfg.data.alpha) == (3e-4, 1e-6, 1e-5, (0.9, 1.1))
+    assert cfg.name == "c"  # a string field stays a string
+
+
+def test_a_run_that_diverges_keeps_its_last_good_state_and_exits_1(tmp_path, monkeypatch, capsys):
+    """A non-finite loss ruins the weights: the run stops at once with exit status 1, keeps the checkpoint and
+    best.pt of before and exports nothing (it went on to the end with NaN weights and exit 0)."""
+    import training.train as train_module
+
+    real_step, calls = train_module.training_step, []
+
+    def nan_at_step_13(*args, **kwargs):
+        loss, att, enh = real_step(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 13 else loss), att, enh
+
+    monkeypatch.setattr(train_module, "training_step", nan_at_step_13)
+    export = tmp_path / "exported.pt"
+    rc = train_main(["--config", str(tiny_config(tmp_path, max_steps=30)), "--out", str(tmp_path / "runs"),
+                     "--no-progress", "--export", str(export)])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "diverged: non-finite loss (nan) at step 13" in out
+    assert err.strip().splitlines()[-1].startswith("error: training diverged: non-finite loss (nan) at step 13")
+    assert torch.load(tmp_path / "runs" / "tiny" / "checkpoint.pt", weights_only=False)["step"] == 10
+    assert load_model(tmp_path / "runs" / "tiny" / "best.pt")[1]["meta"]["step"] == 10
+    assert not export.exists()
+
+
+def test_a_fresh_run_in_a_used_folder_exports_nothing_of_the_earlier_run(tmp_path, monkeypatch):
+    """Without --resume the folder starts afresh: a run stopped before its first validation has no best.pt, so
+    --export cannot ship the earlier run's (another architecture, here) as its own."""
+    import training.train as train_module
+
+    cfg = load_config(tiny_config(tmp_path, max_steps=10))
+    train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)
+    assert (tmp_path / "runs" / "tiny" / "best.pt").is_file()
+    real_step, calls = train_module.training_step, []
+
+    def step_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "training_step", step_then_ctrl_c)
+    export = tmp_path / "exported.pt"
+    summary = train(cfg, "cpu", tmp_path / "runs", seed=1, resume=False, export=export, progress=False)
+    assert (summary["stop"], summary["steps"]) == ("interrupted", 3)
+    assert not (tmp_path / "runs" / "tiny" / "best.pt").exists() and not export.exists()
+
+
+def test_resuming_a_run_that_ended_changes_nothing(tmp_path):
+    """Its last step was validated already: each resume validated it again, logged a duplicate row and moved the
+    plateau count towards stopping."""
+    cfg = load_config(tiny_config(tmp_path, max_steps=15))
+    run = tmp_path / "runs" / "tiny"
+    train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)
+    rows = read_log(run)
+    before = torch.load(run / "checkpoint.pt", weights_only=False)["val_since_best"]
+    for _ in range(2):
+        train(cfg, "cpu", tmp_path / "runs", seed=0, resume=True, export=None, progress=False)
+    assert read_log(run) == rows
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["val_since_best"] == before
+
+
+def test_a_checkpoint_save_that_fails_leaves_the_last_one(tmp_path, monkeypatch):
+    """torch.save truncates its file first: a save cut short (a second Ctrl-C, a full disk) used to leave no
+    checkpoint to resume from."""
+    import training.train as train_module
+
+    cfg = load_config(tiny_config(tmp_path, max_steps=30))
+    real_save, saves = torch.save, []
+
+    def save_fails_the_second_time(obj, path, *args, **kwargs):
+        if str(path).endswith("checkpoint.pt.tmp"):
+            saves.append(1)
+            if len(saves) == 2:
+                Path(path).write_bytes(b"half a checkpoint")
+                raise OSError(28, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.torch, "save", save_fails_the_second_time)
+    with pytest.raises(OSError):
+        train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)
+    monkeypatch.setattr(train_module.torch, "save", real_save)
+    assert torch.load(tmp_path / "runs" / "tiny" / "checkpoint.pt", weights_only=False)["step"] == 10
 
 
 def first_training_step(tmp_path, extra_train: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:

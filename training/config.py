@@ -161,6 +161,18 @@ def _is_number_pair(value: Any) -> bool:
     return isinstance(value, list | tuple) and len(value) == 2 and all(_is_number(v) for v in value)
 
 
+def _yaml_number(value: Any) -> Any:
+    """`value`, or the float a string spells: YAML 1.1 (PyYAML) reads 3e-4 or 1e-05, without a dot, as a string."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif isinstance(value, list):
+        return [_yaml_number(v) for v in value]
+    return value
+
+
 def _check_model(model: dict) -> None:
     """The 'model' section's values, typed (IllExpNet would fail on them with a traceback, or keep a bad one)."""
     for key, value in model.items():
@@ -186,6 +198,8 @@ def _fill(cls, raw: dict, section: str):
     obj = cls()
     for key, value in raw.items():
         default = getattr(obj, key)
+        if isinstance(default, float | tuple):  # numbers, not names
+            value = _yaml_number(value)
         if key in ("camera_stops_under", "camera_stops_over", "flat_shift"):
             if not (_is_number_pair(value) and value[0] <= value[1]):
                 raise ConfigError(f"'{section}.{key}' must be a [low, high] pair of numbers, got {value!r}")
@@ -214,6 +228,8 @@ def _fill(cls, raw: dict, section: str):
                 value = float(value)
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise ConfigError(f"'{section}.{key}' must be {expected.__name__}, got {value!r}")
+            if expected is float and not math.isfinite(value):  # NaN passes every range check below
+                raise ConfigError(f"'{section}.{key}' must be a finite number, got {value!r}")
         setattr(obj, key, value)
     return obj
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import random
 import re
 import shutil
@@ -310,6 +311,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     averaged = weight_average(model, cfg.train.weight_average)
     evaluated = averaged.module if averaged is not None else model  # what validation, best.pt and export see
     step, best_val, best_ema, since_best, ema, val_since_best = 0, -np.inf, np.inf, 0, None, 0
+    last_val_step = -1
     ckpt_path = run_dir / "checkpoint.pt"
     log_path = run_dir / "log.csv"
     if resume:
@@ -332,6 +334,8 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
         step, best_val, best_ema, since_best, ema = (ck["step"], ck["best_val"], ck["best_ema"],
                                                      ck["since_best"], ck["ema"])
         val_since_best = ck.get("val_since_best", 0)
+        # A run resumed after it ended (its budget spent, max_steps reached) must not validate its last step again.
+        last_val_step = ck.get("last_val_step", -1)
         source.set_state(ck["source"])
         torch.set_rng_state(ck["torch_rng"])
         init_note = ck.get("init_note")
@@ -344,8 +348,9 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                 out = csv.DictWriter(f, LOG_HEADER, restval="", extrasaction="ignore")
                 out.writeheader()
                 out.writerows(r for r in rows if r.get("step") and int(r["step"]) <= step)
-    elif log_path.exists():
-        log_path.unlink()
+    else:  # a fresh run in this folder: nothing of an earlier one may pass for its own (--export ships best.pt)
+        for stale in (log_path, run_dir / "best.pt"):
+            stale.unlink(missing_ok=True)
     new_log = not log_path.exists()
     log_f = log_path.open("a", newline="")
     writer = csv.writer(log_f)
@@ -353,11 +358,14 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
         writer.writerow(LOG_HEADER)
 
     def save_checkpoint() -> None:
+        """Written whole or not at all (a temporary file renamed): a run killed mid-save keeps the last one."""
+        tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                     "best_val": best_val, "best_ema": best_ema, "since_best": since_best, "ema": ema,
-                    "val_since_best": val_since_best, "source": source.state(), "init_note": init_note,
-                    "torch_rng": torch.get_rng_state(), "elapsed": time.time() - t0,
-                    "averaged": averaged.state_dict() if averaged is not None else None}, ckpt_path)
+                    "val_since_best": val_since_best, "last_val_step": last_val_step, "source": source.state(),
+                    "init_note": init_note, "torch_rng": torch.get_rng_state(), "elapsed": time.time() - t0,
+                    "averaged": averaged.state_dict() if averaged is not None else None}, tmp)
+        os.replace(tmp, ckpt_path)
 
     limit = max_steps or cfg.train.max_steps
     fast = cfg.train.fast_short_side
@@ -365,7 +373,6 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     # The same batches for every BatchNorm measurement of the run (seeded apart from the training stream).
     bn_draws = fixed_draw_state(seed + 104729, device)
     last_val: dict[str, float] = {}
-    last_val_step = -1
 
     def validate_and_keep() -> list[str]:
         """Validate, keep best.pt if the score improved; returns the log cells."""
@@ -403,7 +410,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     bar = tqdm(total=limit, initial=step, desc=cfg.name, disable=not progress, dynamic_ncols=True)
     # Ctrl-C / SIGTERM end the run like the stopping rule does, between two steps: checkpoint, curves, summary and
     # export.
-    stopped_at_once = False
+    stopped_at_once = diverged = False
     with StopRequest() as stop:
         try:
             if init_note is not None and step == 0:
@@ -427,6 +434,9 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                     averaged.update_parameters(model)
                 step += 1
                 value = loss.item()
+                if not math.isfinite(value):  # the weights are lost: keep the last checkpoint and best.pt
+                    stop_reason, diverged = f"diverged: non-finite loss ({value}) at step {step}", True
+                    break
                 ema = value if ema is None else cfg.train.ema * ema + (1 - cfg.train.ema) * value
                 if ema < best_ema - cfg.train.min_delta:
                     best_ema, since_best = ema, 0
@@ -451,13 +461,14 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
             # A run ended by its time budget: its last weights are validated too. Not an interrupted one: that
             # validation would count towards the plateau rule and could write best.pt, which the resumed run's
             # uninterrupted twin does not do.
-            if stop_reason != "interrupted" and step > max(last_val_step, 0):
+            if stop_reason != "interrupted" and not diverged and step > max(last_val_step, 0):
                 writer.writerow(validation_only_row())
         except KeyboardInterrupt:  # the second signal: mid-step, so the state is not one to resume from
             stop_reason, stopped_at_once = "interrupted at once", True
     bar.close()
-    if stopped_at_once:
-        print(f"train.py: stopped at once; {ckpt_path} keeps its last periodic checkpoint", file=sys.stderr)
+    if stopped_at_once or diverged:
+        print(f"train.py: {'diverged' if diverged else 'stopped at once'}; {ckpt_path} keeps its last periodic "
+              "checkpoint", file=sys.stderr)
     else:
         save_checkpoint()
     log_f.close()
@@ -467,7 +478,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                "run_dir": str(run_dir)}
     if last_val:
         summary["last_val_by_kind"] = " ".join(f"{k} {v:.2f}" for k, v in last_val.items() if k != "score")
-    if export is not None and (run_dir / "best.pt").exists():
+    if export is not None and not diverged and (run_dir / "best.pt").exists():
         summary["exported"] = maybe_export(run_dir / "best.pt", export, val_sets, device, fast)
     return summary
 
@@ -568,6 +579,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     width = max(len(k) for k in summary)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in summary.items()))
+    if summary["stop"].startswith("diverged"):
+        print(f"error: training {summary['stop']}; lower the learning rate, or resume from the last checkpoint",
+              file=sys.stderr)
+        return 1
     return 0
 
 
