@@ -405,11 +405,36 @@ def test_bad_arguments_are_one_line_before_anything_runs(tmp_path, capsys, args,
     assert exit_.value.code == 2 and expected in capsys.readouterr().err
 
 
+def test_a_sheet_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    """OpenCV's imwrite says only False: the run ended with exit 0 and no sheet (a traceback where the folder
+    could not be made)."""
+    data = make_set(tmp_path / "set")
+    rc = ev.main(["--data", str(data), "--methods", "none", "--no-progress", "--sheet", "/proc/illexp_sheet.png"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1] == "error: cannot write the contact sheet /proc/illexp_sheet.png", err
+
+
+def test_synthetic_set_and_model_card_outputs_that_cannot_be_written_are_one_line(tmp_path, capsys):
+    from training.make_synthetic_set import main as synthetic_main
+    from training.model_card import main as model_card
+
+    (tmp_path / "file").write_text("in the way")
+    assert synthetic_main(["--out", str(tmp_path / "file"), "--count", "1"]) == 2  # a traceback before
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Not a directory" in err[0], err
+    with pytest.raises(SystemExit) as exit_:
+        model_card(["--card", str(tmp_path)])  # said at once, not after minutes of evaluation
+    assert exit_.value.code == 2 and "is a folder" in capsys.readouterr().err
+
+
 def test_results_that_cannot_be_written_are_one_line_after_the_table(tmp_path, capsys):
     data = make_set(tmp_path / "set")
     (tmp_path / "file").write_text("in the way")
-    rc = ev.main(["--data", str(data), "--methods", "none", "--no-progress",
-                  "--json", str(tmp_path / "file" / "r.json")])
+    with pytest.raises(SystemExit) as exit_:  # what can be seen before the run is said before it
+        ev.main(["--data", str(data), "--methods", "none", "--no-progress",
+                 "--json", str(tmp_path / "file" / "r.json")])
+    assert exit_.value.code == 2 and "is not a writable folder" in capsys.readouterr().err
+    rc = ev.main(["--data", str(data), "--methods", "none", "--no-progress", "--json", "/proc/illexp_r.json"])
     out, err = capsys.readouterr()
     assert rc == 2 and "none" in out  # the table is printed first
     assert err.strip().splitlines()[-1].startswith("error: cannot write the results: ")

@@ -82,6 +82,16 @@ def test_cli_prints_a_row_per_kind_and_writes_the_plot(tmp_path, capsys):
     assert score_of(out) == pytest.approx(np.mean([min(float(r[1]), 40.0) for r in rows]), abs=0.006)
 
 
+@pytest.mark.parametrize(("png", "expected"), [
+    ("{tmp}", "is a folder"),
+    ("{tmp}/scatter", "must be a .png file name"),  # matplotlib wrote scatter.png, and the tool said "scatter"
+])
+def test_cli_png_that_would_go_astray_is_refused_at_once(tmp_path, capsys, png, expected):
+    with pytest.raises(SystemExit) as exit_:
+        diagnosis_main(["--config", "c.yaml", "m.pt", "--png", png.format(tmp=tmp_path)])
+    assert exit_.value.code == 2 and expected in capsys.readouterr().err
+
+
 def kind_rows(out: str) -> list[list[str]]:
     return [line.split() for line in out.splitlines()[2:]
             if line and not line.startswith(("level", "wrote", "off:", "score"))]

@@ -130,6 +130,7 @@ def test_export_torchscript_runs(tmp_path, tiny_path):
     (["--out", "{tmp}"], "is a folder"),
     (["--format", "torchscript", "--out", "{tmp}"], "is a folder"),
     (["--out", "{tmp}/file/x.onnx"], "cannot write {tmp}/file/x.onnx"),  # its folder is a file
+    (["--format", "torchscript", "--out", "/proc/illexp_x.ts"], "cannot write /proc/illexp_x.ts"),  # a traceback
 ])
 def test_export_errors_are_one_line_with_status_2(tmp_path, tiny_path, capsys, args, expected):
     (tmp_path / "file").write_text("in the way")

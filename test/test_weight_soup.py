@@ -76,7 +76,7 @@ def test_files_of_different_networks_are_one_clear_error(tmp_path, capsys):
     assert not (tmp_path / "soup.pt").exists()
 
 
-@pytest.mark.parametrize("tool", ["weight_soup", "recalibrate_bn"])
+@pytest.mark.parametrize("tool", ["weight_soup", "recalibrate_bn", "revive_gates"])
 @pytest.mark.parametrize("option", ["--batches", "--batch-size"])
 def test_zero_batches_are_refused_not_written_as_empty_statistics(tmp_path, capsys, tool, option):
     """--batches 0 averaged no batch: every BatchNorm statistic became 0 / 1 and the file (by default the input
@@ -89,3 +89,30 @@ def test_zero_batches_are_refused_not_written_as_empty_statistics(tmp_path, caps
         main([*args, "--config", "c.yaml", "--out", str(tmp_path / "x.pt"), option, "0"])
     assert exit_.value.code == 2 and "must be an integer >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("tool", ["weight_soup", "recalibrate_bn", "revive_gates"])
+@pytest.mark.parametrize("out", ["{tmp}", "{tmp}/file/x.pt"])
+def test_an_out_that_cannot_be_written_is_refused_before_the_work(tmp_path, capsys, tool, out):
+    """A folder, or a file's path under a file: refused at once (it was a traceback after all the scoring, with a
+    stray OUT.tmp left behind)."""
+    import importlib
+
+    (tmp_path / "file").write_text("in the way")
+    main = importlib.import_module(f"training.{tool}").main
+    args = ["a.pt", "b.pt"] if tool == "weight_soup" else ["a.pt"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--config", "c.yaml", "--out", out.format(tmp=tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and ("is a folder" in err or "is not a writable folder" in err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_save_that_fails_late_is_one_line_and_leaves_no_temporary_file(tmp_path, capsys):
+    """What the check before the work cannot see (a full disk, a read-only mount, /proc): one line, exit 2."""
+    cfg = tiny_config(tmp_path, max_steps=1)
+    files = tiny_files(tmp_path, (1, 2))
+    rc = soup_main([*map(str, files), "--config", str(cfg), "--out", "/proc/illexp_soup.pt", "--batches", "1",
+                    "--batch-size", "2", "--uniform"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: cannot write /proc/illexp_soup.pt"), err

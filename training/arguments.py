@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -20,3 +22,15 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     parse.__name__ = f"integer >= {minimum}"  # what argparse names in its messages
     return parse
 
+
+
+def output_file(text: str) -> Path:
+    """An argparse type: a file to write at the end of a long run, checked now so the work is not lost then: not
+    a folder, and in a folder that is writable (or does not exist yet, and will be made)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: give the file to write")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {parent} is not a writable folder")
+    return path

@@ -61,7 +61,7 @@ sys.path.insert(0, str(REPO))
 from illexp_ros.core.baselines import BASELINES  # noqa: E402
 from illexp_ros.core.metrics import METRIC_NAMES, all_metrics  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError, error_line  # noqa: E402
-from training.arguments import int_at_least  # noqa: E402
+from training.arguments import int_at_least, output_file  # noqa: E402
 
 MODEL_METHODS = ("under", "over", "mixed", "auto", "mixed_fast", "auto_fast", "default")
 ALL_METHODS = ("none", *BASELINES, *MODEL_METHODS)
@@ -453,8 +453,13 @@ def write_sheet(result: SetResult, methods: list[str], path: Path) -> None:
                         thickness, cv2.LINE_AA)
         rows.append(row)
     sheet = np.concatenate(rows, axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    except (OSError, cv2.error) as exc:
+        raise EvaluationError(f"cannot write the contact sheet {path}: {error_line(exc)}") from exc
+    if not written:  # OpenCV says only False (an unwritable folder, say)
+        raise EvaluationError(f"cannot write the contact sheet {path}")
 
 
 def sheet_path(base: Path, set_name: str, n_sets: int) -> Path:
@@ -560,9 +565,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", action="append", required=True, help="a set folder with input/ and target/")
     p.add_argument("--models", default=str(REPO / "models"),
                    help="folder with under.pt / over.pt / mixed.pt (default: the repository's models/)")
-    p.add_argument("--json", help="write the results here (JSON)")
-    p.add_argument("--markdown", help="write the tables here (Markdown)")
-    p.add_argument("--sheet", help="write a contact sheet PNG here (one per set, _SET appended, if several)")
+    p.add_argument("--json", type=output_file, help="write the results here (JSON)")
+    p.add_argument("--markdown", type=output_file, help="write the tables here (Markdown)")
+    p.add_argument("--sheet", type=output_file,
+                   help="write a contact sheet PNG here (one per set, _SET appended, if several)")
     p.add_argument("--sheet-rows", type=int_at_least(1), default=12, help="at most this many images per sheet")
     p.add_argument("--methods", nargs="+",
                    help=f"subset of: {' '.join(ALL_METHODS)} (default: all available)")
@@ -581,9 +587,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.backend not in ("auto", *BACKEND_NAMES):
         p.error(f"--backend must be auto or one of {', '.join(BACKEND_NAMES)}, got {args.backend!r}")
-    for option, path in (("--json", args.json), ("--markdown", args.markdown)):
-        if path and Path(path).is_dir():
-            p.error(f"{option} {path} is a folder: give the file to write")
     if args.sheet and Path(args.sheet).suffix.lower() not in (".png", ".jpg", ".jpeg"):
         p.error(f"--sheet {args.sheet} must be a .png or .jpg file name")
     if args.threads:

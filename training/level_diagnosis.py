@@ -42,7 +42,7 @@ from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, run_network  # noqa: E4
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
-from training.arguments import int_at_least  # noqa: E402
+from training.arguments import int_at_least, output_file  # noqa: E402
 from training.config import ConfigError, apply_overrides, load_config  # noqa: E402
 from training.data import config_confirmation_sets, config_photos, config_validation_sets  # noqa: E402
 from training.train import PSNR_CAP, validation_score  # noqa: E402
@@ -139,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="validation: the pairs train.py validates on; confirmation: the held-out photos it leaves out")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set data.flat_prob=0.1 (adds the flat kind)")
-    p.add_argument("--png", default=None, help="write the level-error scatter here")
+    p.add_argument("--png", default=None, type=output_file, help="write the level-error scatter here (a .png)")
     p.add_argument("--threads", type=int_at_least(0), default=0)
     args = p.parse_args(argv)
+    if args.png and args.png.suffix.lower() != ".png":  # matplotlib would write FILE.png and we say FILE
+        p.error(f"--png {args.png} must be a .png file name")
     try:
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -167,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"score (mean over kinds, each capped at {PSNR_CAP:g} dB): {score:.2f}")
     print(f"level-blind floor (perfect detail at the references' mean level): {level_blind_floor(references):.2f} dB")
     if args.png:
-        plot(result, Path(args.png), f"{Path(args.model).name}: level error vs reference level")
+        try:
+            plot(result, args.png, f"{Path(args.model).name}: level error vs reference level")
+        except OSError as exc:
+            print(f"error: cannot write {args.png}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"wrote {args.png}")
     return 0
 

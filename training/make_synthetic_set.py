@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         names = make_synthetic_set(Path(args.out), args.count, args.seed,
                                    [Path(c) for c in args.config] if args.config else None)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, OSError) as exc:  # OSError: an --out that cannot be made or written
         print(f"error: {exc}", file=sys.stderr)
         return 2
     kinds = {k: sum(n.startswith(k + "_") for n in names) for k in ("under", "over", "mixed")}

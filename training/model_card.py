@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.core.networks import parameter_count  # noqa: E402
-from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
-from training.arguments import int_at_least  # noqa: E402
+from illexp_ros.runtime.errors import EnhancerError, error_line  # noqa: E402
+from training.arguments import int_at_least, output_file  # noqa: E402
 from training.config import REPO  # noqa: E402
 from training.evaluate import (  # noqa: E402
     DEFAULT_NODE_CONFIG,
@@ -157,7 +157,7 @@ def rewrite_card(card: Path, section: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--card", default=str(REPO / "models" / "MODEL_CARD.md"))
+    p.add_argument("--card", type=output_file, default=str(REPO / "models" / "MODEL_CARD.md"))
     p.add_argument("--models", default=str(REPO / "models"))
     p.add_argument("--eval-root", default=str(REPO.parent / "shared" / "data" / "eval"))
     p.add_argument("--synthetic", default=str(REPO / "runs" / "synthetic_test"))
@@ -184,14 +184,18 @@ def main(argv: list[str] | None = None) -> int:
                                log=lambda s: print(s, file=sys.stderr), identity=True)
         report["sets"].update(identity["sets"])
         seconds.update(identity_seconds)
-    except (EvaluationError, EnhancerError, ValueError, FileNotFoundError) as exc:
+    except (EvaluationError, EnhancerError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "eval.md").write_text(markdown_report(report) + "\n")
-    rewrite_card(Path(args.card), generated_section(report, Path(args.models), args.count, SYNTHETIC_SEED,
-                                                   args.backend))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out / "eval.md").write_text(markdown_report(report) + "\n")
+        rewrite_card(Path(args.card), generated_section(report, Path(args.models), args.count, SYNTHETIC_SEED,
+                                                       args.backend))
+    except OSError as exc:  # the evaluation is done; say which file could not be written
+        print(f"error: cannot write the results: {error_line(exc)}", file=sys.stderr)
+        return 2
     print(summary_table(report, seconds))
     print(f"rewrote {args.card} and {out}/eval.json in {time.time() - t0:.0f} s")
     return 0

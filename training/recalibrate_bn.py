@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
-from training.arguments import int_at_least  # noqa: E402
+from training.arguments import int_at_least, output_file  # noqa: E402
 from training.config import ConfigError, apply_overrides, load_config  # noqa: E402
 from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
 from training.precise_bn import batchnorm_names, recalibrate  # noqa: E402
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="the model file to repair")
     p.add_argument("--config", required=True, help="the training config the model was trained with")
-    p.add_argument("--out", help="where to write the repaired file (default: over the input)")
+    p.add_argument("--out", type=output_file, help="where to write the repaired file (default: over the input)")
     p.add_argument("--all", action="store_true", help="re-estimate every BatchNorm, not only non-finite ones")
     p.add_argument("--batches", type=int_at_least(1), default=64)
     p.add_argument("--batch-size", type=int_at_least(1), default=8)
@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     meta["val_psnr"] = round(after["score"], 3)
     meta["val_by_kind"] = {k: round(v, 2) for k, v in after.items() if k != "score"}
     out = Path(args.out or args.model)
-    save_model(out, model, info["model_config"], info["name"], meta)
+    try:
+        save_model(out, model, info["model_config"], info["name"], meta)
+    except OSError as exc:
+        print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     return 0
 

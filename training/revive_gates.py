@@ -31,6 +31,7 @@ from illexp_ros.core.fast import run_network  # noqa: E402
 from illexp_ros.core.networks import ACAB  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
+from training.arguments import int_at_least, output_file  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.data import TensorPatchSource, config_photos  # noqa: E402
 
@@ -69,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
     p.add_argument("--config", required=True, help="the training config (its training photos are the draws)")
-    p.add_argument("--out", required=True, help="where to write the repaired file")
-    p.add_argument("--batches", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", required=True, type=output_file, help="where to write the repaired file")
+    p.add_argument("--batches", type=int_at_least(1), default=16)
+    p.add_argument("--batch-size", type=int_at_least(1), default=8)
     p.add_argument("--threshold", type=float, default=1e-3, help="a gate whose largest value stays below is shut")
     p.add_argument("--seed", type=int, default=4321)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int_at_least(0), default=0)
     args = p.parse_args(argv)
     try:
         if args.threads:
@@ -104,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
           f"output max difference {diff:.2e}")
     meta = dict(info.get("meta", {}))
     meta["gates_reopened"] = shut
-    save_model(Path(args.out), model, info["model_config"], info["name"], meta)
+    try:
+        save_model(args.out, model, info["model_config"], info["name"], meta)
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}")
     return 0
 

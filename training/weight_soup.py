@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
-from training.arguments import int_at_least  # noqa: E402
+from training.arguments import int_at_least, output_file  # noqa: E402
 from training.config import ConfigError, RunConfig, load_config  # noqa: E402
 from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
 from training.precise_bn import batchnorm_names, recalibrate  # noqa: E402
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", help="model files fine-tuned from one network (two or more)")
     p.add_argument("--config", required=True, help="the training config whose validation pairs decide")
-    p.add_argument("--out", required=True, help="where to write the soup")
+    p.add_argument("--out", required=True, type=output_file, help="where to write the soup")
     p.add_argument("--uniform", action="store_true", help="average every file instead of the greedy choice")
     p.add_argument("--batches", type=int_at_least(1), default=128)
     p.add_argument("--batch-size", type=int_at_least(1), default=8)
@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                     "rule": "uniform" if args.uniform else "greedy", "bn_batches": args.batches}
     meta["val_psnr"] = round(best["score"], 3)
     meta["val_by_kind"] = {k: round(v, 2) for k, v in best.items() if k != "score"}
-    save_model(args.out, soup, first["model_config"], first["name"], meta)
+    try:
+        save_model(args.out, soup, first["model_config"], first["name"], meta)
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"soup of {len(chosen)}: {best['score']:.2f} dB; wrote {args.out}")
     return 0
 

@@ -104,7 +104,10 @@ def export(args: argparse.Namespace) -> str:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated but still the format
             traced = torch.jit.trace(wrapper, (example,), check_trace=False)
-            torch.jit.save(traced, str(out))
+            try:
+                torch.jit.save(traced, str(out))
+            except RuntimeError as exc:  # torch.jit.save reports an unwritable file as a RuntimeError
+                raise ExportError(f"cannot write {out}: {error_line(exc)}") from exc
         return f"wrote {out} (TorchScript, {'fp16' if args.fp16 else 'fp32'}, H/W multiples of {multiple})"
 
     reason = trt_unavailable_reason()

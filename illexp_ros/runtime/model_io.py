@@ -84,8 +84,14 @@ def save_model(path: str | os.PathLike, model: IllExpNet, model_config: dict, na
     payload = {"format": FORMAT, "name": name, "model_config": dict(model_config), "state_dict": state,
                "meta": dict(meta or {})}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch reports a file it cannot open as "[enforce fail at ...] ... strerror: X"
+            raise OSError(str(exc).splitlines()[0].split("strerror: ", 1)[-1]) from exc
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed save or rename (PATH a folder, a full disk) leaves nothing beside it
     return path
 
 
