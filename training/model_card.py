@@ -136,7 +136,7 @@ def generated_section(report: dict, models_dir: Path, count: int, seed: int, bac
                   "The paper's own outputs for exactly these six pairs, scored with our metrics (numbers quoted "
                   "from the project issue).", "", comparison, ""]
     parts += [f"### Evaluation tables\n\n`synthetic_test`: {count} held-out training photos (never trained on; "
-              "the first 16 are the photos whose validation pairs picked each checkpoint, with other draws, so "
+              "16 of them are the photos whose validation pairs picked each checkpoint, with other draws, so "
               "this set is not independent of checkpoint selection), "
               f"degraded with the paper's eq. 5 ranges, seed {seed}, cycling under / over / mixed-region "
               "draws (`training/make_synthetic_set.py`). The real sets are never used for training or "
