@@ -127,6 +127,23 @@ def test_onnxruntime_holds_buffers_for_the_documented_number_of_resolutions(tiny
     assert held_last < 1.3 * held_first, (held_first, held_last)  # 1.08x here; 1.76x before
 
 
+def test_buffered_resolutions_does_not_wait_for_the_frame_in_progress(tiny_path):
+    """The node's diagnostics timer asks once a second, on the executor that also answers parameter requests; it
+    waited for the frame lock, i.e. up to a whole frame (seconds in full mode at 1080p on a CPU)."""
+    import threading
+
+    enh = Enhancer.from_model(str(tiny_path), backend="torch_cpu", fast=False, threads=1)
+    enh.enhance(random_frame(32, 48))
+    answer = []
+    with enh._lock:  # as a frame being corrected holds it
+        asker = threading.Thread(target=lambda: answer.append(enh.buffered_resolutions()), daemon=True)
+        asker.start()
+        asker.join(5.0)
+        assert answer == [1], "buffered_resolutions() waited for the frame lock"
+    enh.close()
+    assert enh.buffered_resolutions() == 0
+
+
 def test_passthrough_copies_without_a_model():
     enh = Enhancer.from_model("/nonexistent/model.pt", backend="passthrough")
     frame = random_frame(10, 12)

@@ -108,6 +108,10 @@ class Enhancer:
         self._short_side = _check_short_side(internal_short_side)
         self._log = logger
         self._runners: dict[Path | None, Runner] = {}
+        # The runners' frame pipelines, a tuple replaced whole under the lock and read without it: the node's
+        # diagnostics ask for buffered_resolutions() once a second and must not wait out a frame (seconds at
+        # 1080p in full mode on a CPU) with the executor that also answers parameter requests.
+        self._pipelines: tuple = ()
         self._route_paths: dict[tuple[str, bool], Path | None] = {}
         self._trained_short_side: dict[Path | None, int] = {}  # a fast model's meta: the size it was tuned at
         self._lock = threading.Lock()  # frames and settings; held for one frame, never while loading
@@ -222,6 +226,8 @@ class Enhancer:
                         runner.close()
                         raise EnhancerError("this Enhancer is closed")
                     self._runners[path] = runner
+                    self._pipelines = tuple(p for r in self._runners.values()
+                                            if (p := getattr(r, "pipeline", None)) is not None)
                     if trained:
                         self._trained_short_side[path] = trained
             with self._lock:
@@ -347,15 +353,14 @@ class Enhancer:
     def buffered_resolutions(self) -> int:
         """The most per-resolution buffer sets any loaded model's frame pipeline holds (bounded: see the
         pipelines' MAX_CACHED_* constants); 0 for the passthrough backend."""
-        with self._lock:
-            pipelines = [getattr(r, "pipeline", None) for r in self._runners.values()]
-        return max([p.buffered_resolutions() for p in pipelines if p is not None] or [0])
+        return max([p.buffered_resolutions() for p in self._pipelines] or [0])
 
     def close(self) -> None:
         with self._lock:
             for runner in self._runners.values():
                 runner.close()
             self._runners.clear()
+            self._pipelines = ()
             self._route_paths.clear()
             self._backend.close()
             self._closed = True
