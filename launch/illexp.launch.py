@@ -34,7 +34,11 @@ PARAMETER_ARGUMENTS = {"model": str, "mode": str, "backend": str, "fast": bool, 
 
 def typed(value: str, kind: type):
     if kind is bool:
-        return value.lower() in ("true", "1", "yes", "on")
+        if value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if value.lower() in ("false", "0", "no", "off"):
+            return False
+        return value  # a typo (fast:=ture) was read as false; now the node refuses it with one line
     if kind is float:
         try:
             return float(value)

@@ -223,5 +223,6 @@ def test_launch_arguments_reach_the_node_with_its_parameter_types():
     assert typed("0.5", float) == 0.5 and typed("0", float) == 0.0
     assert validate("level_smoothing", typed("0.5", float)) is None
     assert typed("lots", float) == "lots" and "must be a number" in validate("level_smoothing", "lots")
-    assert typed("True", bool) is True and typed("off", bool) is False
+    assert typed("True", bool) is True and typed("off", bool) is False and typed("0", bool) is False
+    assert typed("ture", bool) == "ture"  # not False: the node says the parameter expects a bool
     assert typed("auto", str) == "auto"
