@@ -291,6 +291,9 @@ def test_base_config_is_extended_key_by_key_and_a_cycle_is_one_clear_error(tmp_p
     (tmp_path / "recipe.yaml").write_text("base: variant.yaml\nname: recipe\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(tmp_path / "variant.yaml")
+    (tmp_path / "unnamed.yaml").write_text("base: variant.yaml\ndata:\n  kind: over\n")
+    with pytest.raises(ConfigError, match="a config with 'base' needs a 'name' of its own"):
+        load_config(tmp_path / "unnamed.yaml")  # it took the base's name, and so its run folder
 
 
 def test_cli_exit_status_for_wrong_key(tmp_path):
@@ -438,6 +441,32 @@ def test_a_fresh_run_in_a_used_folder_exports_nothing_of_the_earlier_run(tmp_pat
     summary = train(cfg, "cpu", tmp_path / "runs", seed=1, resume=False, export=export, progress=False)
     assert (summary["stop"], summary["steps"]) == ("interrupted", 3)
     assert not (tmp_path / "runs" / "tiny" / "best.pt").exists() and not export.exists()
+
+
+def test_export_replaces_the_target_only_with_a_better_file_and_whole(tmp_path, monkeypatch):
+    """--export writes best.pt to the target when it validates higher; a copy cut short leaves the target as it
+    was (it was copied in place, over a shipped model)."""
+    import shutil
+
+
+    cfg = load_config(tiny_config(tmp_path, max_steps=10))
+    target = tmp_path / "models" / "tiny.pt"
+    summary = train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=target, progress=False)
+    assert summary["exported"].startswith(f"wrote {target}") and target.read_bytes() == (
+        tmp_path / "runs" / "tiny" / "best.pt").read_bytes()
+    summary = train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=target, progress=False)
+    assert summary["exported"].startswith(f"kept {target}")  # the same score does not replace it
+    target.write_bytes(b"an old file that does not load")  # scores -inf: replaced...
+
+    def copy_cut_short(src, dst):
+        Path(dst).write_bytes(Path(src).read_bytes()[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copyfile", copy_cut_short)
+    with pytest.raises(KeyboardInterrupt):  # ...but the copy is cut short
+        train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=target, progress=False)
+    assert target.read_bytes() == b"an old file that does not load"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tiny.pt"]
 
 
 def test_resuming_a_run_that_ended_changes_nothing(tmp_path):

@@ -497,7 +497,13 @@ def maybe_export(best: Path, target: Path, val_sets: dict, device: str, fast: in
         if old_score >= new_score:
             return f"kept {target} ({old_score:.2f} dB >= new {new_score:.2f} dB)"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(best, target)
+    # copied whole, then renamed: an interrupted copy must not leave a broken file where a shipped model was
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(best, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return f"wrote {target} ({new_score:.2f} dB on validation)"
 
 
