@@ -47,6 +47,14 @@ def typed(value: str, kind: type):
     return value
 
 
+def flag(name: str, value: str) -> bool:
+    """One of this file's own true/false arguments (lifecycle, autostart): a typo stops the launch, naming it."""
+    parsed = typed(value.strip(), bool)
+    if not isinstance(parsed, bool):
+        raise ValueError(f"launch argument {name}:={value} must be true or false")
+    return parsed
+
+
 def node_overrides(context) -> dict:
     overrides = {}
     for name, kind in PARAMETER_ARGUMENTS.items():
@@ -62,14 +70,14 @@ def launch_node(context):
     if sim_time:  # empty: whatever the params file says (a later entry here would override it)
         parameters.append({"use_sim_time": typed(sim_time, bool)})
     remappings = [("image", LaunchConfiguration("image")), ("camera_info", LaunchConfiguration("camera_info"))]
-    if not typed(LaunchConfiguration("lifecycle").perform(context), bool):
+    if not flag("lifecycle", LaunchConfiguration("lifecycle").perform(context)):
         return [Node(package="illexp_ros", executable="illexp_node", name="illexp_node",
                      namespace=LaunchConfiguration("namespace"), parameters=parameters, remappings=remappings,
                      output="screen", emulate_tty=True)]
     node = LifecycleNode(package="illexp_ros", executable="illexp_lifecycle_node", name="illexp_node",
                          namespace=LaunchConfiguration("namespace"), parameters=parameters, remappings=remappings,
                          output="screen", emulate_tty=True)
-    if not typed(LaunchConfiguration("autostart").perform(context), bool):
+    if not flag("autostart", LaunchConfiguration("autostart").perform(context)):
         return [node]
     # configure at launch, activate once configured. Only after *configuring*: a later deactivate (by hand or a
     # lifecycle manager) also ends in inactive and must stay there.

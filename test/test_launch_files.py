@@ -216,13 +216,17 @@ def test_launch_arguments_reach_the_node_with_its_parameter_types():
                  and any(getattr(t, "id", "") == "PARAMETER_ARGUMENTS" for t in a.targets))
     for key, kind in zip(kinds.keys, kinds.values, strict=True):
         assert kind.id == type(PARAMETERS[key.value].default).__name__, key.value
-    function = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "typed")
+    functions = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name in ("typed", "flag")]
     namespace: dict = {}
-    exec(compile(ast.Module(body=[function], type_ignores=[]), "illexp.launch.py", "exec"), namespace)
-    typed = namespace["typed"]
+    exec(compile(ast.Module(body=functions, type_ignores=[]), "illexp.launch.py", "exec"), namespace)
+    typed, flag = namespace["typed"], namespace["flag"]
     assert typed("0.5", float) == 0.5 and typed("0", float) == 0.0
     assert validate("level_smoothing", typed("0.5", float)) is None
     assert typed("lots", float) == "lots" and "must be a number" in validate("level_smoothing", "lots")
     assert typed("True", bool) is True and typed("off", bool) is False and typed("0", bool) is False
     assert typed("ture", bool) == "ture"  # not False: the node says the parameter expects a bool
     assert typed("auto", str) == "auto"
+    # the launch file's own switches: a typo must not choose the lifecycle node or autostart by being non-empty
+    assert flag("lifecycle", "True") is True and flag("autostart", " false ") is False
+    with pytest.raises(ValueError, match="launch argument lifecycle:=flase must be true or false"):
+        flag("lifecycle", "flase")
