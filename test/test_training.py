@@ -291,9 +291,6 @@ def test_base_config_is_extended_key_by_key_and_a_cycle_is_one_clear_error(tmp_p
     (tmp_path / "recipe.yaml").write_text("base: variant.yaml\nname: recipe\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(tmp_path / "variant.yaml")
-    (tmp_path / "unnamed.yaml").write_text("base: variant.yaml\ndata:\n  kind: over\n")
-    with pytest.raises(ConfigError, match="a config with 'base' needs a 'name' of its own"):
-        load_config(tmp_path / "unnamed.yaml")  # it took the base's name, and so its run folder
 
 
 def test_cli_exit_status_for_wrong_key(tmp_path):

@@ -342,8 +342,6 @@ def _read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         return raw
     if not isinstance(raw["base"], str):
         raise ConfigError(f"{path}: 'base' must be a config file name, e.g. mixed_fast.yaml")
-    if "name" not in raw:  # else its runs would go to the base's run folder, and a fresh run there clears it
-        raise ConfigError(f"{path}: a config with 'base' needs a 'name' of its own")
     seen = (*seen, path.resolve())
     base_path = (path.parent / raw["base"]).resolve()
     if base_path in seen:
