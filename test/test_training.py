@@ -252,7 +252,7 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     ("train", "lr: .nan", "'train.lr' must be a finite number"),
     ("train", "l1_weight: .nan", "'train.l1_weight' must be a finite number"),  # NaN passed every range check
     ("train", "grad_clip: .inf", "'train.grad_clip' must be a finite number"),
-    ("data", "alpha: [1e-3, .inf]", "'data.alpha' must be a [low, high] pair of numbers"),
+    ("data", "metering_max_stops: .nan", "'data.metering_max_stops' must be a finite number"),
     ("model", "widths: abc", "'model.widths' must be a list of integers >= 1"),
     ("model", "widths: [8, 0, 32, 64]", "'model.widths' must be a list of integers >= 1"),
     ("model", "attention_width: -4", "'model.attention_width' must be >= 1"),
@@ -417,6 +417,28 @@ def test_a_run_that_diverges_keeps_its_last_good_state_and_exits_1(tmp_path, mon
     assert not export.exists()
 
 
+def test_weights_ruined_by_a_step_are_never_checkpointed(tmp_path, monkeypatch, capsys):
+    """A step can make the weights non-finite while its own loss is still finite: at a checkpoint step that
+    state would have been saved as the one to resume from."""
+    import training.train as train_module
+
+    real_step, calls = train_module.training_step, []
+
+    def ruin_the_weights_at_step_20(model, *args, **kwargs):
+        result = real_step(model, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 20:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(train_module, "training_step", ruin_the_weights_at_step_20)
+    rc = train_main(["--config", str(tiny_config(tmp_path, max_steps=30)), "--out", str(tmp_path / "runs"),
+                     "--no-progress"])
+    assert rc == 1 and "diverged: non-finite weights at step 20" in capsys.readouterr().out
+    assert torch.load(tmp_path / "runs" / "tiny" / "checkpoint.pt", weights_only=False)["step"] == 10
+
+
 def test_a_fresh_run_in_a_used_folder_exports_nothing_of_the_earlier_run(tmp_path, monkeypatch):
     """Without --resume the folder starts afresh: a run stopped before its first validation has no best.pt, so
     --export cannot ship the earlier run's (another architecture, here) as its own."""
@@ -438,6 +460,15 @@ def test_a_fresh_run_in_a_used_folder_exports_nothing_of_the_earlier_run(tmp_pat
     summary = train(cfg, "cpu", tmp_path / "runs", seed=1, resume=False, export=export, progress=False)
     assert (summary["stop"], summary["steps"]) == ("interrupted", 3)
     assert not (tmp_path / "runs" / "tiny" / "best.pt").exists() and not export.exists()
+    # Stopped at once (a second Ctrl-C) before its first checkpoint: no checkpoint at all, not an earlier run's
+    # (the one above), which a --resume would have taken up under this run's log.
+    def stop_at_once(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "training_step", stop_at_once)
+    summary = train(cfg, "cpu", tmp_path / "runs", seed=1, resume=False, export=export, progress=False)
+    assert summary["stop"] == "interrupted at once"
+    assert not (tmp_path / "runs" / "tiny" / "checkpoint.pt").exists()
 
 
 def test_export_replaces_the_target_only_with_a_better_file_and_whole(tmp_path, monkeypatch):
@@ -466,18 +497,24 @@ def test_export_replaces_the_target_only_with_a_better_file_and_whole(tmp_path, 
     assert sorted(p.name for p in target.parent.iterdir()) == ["tiny.pt"]
 
 
-def test_resuming_a_run_that_ended_changes_nothing(tmp_path):
+@pytest.mark.parametrize("ending", ["max_steps", "val_plateau", "paper"])
+def test_resuming_a_run_that_ended_changes_nothing(tmp_path, ending):
     """Its last step was validated already: each resume validated it again, logged a duplicate row and moved the
-    plateau count towards stopping."""
-    cfg = load_config(tiny_config(tmp_path, max_steps=15))
+    plateau count towards stopping; one stopped by a rule also trained one more step each time."""
+    extra = {"max_steps": "", "val_plateau": ", stop: val_plateau, val_patience: 1, val_every: 2",
+             "paper": ", stop: paper, patience: 3, min_delta: 1.0"}[ending]
+    cfg = load_config(tiny_config(tmp_path, max_steps=15, extra_train=extra))
     run = tmp_path / "runs" / "tiny"
-    train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)
+    first = train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, progress=False)
+    assert (first["steps"] < 15) == (ending != "max_steps"), first  # each rule did stop this run early
     rows = read_log(run)
-    before = torch.load(run / "checkpoint.pt", weights_only=False)["val_since_best"]
+    before = torch.load(run / "checkpoint.pt", weights_only=False)
     for _ in range(2):
-        train(cfg, "cpu", tmp_path / "runs", seed=0, resume=True, export=None, progress=False)
+        again = train(cfg, "cpu", tmp_path / "runs", seed=0, resume=True, export=None, progress=False)
+        assert (again["steps"], again["stop"]) == (first["steps"], first["stop"])
     assert read_log(run) == rows
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["val_since_best"] == before
+    after = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert (after["step"], after["val_since_best"]) == (before["step"], before["val_since_best"])
 
 
 def test_a_checkpoint_save_that_fails_leaves_the_last_one(tmp_path, monkeypatch):

@@ -349,7 +349,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                 out.writeheader()
                 out.writerows(r for r in rows if r.get("step") and int(r["step"]) <= step)
     else:  # a fresh run in this folder: nothing of an earlier one may pass for its own (--export ships best.pt)
-        for stale in (log_path, run_dir / "best.pt"):
+        for stale in (log_path, run_dir / "best.pt", ckpt_path, run_dir / "curves.png"):
             stale.unlink(missing_ok=True)
     new_log = not log_path.exists()
     log_f = log_path.open("a", newline="")
@@ -419,6 +419,14 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                 writer.writerow(validation_only_row())
             model.train()
             while step < limit:
+                # The stopping rules before a step, not after it: a run that stopped on them and is resumed
+                # takes no further step (it trained, validated and logged one more at each resume).
+                if cfg.train.stop == "paper" and since_best >= cfg.train.patience:
+                    stop_reason = f"no improvement > {cfg.train.min_delta} for {cfg.train.patience} batches"
+                    break
+                if cfg.train.stop == "val_plateau" and val_since_best >= cfg.train.val_patience:
+                    stop_reason = f"validation plateau ({cfg.train.val_patience} validations without a better score)"
+                    break
                 if stop.requested:
                     stop_reason = "interrupted"
                     break
@@ -449,15 +457,13 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                                  *val_cells, f"{time.time() - t0:.1f}"])
                 bar.update(1)
                 if step % cfg.train.checkpoint_every == 0:
+                    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                        # a step can ruin the weights before the loss shows it: never checkpoint such weights
+                        stop_reason, diverged = f"diverged: non-finite weights at step {step}", True
+                        break
                     log_f.flush()
                     save_checkpoint()
                     plot_curves(log_path, run_dir / "curves.png")
-                if cfg.train.stop == "paper" and since_best >= cfg.train.patience:
-                    stop_reason = f"no improvement > {cfg.train.min_delta} for {cfg.train.patience} batches"
-                    break
-                if cfg.train.stop == "val_plateau" and val_since_best >= cfg.train.val_patience:
-                    stop_reason = f"validation plateau ({cfg.train.val_patience} validations without a better score)"
-                    break
             # A run ended by its time budget: its last weights are validated too. Not an interrupted one: that
             # validation would count towards the plateau rule and could write best.pt, which the resumed run's
             # uninterrupted twin does not do.
@@ -467,8 +473,9 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
             stop_reason, stopped_at_once = "interrupted at once", True
     bar.close()
     if stopped_at_once or diverged:
-        print(f"train.py: {'diverged' if diverged else 'stopped at once'}; {ckpt_path} keeps its last periodic "
-              "checkpoint", file=sys.stderr)
+        kept = (f"{ckpt_path} keeps its last periodic checkpoint" if ckpt_path.is_file()
+                else "no checkpoint was written yet")
+        print(f"train.py: {'diverged' if diverged else 'stopped at once'}; {kept}", file=sys.stderr)
     else:
         save_checkpoint()
     log_f.close()
@@ -586,8 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(k) for k in summary)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in summary.items()))
     if summary["stop"].startswith("diverged"):
-        print(f"error: training {summary['stop']}; lower the learning rate, or resume from the last checkpoint",
-              file=sys.stderr)
+        print(f"error: training {summary['stop']}; resume from the last checkpoint with a lower --lr, or start "
+              "again with one", file=sys.stderr)
         return 1
     return 0
 
