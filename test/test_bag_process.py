@@ -169,7 +169,7 @@ def test_strength_0_writes_16_bit_frames_bit_identical(tmp_path: Path, tiny_mode
             writer.write(conn, 1_000_000_000 + i, bytes(TYPESTORE.serialize_cdr(msg, IMAGE_TYPE)))
 
     def corrected(*extra: str) -> list[np.ndarray]:
-        out = tmp_path / f"out{len(extra)}"
+        out = tmp_path / f"out{'_'.join(extra)}"
         assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "torch_cpu", "--model",
                        str(tiny_model), "--strength", "0", *extra) == 0
         images = [deserialize(d, IMAGE_TYPE) for t, _, d in read_bag(out)[1] if t == CORRECTED]
@@ -178,6 +178,8 @@ def test_strength_0_writes_16_bit_frames_bit_identical(tmp_path: Path, tiny_mode
 
     for values, out in zip(sent, corrected(), strict=True):
         np.testing.assert_array_equal(out, values)
+    for values, out in zip(sent, corrected("--strength", "1", "--backend", "passthrough"), strict=True):
+        np.testing.assert_array_equal(out, values)  # a backend that changes nothing: the same
     for values, out in zip(sent, corrected("--exposure-compensation", "1"), strict=True):
         assert out.mean() > 1.2 * values.mean()
 

@@ -425,12 +425,13 @@ def test_a_strength_change_restarts_the_level_smoothing():
         assert diagnostic_values(n)["last_route"] == "mixed_fast"
 
 
-@pytest.mark.parametrize(("encoding", "overrides"), [
-    ("mono16", {"strength": 0.0}),
-    ("bayer_rggb16", {"strength": 0.0, "publish_exposure_map": True}),
-    ("rgb16", {"mode": "auto"}),  # a well-exposed frame that auto passes round the network
+@pytest.mark.parametrize(("encoding", "overrides", "backend", "route"), [
+    ("mono16", {"strength": 0.0}, "torch_cpu", "off"),
+    ("bayer_rggb16", {"strength": 0.0, "publish_exposure_map": True}, "torch_cpu", "off"),
+    ("rgb16", {"mode": "auto"}, "torch_cpu", "well-exposed"),  # a well-exposed frame auto passes round the network
+    ("mono16", {}, "passthrough", "passthrough"),
 ])
-def test_a_frame_nothing_changes_comes_back_bit_identical_even_at_16_bits(encoding, overrides):
+def test_a_frame_nothing_changes_comes_back_bit_identical_even_at_16_bits(encoding, overrides, backend, route):
     """The node works on an 8-bit copy; a frame it does not change must still come back exactly as sent. It was
     rebuilt from that copy, and a 12-bit camera's 4096 levels came back as 16."""
     from skimage.data import chelsea
@@ -443,14 +444,14 @@ def test_a_frame_nothing_changes_comes_back_bit_identical_even_at_16_bits(encodi
     msg = Image(height=48, width=64, encoding=encoding, step=values.strides[0])
     msg.header.frame_id = "camera"
     msg.data = array.array("B", values.tobytes())
-    with own_node(*(Parameter(k, value=v) for k, v in overrides.items()), backend="torch_cpu") as n:
+    with own_node(*(Parameter(k, value=v) for k, v in overrides.items()), backend=backend) as n:
         published = []
         n.image_pub.publish = published.append
         n._process(PendingFrame(msg, time.monotonic()))
         (out,) = published
         assert (out.encoding, out.step, out.header.frame_id) == (encoding, msg.step, "camera")
         assert bytes(out.data) == values.tobytes()
-        assert diagnostic_values(n)["last_route"] == ("well-exposed" if "mode" in overrides else "off")
+        assert diagnostic_values(n)["last_route"] == route
         if "mode" not in overrides:  # a change the user asked for is applied, at the 8 bits the node works at
             assert n.set_parameters([Parameter("exposure_compensation", value=1.0)])[0].successful
             n._process(PendingFrame(msg, time.monotonic()))

@@ -24,6 +24,7 @@ import numpy as np
 from illexp_ros.core.exposure import classify_exposure
 from illexp_ros.runtime.backends import AUTO_ORDER, Backend, Runner, backend_class, unavailable_reason
 from illexp_ros.runtime.errors import BackendUnavailableError, EnhancerError, ModelLoadError
+from illexp_ros.runtime.exposure_compensation import changes_frames
 from illexp_ros.runtime.model_io import load_model, resolve_model_path
 
 MODES = ("under", "over", "mixed", "auto")
@@ -31,6 +32,14 @@ ROUTES = ("under", "over", "mixed")
 COLOR_ORDERS = ("rgb", "bgr")
 WELL_EXPOSED = "well-exposed"
 PASSTHROUGH = "passthrough"
+CORRECTION_OFF = "off"  # the route of a frame at correction strength 0: the node and the bag tool run no network
+
+
+def output_is_the_input(route: str | None, gain: float) -> bool:
+    """Whether a frame that took `route` (CORRECTION_OFF, or an Enhancer's last_route) and is then scaled by
+    `gain` (exposure compensation x level change) comes out exactly as it came in. The caller then passes the
+    input message on itself: rebuilt from the 8-bit working copy, a 16-bit frame would lose its low 8 bits."""
+    return route in (CORRECTION_OFF, WELL_EXPOSED, PASSTHROUGH) and not changes_frames(gain)
 # Auto mode classifies a thumbnail: the luma statistics it needs do not change with resolution.
 CLASSIFY_SHORT_SIDE = 64
 

@@ -165,13 +165,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
         n_images = sum(c.msgcount for c in image_conns)
         # the runtime, once the bag checks out
         from illexp_ros.runtime.correction_strength import apply_strength, check_strength
-        from illexp_ros.runtime.enhancer import WELL_EXPOSED
-        from illexp_ros.runtime.exposure_compensation import (
-            changes_frames,
-            check_stops,
-            compensate_exposure,
-            compensation_factor,
-        )
+        from illexp_ros.runtime.enhancer import CORRECTION_OFF, output_is_the_input
+        from illexp_ros.runtime.exposure_compensation import check_stops, compensate_exposure, compensation_factor
         from illexp_ros.runtime.level_smoothing import LevelSmoother
 
         smoother = LevelSmoother(level_smoothing)
@@ -223,15 +218,15 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                             bar.update(1)
                             continue
                         if strength == 0.0:  # the correction off: the network is not run, as in the node
-                            out, route = frame.pixels.copy(), "off"
+                            out, route = frame.pixels.copy(), CORRECTION_OFF
                         else:
                             out = apply_strength(frame.pixels, enhancer.enhance(
                                 frame.pixels, color_order=frame.color_order), strength)
                             route = getattr(enhancer, "last_route", None)
                         change = smoother.gain_change(frame.pixels, out, timestamp * 1e-9, route)
                         encoding = output_encoding(msg, conn.msgtype)
-                        if (route in ("off", WELL_EXPOSED) and conn.msgtype == IMAGE_TYPE
-                                and not changes_frames(compensation_factor(stops) * change)):
+                        if (output_is_the_input(route, compensation_factor(stops) * change)
+                                and conn.msgtype == IMAGE_TYPE):
                             # unchanged: the input itself, every bit (an 8-bit copy would cut 16-bit frames)
                             writer.write(corrected, timestamp, serialize(msg))
                         else:

@@ -50,8 +50,8 @@ from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
 from illexp_ros.runtime.correction_strength import apply_strength
 from illexp_ros.runtime.cpu_pipeline import MAX_CACHED_RESOLUTIONS
-from illexp_ros.runtime.enhancer import WELL_EXPOSED
-from illexp_ros.runtime.exposure_compensation import changes_frames, compensate_exposure, compensation_factor
+from illexp_ros.runtime.enhancer import CORRECTION_OFF, output_is_the_input
+from illexp_ros.runtime.exposure_compensation import compensate_exposure, compensation_factor
 from illexp_ros.runtime.level_smoothing import LevelSmoother
 
 NODE_NAME = "illexp_node"
@@ -452,13 +452,10 @@ class ExposureCorrectionMixin:
         change = self._level.gain_change(frame.pixels, out, item.received,
                                          (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route, strength))
         # the enhancer's route is that of its last call, which strength 0 skips (or, with the map on, discards)
-        self._last_route = "off" if strength == 0.0 else self.enhancer.last_route
-        gain = compensation_factor(self._exposure_compensation) * change
-        if (strength == 0.0 or self._last_route == WELL_EXPOSED) and not changes_frames(gain) \
-                and isinstance(msg, Image) and encoding == msg.encoding:
-            # Nothing changes the frame: publish the message as it came, exactly. Rebuilt from the 8-bit working
-            # copy, a 16-bit frame would lose its low 8 bits (a 12-bit camera's 4096 levels cut to 16).
-            self.image_pub.publish(msg)
+        self._last_route = CORRECTION_OFF if strength == 0.0 else self.enhancer.last_route
+        if (output_is_the_input(self._last_route, compensation_factor(self._exposure_compensation) * change)
+                and isinstance(msg, Image) and encoding == msg.encoding):
+            self.image_pub.publish(msg)  # exactly as it came (a 12-bit camera's 4096 levels, not 16)
         else:
             # the user's preference on top of the smoothed level, both in one pass over the frame
             out = compensate_exposure(out, self._exposure_compensation, gain=change)
