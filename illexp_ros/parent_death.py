@@ -26,6 +26,12 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
     return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
 
 
+def parent_already_gone(parent_pid: int) -> bool:
+    """Set up the parent-death signal, then say whether `parent_pid` ended before it was set up (the signal then
+    never comes: the caller must end now). False off Linux, where nothing is set up."""
+    return set_parent_death_signal() and os.getppid() != parent_pid
+
+
 def ending_with_this_process() -> Callable[[], None] | None:
     """A `preexec_fn` for subprocess.Popen (call Popen from the main thread: the signal comes when the thread
     that started the child ends): the child gets SIGTERM when this process ends, and ends at once if it already
@@ -35,7 +41,7 @@ def ending_with_this_process() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def preexec() -> None:
-        if set_parent_death_signal() and os.getppid() != parent:  # the parent ended before prctl
+        if parent_already_gone(parent):
             os._exit(128 + signal.SIGTERM)
 
     return preexec

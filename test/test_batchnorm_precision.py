@@ -116,6 +116,23 @@ def test_save_refuses_non_finite_values(tmp_path):
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_a_save_that_fails_leaves_no_temporary_file_and_says_os_error(tmp_path, monkeypatch):
+    """The rename fails (PATH a folder, here forced) or torch cannot open the file (its RuntimeError): an OSError
+    either way, for the tools' one-line message, and no PATH.tmp left beside it (the tools left one)."""
+    import illexp_ros.runtime.model_io as model_io
+
+    def no_rename(src, dst):
+        raise IsADirectoryError(21, "Is a directory", str(dst))
+
+    monkeypatch.setattr(model_io.os, "replace", no_rename)
+    with pytest.raises(IsADirectoryError):
+        save_model(tmp_path / "m.pt", trained_like_model(), TINY, "tiny")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match="No such file or directory"):  # torch's RuntimeError, as an OSError
+        save_model(Path("/proc/illexp_no/m.pt"), trained_like_model(), TINY, "tiny")
+
+
 def write_old_style_file(path: Path, model: torch.nn.Module) -> Path:
     """A file as save_model wrote it before 2026-11-26: every float tensor in float16."""
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}

@@ -92,6 +92,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     rc = revive_main([str(bad), "--config", str(tiny_config(tmp_path, max_steps=1)), "--out", str(tmp_path / "o.pt")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:")
+    for threshold in ("nan", "inf", "-1"):  # no gate, or every gate, "shut", silently
+        with pytest.raises(SystemExit):
+            revive_main([str(bad), "--config", "c.yaml", "--out", str(tmp_path / "o.pt"), "--threshold", threshold])
+        assert "--threshold: must be a number in (0, 1)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["mixed_fast", "mixed", "under", "over"])

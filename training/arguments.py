@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,23 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     parse.__name__ = f"integer >= {minimum}"  # what argparse names in its messages
     return parse
 
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1) (NaN or inf would pass a plain float silently)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {value}")
+    return value
+
+
+def cannot_write(path: str | os.PathLike, exc: OSError) -> int:
+    """Say on one line that `path` could not be written (the work is done, the file is missing); exit status 2."""
+    print(f"error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+    return 2
 
 
 def output_file(text: str) -> Path:

@@ -42,7 +42,7 @@ from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, run_network  # noqa: E4
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
-from training.arguments import int_at_least, output_file  # noqa: E402
+from training.arguments import cannot_write, int_at_least, output_file  # noqa: E402
 from training.config import ConfigError, apply_overrides, load_config  # noqa: E402
 from training.data import config_confirmation_sets, config_photos, config_validation_sets  # noqa: E402
 from training.train import PSNR_CAP, validation_score  # noqa: E402
@@ -172,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             plot(result, args.png, f"{Path(args.model).name}: level error vs reference level")
         except OSError as exc:
-            print(f"error: cannot write {args.png}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+            return cannot_write(args.png, exc)
         print(f"wrote {args.png}")
     return 0
 

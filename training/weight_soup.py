@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
-from training.arguments import int_at_least, output_file  # noqa: E402
+from training.arguments import cannot_write, int_at_least, output_file  # noqa: E402
 from training.config import ConfigError, RunConfig, load_config  # noqa: E402
 from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
 from training.precise_bn import batchnorm_names, recalibrate  # noqa: E402
@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         save_model(args.out, soup, first["model_config"], first["name"], meta)
     except OSError as exc:
-        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return cannot_write(args.out, exc)
     print(f"soup of {len(chosen)}: {best['score']:.2f} dB; wrote {args.out}")
     return 0
 

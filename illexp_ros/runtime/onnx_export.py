@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from illexp_ros.core.networks import IllExpNet, fold_batchnorm
-from illexp_ros.parent_death import set_parent_death_signal
+from illexp_ros.parent_death import parent_already_gone
 from illexp_ros.runtime.cache import CACHE_ENV, cache_dir
 from illexp_ros.runtime.errors import EnhancerError
 
@@ -136,7 +136,7 @@ def end_with_parent(parent_pid: int) -> None:
     SystemExit so export_onnx's cleanup removes its temporary file. The parent check after prctl covers a parent
     that ended while this process was still importing torch. Elsewhere nothing is set up (the export finishes)."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if set_parent_death_signal() and os.getppid() != parent_pid:
+    if parent_already_gone(parent_pid):
         sys.exit(143)
 
 
