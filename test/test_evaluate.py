@@ -409,9 +409,11 @@ def test_a_sheet_that_cannot_be_written_is_one_line(tmp_path, capsys):
     """OpenCV's imwrite says only False: the run ended with exit 0 and no sheet (a traceback where the folder
     could not be made)."""
     data = make_set(tmp_path / "set")
-    rc = ev.main(["--data", str(data), "--methods", "none", "--no-progress", "--sheet", "/proc/illexp_sheet.png"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err[-1] == "error: cannot write the contact sheet /proc/illexp_sheet.png", err
+    rc = ev.main(["--data", str(data), "--methods", "none", "--no-progress", "--sheet", "/proc/illexp_sheet.png",
+                  "--json", str(tmp_path / "r.json")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and err.strip().splitlines()[-1] == "error: cannot write the contact sheet /proc/illexp_sheet.png"
+    assert "none" in out and json.loads((tmp_path / "r.json").read_text())["sets"]  # the scores are not lost
 
 
 def test_synthetic_set_and_model_card_outputs_that_cannot_be_written_are_one_line(tmp_path, capsys):

@@ -525,7 +525,10 @@ def evaluate(data_dirs: list[Path], models_dir: Path, methods: list[str] | None,
             report["sets"][res.name] = res.summary()
             seconds[res.name] = res.seconds
             if sheet:
-                write_sheet(res, list(fns), sheet_path(sheet, res.name, len(data_dirs)))
+                try:
+                    write_sheet(res, list(fns), sheet_path(sheet, res.name, len(data_dirs)))
+                except EvaluationError as exc:  # the scores are what matters: go on, the caller says it at the end
+                    report.setdefault("unwritten_sheets", []).append(str(exc))
     finally:
         for enh in closers:
             enh.close()
@@ -612,7 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the table above is printed: only the file is missing
         print(f"error: cannot write the results: {error_line(exc)}", file=sys.stderr)
         return 2
-    return 0
+    for problem in report.get("unwritten_sheets", []):
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if report.get("unwritten_sheets") else 0
 
 
 if __name__ == "__main__":

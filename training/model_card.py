@@ -200,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(summary_table(report, seconds))
     print(f"rewrote {args.card} and {out}/eval.json in {time.time() - t0:.0f} s")
-    return 0
+    for problem in report.get("unwritten_sheets", []):
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if report.get("unwritten_sheets") else 0
 
 
 if __name__ == "__main__":
