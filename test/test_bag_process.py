@@ -184,6 +184,62 @@ def test_strength_0_writes_16_bit_frames_bit_identical(tmp_path: Path, tiny_mode
         assert out.mean() > 1.2 * values.mean()
 
 
+def humble_bag(path: Path, frames: int, extra_type: str | None = None) -> Path:
+    """A bag as Humble's rosbag2 writes it by default: sqlite3, metadata version 5, no message definitions (rosbags
+    writes definitions, so the file is made by hand). `extra_type`: one more topic, /thing, of that type."""
+    import json
+    import sqlite3
+
+    path.mkdir()
+    db = sqlite3.connect(path / f"{path.name}_0.db3")
+    db.executescript(
+        "CREATE TABLE schema(schema_version INTEGER PRIMARY KEY, ros_distro TEXT NOT NULL);"
+        "INSERT INTO schema VALUES(3, 'humble');"
+        "CREATE TABLE metadata(id INTEGER PRIMARY KEY, metadata_version INTEGER NOT NULL, metadata TEXT NOT NULL);"
+        "CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL,"
+        " serialization_format TEXT NOT NULL, offered_qos_profiles TEXT NOT NULL);"
+        "CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL, timestamp INTEGER NOT NULL,"
+        " data BLOB NOT NULL);")
+    topics = [(IMAGE_TOPIC, IMAGE_TYPE, frames)] + ([("/thing", extra_type, 1)] if extra_type else [])
+    t0, entries = 1_700_000_000_000_000_000, []
+    for topic_id, (topic, msgtype, count) in enumerate(topics, start=1):
+        db.execute("INSERT INTO topics VALUES(?, ?, ?, 'cdr', '')", (topic_id, topic, msgtype))
+        for i in range(count):
+            data = b"\x00\x01\x00\x00abcd"
+            if msgtype == IMAGE_TYPE:
+                data = bytes(TYPESTORE.serialize_cdr(
+                    make_image(np.full((*SIZE, 3), 20 + i, np.uint8), "rgb", "rgb8", t0 + i, "cam"), IMAGE_TYPE))
+            db.execute("INSERT INTO messages(topic_id, timestamp, data) VALUES(?, ?, ?)", (topic_id, t0 + i, data))
+        entries.append(f"    - topic_metadata:\n        name: {topic}\n        type: {msgtype}\n"
+                       f"        serialization_format: cdr\n        offered_qos_profiles: \"\"\n"
+                       f"      message_count: {count}\n")
+    db.commit()
+    db.close()
+    total = sum(c for _, _, c in topics)
+    (path / "metadata.yaml").write_text(
+        "rosbag2_bagfile_information:\n  version: 5\n  storage_identifier: sqlite3\n"
+        f"  duration:\n    nanoseconds: {frames}\n  starting_time:\n    nanoseconds_since_epoch: {t0}\n"
+        f"  message_count: {total}\n  topics_with_message_count:\n{''.join(entries)}"
+        f"  compression_format: \"\"\n  compression_mode: \"\"\n  relative_file_paths:\n"
+        f"    - {json.dumps(path.name + '_0.db3')}\n")
+    return path
+
+
+def test_a_humble_bag_without_message_definitions_is_processed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Humble's default bags store no definitions; rosbags refused them ("Instantiate AnyReader with a
+    default_typestore argument"). A type of the bag's own can then not be copied: one line, exit 2."""
+    src = humble_bag(tmp_path / "humble", frames=3)
+    assert process(str(src), str(tmp_path / "out"), "--topic", IMAGE_TOPIC, "--backend", "passthrough") == 0
+    _, msgs = read_bag(tmp_path / "out")
+    assert [t for t, _, _ in msgs].count(CORRECTED) == 3 and [t for t, _, _ in msgs].count(IMAGE_TOPIC) == 3
+    capsys.readouterr()
+    src = humble_bag(tmp_path / "custom", frames=2, extra_type="my_pkg/msg/Thing")
+    assert process(str(src), str(tmp_path / "out2"), "--topic", IMAGE_TOPIC, "--backend", "passthrough") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("illexp_bag process: error: /thing has type my_pkg/msg/Thing, which the bag does not")
+    assert not (tmp_path / "out2").exists()
+
+
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
 

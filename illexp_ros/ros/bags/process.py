@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import TypesysError
 from tqdm import tqdm
 
 from illexp_ros.ros.bags.images import (
@@ -292,13 +293,18 @@ def _copy_connections(reader: Any, writer: Writer) -> dict[int, tuple[Any, Calla
             out[conn.id] = by_key[key]
             continue
         has_def = bool(conn.msgdef.data) and bool(conn.digest)
-        new = writer.add_connection(
-            conn.topic, conn.msgtype,
-            msgdef=conn.msgdef.data if has_def else None,
-            rihs01=conn.digest if has_def else None,
-            typestore=None if has_def else reader.typestore,
-            serialization_format=ext.serialization_format,
-            offered_qos_profiles=list(ext.offered_qos_profiles))
+        try:
+            new = writer.add_connection(
+                conn.topic, conn.msgtype,
+                msgdef=conn.msgdef.data if has_def else None,
+                rihs01=conn.digest if has_def else None,
+                typestore=None if has_def else reader.typestore,
+                serialization_format=ext.serialization_format,
+                offered_qos_profiles=list(ext.offered_qos_profiles))
+        except TypesysError as exc:  # a bag without definitions (Humble or before) and a type of its own
+            raise BagError(f"{conn.topic} has type {conn.msgtype}, which the bag does not define (bags of Humble "
+                           "and before store no definitions) and which is no standard ROS 2 type: its messages "
+                           "cannot be copied") from exc
         by_key[key] = out[conn.id] = new
     return {cid: (conn, _same_bytes) for cid, conn in out.items()}
 

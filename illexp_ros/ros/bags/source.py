@@ -16,6 +16,7 @@ from typing import Any
 
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import Connection
+from rosbags.typesys import Stores, get_typestore
 
 from illexp_ros.ros.bags.images import IMAGE_TYPES
 
@@ -49,7 +50,9 @@ def open_bag(path: str | Path) -> Iterator[AnyReader]:
     if path.is_dir() and not (path / "metadata.yaml").is_file():
         raise BagError(f"{path} is not a ROS 2 bag: no metadata.yaml in it")
     try:
-        reader = AnyReader([path])
+        # Bags of Humble and before (sqlite3, metadata version <= 7) hold no message definitions: read them with
+        # Humble's (sensor_msgs' Image and CompressedImage are the same in every distro since).
+        reader = AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
         reader.open()
     except Exception as exc:  # noqa: BLE001 - rosbags raises many types (ReaderError, sqlite3, yaml, struct)
         raise BagError(f"cannot read bag {path}: {one_line(exc)}") from exc
