@@ -76,7 +76,7 @@ def test_play_rejects_a_bad_clock_rate(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("extra", "expected"), [
     (["--rate", "nan"], "--rate must be a number > 0, got nan"),
-    (["--rate", "0"], "--rate must be a number > 0, got 0.0"),
+    (["--rate", "0", "--wait", "3"], "--rate must be a number > 0, got 0.0"),
     (["--out-topic", "bad name"], "--out-topic 'bad name' is not a valid ROS 2 topic name"),
     (["--out-topic", "/cam/"], "--out-topic '/cam/' is not a valid ROS 2 topic name: topic name must not end"),
 ])
@@ -87,6 +87,29 @@ def test_play_rejects_bad_arguments_in_one_line(tmp_path: Path, extra: list[str]
                              IMAGE_TOPIC, *extra], capture_output=True, text=True, timeout=60)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr
+    assert "no subscriber" not in result.stdout  # said before any DDS work (--rate came after --wait's wait)
+
+
+def test_play_refuses_a_topic_of_two_types(tmp_path: Path) -> None:
+    """Image and CompressedImage on one topic: play made one Image publisher and sent the compressed messages'
+    bytes through it as Image messages (garbage to every subscriber)."""
+    import numpy as np
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from illexp_ros.ros.bags.images import COMPRESSED_TYPE, IMAGE_TYPE, TYPESTORE, make_compressed, make_image
+
+    bag = tmp_path / "mixed"
+    frame = np.zeros((8, 8, 3), np.uint8)
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        raw = writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=TYPESTORE)
+        coded = writer.add_connection(IMAGE_TOPIC, COMPRESSED_TYPE, typestore=TYPESTORE)
+        writer.write(raw, 1, bytes(TYPESTORE.serialize_cdr(make_image(frame, "rgb", "rgb8", 1, "c"), IMAGE_TYPE)))
+        writer.write(coded, 2, bytes(TYPESTORE.serialize_cdr(make_compressed(frame, "rgb", 2, "c"), COMPRESSED_TYPE)))
+    result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic",
+                             IMAGE_TOPIC], capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert f"{IMAGE_TOPIC} in {bag} carries messages of 2 types" in lines[0], lines[0]
 
 
 def test_node_with_use_sim_time_follows_the_replayed_bag_clock(tmp_path: Path) -> None:

@@ -50,12 +50,21 @@ def topic_type(path: Path, topic: str, camera_info: str | None = None) -> str:
     with open_bag(path) as reader:
         if camera_info is not None:
             camera_info_connections(reader, path, camera_info)
-        return image_connections(reader, path, topic)[0].msgtype
+        types = sorted({c.msgtype for c in image_connections(reader, path, topic)})
+    if len(types) > 1:  # one publisher, one type: the other type's bytes would go out as garbage messages
+        raise BagError(f"{topic} in {path} carries messages of {len(types)} types ({', '.join(types)}); play "
+                       "publishes one type per topic: split the bag first (illexp_bag process handles both)")
+    return types[0]
 
 
 def camera_info_connections(reader: Any, path: Path, topic: str) -> list:
     """The connections of a CameraInfo topic; BagError if it is missing, empty or of another type."""
     return typed_connections(reader, path, topic, (CAMERA_INFO_TYPE,), "CameraInfo", "sensor_msgs/CameraInfo")
+
+
+def check_rate(rate: float) -> None:
+    if not 0 < rate < math.inf:  # also refuses nan
+        raise BagError(f"--rate must be a number > 0, got {rate}")
 
 
 def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 1.0,
@@ -71,8 +80,7 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
     bag's current time at least `clock_hz` times a second while waiting, and each message's timestamp just
     before it is published (the time never lags a message).
     """
-    if not 0 < rate < math.inf:  # also refuses nan
-        raise BagError(f"--rate must be a number > 0, got {rate}")
+    check_rate(rate)
     if on_clock is not None and not clock_hz > 0:
         raise BagError(f"--clock must be > 0 Hz, got {clock_hz}")
     path = Path(path)
@@ -146,6 +154,7 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
     with `camera_info`, that topic's CameraInfo too (on `out_camera_info` if given); clock_hz > 0 also publishes
     the bag's time on /clock."""
     path = Path(path)
+    check_rate(rate)  # said at once, not after DDS discovery and --wait
     msgtype = topic_type(path, topic, camera_info)  # validate the bag before touching DDS
     check_topic_name(out_topic or topic, "--out-topic" if out_topic else "--topic")
     if camera_info is not None:
