@@ -332,6 +332,25 @@ def test_out_that_contains_in_is_refused_even_with_force(tmp_path: Path, tiny_mo
     assert capsys.readouterr().err.strip() == (f"illexp_bag process: error: OUT ({tmp_path / 'parent'}) must not "
                                                f"contain IN ({src})")
     assert len(read_bag(src)[1]) == 2  # the image and its reference, untouched
+    # OUT inside IN: with --force one of IN's own files was replaced by the new bag, and IN was gone
+    (storage,) = src.glob("*.mcap")
+    for out in (storage, src / "copy"):
+        assert process(str(src), str(out), "--topic", IMAGE_TOPIC, "--force", "--backend", "passthrough") == 2
+        assert capsys.readouterr().err.strip().endswith(f"OUT ({out}) must not be inside IN ({src})")
+    assert storage.is_file() and len(read_bag(src)[1]) == 2
+
+
+def test_a_relative_out_topic_is_stored_by_its_full_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """rosbag2 stores full names: `cam/fixed` written as given was another topic than `/cam/fixed`, so the check
+    for a topic IN already has missed it, and a replay would publish two types on one name."""
+    src = _sample_bag(tmp_path / "in")
+    assert process(str(src), str(tmp_path / "out"), "--topic", IMAGE_TOPIC, "--out-topic", "cam/fixed",
+                   "--backend", "passthrough") == 0
+    assert "/cam/fixed" in {c.topic for c in read_bag(tmp_path / "out")[0]}
+    taken = IMAGE_TOPIC.lstrip("/")  # IN's own image topic, named relatively
+    assert process(str(src), str(tmp_path / "out2"), "--topic", IMAGE_TOPIC, "--out-topic", taken,
+                   "--backend", "passthrough") == 2
+    assert f"already has topic {IMAGE_TOPIC}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("out_topic", "expected"), [

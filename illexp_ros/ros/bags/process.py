@@ -144,17 +144,21 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
     """Copy IN to OUT adding corrected frames; raises BagError on bad input (see the module docstring)."""
     in_path, out_path = Path(in_path), Path(out_path)
     out_topic = out_topic or f"{topic.rstrip('/')}/corrected"
-    compressed_topic = f"{out_topic.rstrip('/')}/compressed" if compressed else None
     check_topic_name(out_topic, "--out-topic")
+    # rosbag2 stores full names; a relative one written as given would be another topic than its /-twin
+    out_topic = out_topic if out_topic.startswith("/") else f"/{out_topic}"
+    compressed_topic = f"{out_topic.rstrip('/')}/compressed" if compressed else None
     if storage is not None and storage not in STORAGES:
         raise BagError(f"--storage must be one of {', '.join(STORAGES)}, got {storage!r}")
     check_compression(compressed, jpeg_quality, png_level)
-    if in_path.exists() and out_path.exists():
+    if in_path.exists():
         resolved_in, resolved_out = in_path.resolve(), out_path.resolve()
         if resolved_in == resolved_out:
             raise BagError(f"OUT must differ from IN ({in_path})")
         if resolved_out in resolved_in.parents:  # replacing OUT (--force) would delete IN
             raise BagError(f"OUT ({out_path}) must not contain IN ({in_path})")
+        if resolved_in in resolved_out.parents:  # with --force, one of IN's own files would be replaced
+            raise BagError(f"OUT ({out_path}) must not be inside IN ({in_path})")
     if out_path.exists() and not force:  # checked again when OUT is created; this one is before model loading
         raise BagError(f"{out_path} exists; pass --force to overwrite it")
     with open_bag(in_path) as reader:
