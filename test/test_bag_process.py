@@ -340,6 +340,22 @@ def test_out_that_contains_in_is_refused_even_with_force(tmp_path: Path, tiny_mo
     assert storage.is_file() and len(read_bag(src)[1]) == 2
 
 
+def test_a_file_compressed_mcap_bag_stays_mcap(tmp_path: Path) -> None:
+    """OUT's storage is IN's: a bag compressed per file (x.mcap.zstd) was taken for sqlite3 by its suffix."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode
+
+    src = tmp_path / "zipped"
+    writer = Writer(src, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.FILE, CompressionFormat.ZSTD)
+    with writer:
+        conn = writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=TYPESTORE)
+        writer.write(conn, 1, bytes(TYPESTORE.serialize_cdr(
+            make_image(np.zeros((*SIZE, 3), np.uint8), "rgb", "rgb8", 1, "cam"), IMAGE_TYPE)))
+    assert [p.name for p in src.glob("*.zstd")] == ["zipped.mcap.zstd"]
+    assert process(str(src), str(tmp_path / "out"), "--topic", IMAGE_TOPIC, "--backend", "passthrough") == 0
+    assert [p.suffix for p in (tmp_path / "out").iterdir() if p.name != "metadata.yaml"] == [".mcap"]
+
+
 def test_a_relative_out_topic_is_stored_by_its_full_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """rosbag2 stores full names: `cam/fixed` written as given was another topic than `/cam/fixed`, so the check
     for a topic IN already has missed it, and a replay would publish two types on one name."""

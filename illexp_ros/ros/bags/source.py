@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import Connection
 from rosbags.typesys import Stores, get_typestore
@@ -35,8 +36,16 @@ def storage_of(path: Path) -> str:
     path = Path(path)
     if is_ros1_bag(path):
         return "mcap"
+    if path.is_dir():  # its metadata says, also for file-compressed storage (x.mcap.zstd)
+        try:
+            info = yaml.safe_load((path / "metadata.yaml").read_text(encoding="utf-8"))
+            storage = info["rosbag2_bagfile_information"]["storage_identifier"]
+        except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+            storage = None  # open_bag says what is wrong with the bag
+        if storage in ("mcap", "sqlite3"):
+            return storage
     files = [path] if path.is_file() else sorted(path.iterdir())
-    if any(f.suffix == ".mcap" for f in files):
+    if any(".mcap" in f.suffixes for f in files):
         return "mcap"
     return "sqlite3"
 
