@@ -372,10 +372,14 @@ def test_model_card_rewrites_only_the_generated_section(tmp_path):
     assert fresh.read_text().count(BEGIN) == 1 and "\ny\n" in fresh.read_text()
 
 
-def test_model_card_runs_without_the_model_files(tmp_path, capsys):
+def test_model_card_runs_without_the_model_files(tmp_path, capsys, monkeypatch):
     """Before models are trained (or with a folder of some of them) the card says which are not shipped and
     gives the tables it can; the identity check asked for the missing models' methods and stopped (exit 2)."""
+    import training.model_card as card_module
     from training.model_card import main as model_card
+
+    # the synthetic set is made from the training photos, which a clean clone has not: any set will do here
+    monkeypatch.setattr(card_module, "make_synthetic_set", lambda out, count, seed: make_set(out))
 
     eval_root = tmp_path / "eval"
     for name in ("a6300_ucan_samples", "fivek_dpe_curl_samples"):
@@ -417,11 +421,14 @@ def test_a_sheet_that_cannot_be_written_is_one_line(tmp_path, capsys):
 
 
 def test_synthetic_set_and_model_card_outputs_that_cannot_be_written_are_one_line(tmp_path, capsys):
+    from test_training import tiny_config
+
     from training.make_synthetic_set import main as synthetic_main
     from training.model_card import main as model_card
 
     (tmp_path / "file").write_text("in the way")
-    assert synthetic_main(["--out", str(tmp_path / "file"), "--count", "1"]) == 2  # a traceback before
+    config = tiny_config(tmp_path / "c", max_steps=1)  # photos of its own: a clean clone has no training photos
+    assert synthetic_main(["--out", str(tmp_path / "file"), "--count", "1", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "Not a directory" in err[0], err
     with pytest.raises(SystemExit) as exit_:
