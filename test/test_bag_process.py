@@ -554,6 +554,22 @@ def test_sigkill_midway_leaves_no_output(tmp_path: Path, tiny_model: Path) -> No
     assert out.is_dir() and not work.exists()
 
 
+def test_leftovers_of_a_killed_run_are_found_whatever_the_name(tmp_path: Path) -> None:
+    """A work directory left by a dead process is removed by the next run on that OUT, also when OUT's name holds
+    glob characters (the pattern missed them); a live process's is kept."""
+    from illexp_ros.ros.bags.process import PARTIAL_TAG, remove_stale_work_dirs
+
+    out = tmp_path / "run[1]"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f".{out.name}{PARTIAL_TAG}{dead.pid}"
+    alive = tmp_path / f".{out.name}{PARTIAL_TAG}{os.getpid()}"
+    for work in (left, alive):
+        work.mkdir()
+    remove_stale_work_dirs(out)
+    assert not left.exists() and alive.exists()
+
+
 def test_ctrl_c_midway_leaves_nothing(tmp_path: Path, tiny_model: Path) -> None:
     proc, out, work = _start_slow_run(tmp_path, tiny_model)
     proc.send_signal(signal.SIGINT)

@@ -21,6 +21,7 @@ by killed runs are removed by the next run on the same OUT.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
@@ -108,7 +109,7 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_work_dirs(out: Path) -> None:
     """Delete work directories of earlier runs on `out` whose process is gone (SIGKILL, power loss)."""
-    for work in out.parent.glob(f".{out.name}{PARTIAL_TAG}*"):
+    for work in out.parent.glob(glob.escape(f".{out.name}{PARTIAL_TAG}") + "*"):  # OUT's name may hold [ * ?
         pid_text = work.name.rsplit(PARTIAL_TAG, 1)[-1]
         if pid_text.isdigit() and not _pid_alive(int(pid_text)):
             shutil.rmtree(work, ignore_errors=True)
