@@ -79,6 +79,7 @@ def test_play_rejects_a_bad_clock_rate(tmp_path: Path) -> None:
     (["--rate", "0", "--wait", "3"], "--rate must be a number > 0, got 0.0"),
     (["--out-topic", "bad name"], "--out-topic 'bad name' is not a valid ROS 2 topic name"),
     (["--out-topic", "/cam/"], "--out-topic '/cam/' is not a valid ROS 2 topic name: topic name must not end"),
+    (["--out-topic", "clock", "--clock", "100"], "the images and the clock would both go out on /clock"),
 ])
 def test_play_rejects_bad_arguments_in_one_line(tmp_path: Path, extra: list[str], expected: str) -> None:
     bag = tmp_path / "bag"

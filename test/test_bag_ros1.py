@@ -235,6 +235,8 @@ def test_play_publishes_camera_info_with_the_images(tmp_path: Path, tiny_model: 
     (["--camera-info", "/nope"], "topic /nope not in bag"),
     (["--camera-info", TOPICS["color"]], "carries sensor_msgs/msg/Image, not sensor_msgs/CameraInfo"),
     (["--out-camera-info", "/x"], "--out-camera-info needs --camera-info"),
+    (["--camera-info", "/cam/camera_info", "--out-camera-info", "cam/image_raw"],
+     "the images and the camera info would both go out on /cam/image_raw"),
 ])
 def test_play_refuses_a_camera_info_topic_it_cannot_play(tmp_path: Path, args: list[str], expected: str) -> None:
     src = tmp_path / "recording.bag"

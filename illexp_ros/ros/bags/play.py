@@ -157,8 +157,17 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
     check_rate(rate)  # said at once, not after DDS discovery and --wait
     msgtype = topic_type(path, topic, camera_info)  # validate the bag before touching DDS
     check_topic_name(out_topic or topic, "--out-topic" if out_topic else "--topic")
+    published = [(out_topic or topic, "the images")]
     if camera_info is not None:
         check_topic_name(out_camera_info or camera_info, "--out-camera-info" if out_camera_info else "--camera-info")
+        published.append((out_camera_info or camera_info, "the camera info"))
+    if clock_hz > 0:
+        published.append(("/clock", "the clock"))
+    full = [(name if name.startswith("/") else f"/{name}", what) for name, what in published]
+    for i, (name, what) in enumerate(full):
+        for other_name, other in full[i + 1:]:
+            if name == other_name:  # two types on one topic: DDS refuses the second, or its subscribers get both
+                raise BagError(f"{what} and {other} would both go out on {name}: give them different topics")
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
