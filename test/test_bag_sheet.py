@@ -49,6 +49,22 @@ def test_sheet_layout_and_passthrough_rows(tmp_path: Path, tiny_model: Path) -> 
         np.testing.assert_array_equal(tile(1, col), tile(0, col))
 
 
+def test_frames_of_another_shape_keep_theirs_and_extreme_ones_keep_the_sheet_small(tmp_path: Path) -> None:
+    """render_sheet sized every cell by the first frame and squashed the others into it; a 97 x 1 first frame
+    made a sheet over 23000 pixels tall."""
+    from illexp_ros.ros.bags.sheet import BACKGROUND, render_sheet
+
+    wide, tall = np.full((40, 80, 3), 200, np.uint8), np.full((80, 40, 3), 200, np.uint8)
+    out = render_sheet([("row", [wide, tall])], tmp_path / "s.png", thumb_width=100)
+    sheet = cv2.imread(str(out))[..., ::-1]
+    y, x = GAP, LABEL_WIDTH + 100 + GAP  # the tall frame's cell: 100 x 50 (the first frame's shape)
+    cell = sheet[y:y + 50, x:x + 100]
+    assert (cell[:, 37:62] == 200).all()  # 25 x 50: kept in shape, centred...
+    assert (cell[:, :37] == BACKGROUND).all() and (cell[:, 62:] == BACKGROUND).all()  # ...with bars beside it
+    out = render_sheet([("row", [np.zeros((97, 1, 3), np.uint8)])], tmp_path / "t.png", thumb_width=100)
+    assert cv2.imread(str(out)).shape[0] == GAP + 200 + GAP  # cells at most 2:1 tall
+
+
 def test_sheet_with_bad_output_name_is_one_line(tmp_path: Path, tiny_model: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
     bag = tmp_path / "bag"

@@ -71,7 +71,8 @@ def render_sheet(rows: Sequence[tuple[str, Sequence[np.ndarray]]], out: str | Pa
     if not rows or not rows[0][1]:
         raise ValueError("render_sheet needs at least one row with one image")
     first = rows[0][1][0]
-    thumb_h = max(1, round(first.shape[0] * thumb_width / first.shape[1]))
+    # cells take the first frame's shape, within 1:4..2:1 (a 97 x 1 frame made a sheet 23000 px tall)
+    thumb_h = min(max(round(first.shape[0] * thumb_width / first.shape[1]), thumb_width // 4), 2 * thumb_width)
     n_cols = max(len(images) for _, images in rows)
     top = HEADER_HEIGHT if column_titles else GAP
     height = top + len(rows) * (thumb_h + GAP)
@@ -87,8 +88,11 @@ def render_sheet(rows: Sequence[tuple[str, Sequence[np.ndarray]]], out: str | Pa
         for c, img in enumerate(images):
             img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
             x = LABEL_WIDTH + c * (thumb_width + GAP)
-            sheet[y:y + thumb_h, x:x + thumb_width] = cv2.resize(img, (thumb_width, thumb_h),
-                                                                 interpolation=cv2.INTER_AREA)
+            # kept in shape (a frame of another size on the topic was squashed into the first one's cell)
+            w = max(1, min(thumb_width, round(img.shape[1] * thumb_h / img.shape[0])))
+            h = max(1, min(thumb_h, round(img.shape[0] * thumb_width / img.shape[1])))
+            dx, dy = (thumb_width - w) // 2, (thumb_h - h) // 2
+            sheet[y + dy:y + dy + h, x + dx:x + dx + w] = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
