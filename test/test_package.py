@@ -42,3 +42,19 @@ def test_console_scripts_resolve():
     for script, module, func in re.findall(r'"(\w+) = ([\w.]+):(\w+)"', text):
         mod = importlib.import_module(module)
         assert callable(getattr(mod, func)), f"{script}: {module}.{func} missing"
+
+
+def test_node_help_lists_the_parameters_and_starts_no_node():
+    """`illexp_node --help` ignored the flag and started a node (it ran until stopped); now it prints the usage,
+    the topics and every parameter with its default, and exits 0."""
+    from illexp_ros.ros.node.console_scripts import wants_help
+    from illexp_ros.ros.node.parameters import PARAMETERS
+
+    for program in ("illexp_node", "illexp_lifecycle_node"):
+        script = (f"import sys; sys.argv = ['{program}', '--help']; "
+                  f"from illexp_ros.ros.node.console_scripts import {program}; sys.exit({program}())")
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.startswith(f"usage: {program} "), result.stderr
+        assert all(f"  {name} (" in result.stdout for name in PARAMETERS)
+        assert "enhancer ready" not in result.stdout + result.stderr
+    assert wants_help(["illexp_node", "-h"]) and not wants_help(["illexp_node", "--ros-args", "-p", "--help"])

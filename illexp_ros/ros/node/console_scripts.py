@@ -9,7 +9,47 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import textwrap
 from types import FrameType
+
+TOPICS = ("in: image (sensor_msgs/Image; image/compressed with input_transport: compressed), camera_info; "
+          "out: corrected/image, corrected/image/compressed, corrected/camera_info, exposure_map, /diagnostics")
+
+
+def wants_help(argv: list[str]) -> bool:
+    """-h / --help among the program's own arguments (those before --ros-args: ROS's are ROS's)."""
+    args = argv[1:]
+    if "--ros-args" in args:
+        args = args[:args.index("--ros-args")]
+    return any(a in ("-h", "--help") for a in args)
+
+
+def print_help(program: str) -> int:
+    """Usage, topics and every parameter with its default (a node would otherwise ignore --help and start);
+    exit status 0, also when a pager or `head` closes the pipe early."""
+    try:
+        _write_help(program)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 0
+
+
+def _write_help(program: str) -> None:
+    from illexp_ros.ros.node.parameters import PARAMETERS
+
+    print(f"usage: {program} [--ros-args [--params-file FILE] [-r image:=TOPIC] [-r camera_info:=TOPIC] "
+          "[-p NAME:=VALUE ...]]\n")
+    print("Corrects badly exposed camera frames and republishes them with the same header.")
+    if program == "illexp_lifecycle_node":
+        print("A managed node: `ros2 lifecycle set /illexp_node configure`, then `activate`.")
+    print(textwrap.fill("topics: " + TOPICS, 100, subsequent_indent="  "))
+    print("\nparameters (RO: fixed at start-up; RW: `ros2 param set` at run time), defaults as the node declares "
+          "them;\nconfig/illexp.yaml (share/illexp_ros/config in an install) sets the recommended ones:")
+    for name, spec in PARAMETERS.items():
+        head = f"  {name} ({spec.default!r}, {'RO' if spec.read_only else 'RW'}): "
+        print(textwrap.fill(spec.description, 100, initial_indent=head, subsequent_indent=" " * 6))
 
 
 def stop_while_importing(program: str) -> None:
@@ -23,6 +63,8 @@ def stop_while_importing(program: str) -> None:
 
 
 def illexp_node() -> int:
+    if wants_help(sys.argv):
+        return print_help("illexp_node")
     stop_while_importing("illexp_node")
     from illexp_ros.ros.node.illexp_node import main
 
@@ -30,6 +72,8 @@ def illexp_node() -> int:
 
 
 def illexp_lifecycle_node() -> int:
+    if wants_help(sys.argv):
+        return print_help("illexp_lifecycle_node")
     stop_while_importing("illexp_lifecycle_node")
     from illexp_ros.ros.node.illexp_lifecycle_node import main
 
