@@ -674,6 +674,15 @@ def test_missing_model_fails_at_start_with_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_params_file_that_is_not_there_is_one_line(tmp_path):
+    """A relative config/illexp.yaml from a workspace root: rcl printed its parser's internals over two lines
+    ("Couldn't parse params file ... at /project/src/parser.c:271") before our line."""
+    proc = subprocess.run([sys.executable, "-m", "illexp_ros.ros.node.illexp_node", "--ros-args", "--params-file",
+                           "config/illexp.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["illexp_node: error: params file not found: config/illexp.yaml"]
+
+
 @pytest.mark.parametrize(("override", "words"), [
     ("qos_overrides./cam/image_raw.subscription.reliability:=sometimes", "sometimes"),
     ("qos_overrides./illexp_qos_ns/corrected/image.publisher.depth:=0", "depth must be at least 1"),

@@ -10,6 +10,7 @@ Run:  illexp_node --ros-args --params-file config/illexp.yaml -r image:=/camera/
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -520,6 +521,19 @@ class IllExpNode(ExposureCorrectionMixin, Node):
             self.enhancer.close()
 
 
+def missing_params_files(argv: list[str]) -> list[str]:
+    """The --params-file arguments among the ROS arguments of `argv` that name no file."""
+    missing, in_ros_args = [], False
+    for arg, following in zip(argv, [*argv[1:], None]):
+        if arg == "--ros-args":
+            in_ros_args = True
+        elif arg == "--":
+            in_ros_args = False
+        elif in_ros_args and arg == "--params-file" and following is not None and not os.path.isfile(following):
+            missing.append(following)
+    return missing
+
+
 def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None = None) -> int:
     """Initialise ROS, build the node, spin until SIGINT / SIGTERM, tear down: the console scripts of
     illexp_node and illexp_lifecycle_node. Exit 2 with one line `<program>: error: ...` when it cannot start."""
@@ -538,6 +552,10 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
         signal.signal(signal.SIGINT, signal.default_int_handler)  # replaces the console script's start-up one
         signal.signal(signal.SIGTERM, raise_interrupt)
     try:
+        missing = missing_params_files(argv)
+        if missing:  # rcl would print its parser's internals over several lines first
+            print(f"{program}: error: params file not found: {missing[0]}", file=sys.stderr)
+            return 2
         try:
             rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
         except Exception as exc:  # noqa: BLE001 - e.g. an unreadable --params-file
