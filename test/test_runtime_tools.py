@@ -42,6 +42,15 @@ def test_bench_json_has_the_documented_shape(tmp_path, capsys):
     assert "| onnxruntime | yes | 64x48 |" in capsys.readouterr().out
 
 
+def test_bench_fast_loads_only_the_fast_model(capsys):
+    """--fast built the Enhancer in full mode first: the paper-sized model loaded too (seconds, and its memory in
+    the fast rows' peak_mem_mb)."""
+    assert bench_main(["--backend", "torch_cpu", "--fast", "--sizes", "64x48", "--frames", "1", "--warmup", "0",
+                       "--threads", "1", "--no-floors"]) == 0
+    loaded = [line for line in capsys.readouterr().out.splitlines() if "[runtime] loaded" in line]
+    assert len(loaded) == 1 and "mixed_fast.pt" in loaded[0], loaded
+
+
 def test_bench_profile_times_each_stage_of_the_cpu_pipeline(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = bench_main(["--backend", "onnxruntime,passthrough", "--both", "--sizes", "160x120", "--frames", "3",

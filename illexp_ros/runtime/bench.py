@@ -135,8 +135,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="default", help="shipped name, model file, or 'default'")
     p.add_argument("--model-config", default=None,
                    help="JSON IllExpNet kwargs: benchmark a random-weight network of that shape instead")
-    p.add_argument("--internal-short-side", type=int, default=0, help="fast mode internal short side (0 = "
-                                                                      "the backend's default)")
+    p.add_argument("--internal-short-side", type=int, default=0, help="fast mode internal short side (0 = the "
+                   "size the fast model was trained at, from its file; else the backend's default)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch / onnxruntime (0 = default)")
     p.add_argument("--no-floors", action="store_true", help="skip the numpy-copy and CLAHE floors")
     p.add_argument("--profile", action="store_true",
@@ -171,7 +171,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, tqdm(total=total, desc="illexp_bench", unit="frame") as bar:
         model = random_model_file(args.model_config, tmp) if args.model_config is not None else args.model
         for backend in backends:
-            enh = Enhancer.from_model(model, backend=backend, mode=args.mode,
+            # built in the first mode it times: `--fast` loaded the paper-sized model first (start-up time, and
+            # the process peak memory the fast rows report)
+            enh = Enhancer.from_model(model, backend=backend, mode=args.mode, fast=fast_modes[0],
                                       internal_short_side=args.internal_short_side, threads=args.threads,
                                       logger=lambda msg: tqdm.write(f"[runtime] {msg}"))
             try:
