@@ -639,6 +639,19 @@ def test_signals_repeated_while_the_node_tears_down_end_it_without_a_traceback()
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
 
 
+@pytest.mark.parametrize(("seconds", "report_every", "rss_line"), [
+    ("2", "60", "node RSS: no report (the run was shorter than one period)"),
+    ("3", "2", "node RSS: "),
+])
+def test_a_short_soak_says_what_it_measured_and_no_nan(seconds, report_every, rss_line):
+    """A soak of fewer than two reports printed "node RSS: minute 2 nan MB, last nan MB, growth +nan MB"."""
+    proc = subprocess.run([sys.executable, "-m", "illexp_ros.bench_cli", "--node", "--soak", seconds, "--backend",
+                           "passthrough", "--size", "64x48", "--report-every", report_every], cwd=ROOT,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "nan" not in proc.stdout.lower() and rss_line in proc.stdout, proc.stdout
+
+
 def test_sigterm_to_the_soak_stops_its_node_too():
     """`kill` of `illexp_bench --node --soak` ends it as Ctrl-C does, node included (the node ran on as an orphan
     and the next soak counted its frames too)."""

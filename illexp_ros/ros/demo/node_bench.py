@@ -63,7 +63,9 @@ def node_param(text: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from illexp_ros.ros.node.image_conversion import SUPPORTED_ENCODINGS
 
-    p = argparse.ArgumentParser(prog="illexp_bench --node", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="illexp_bench --node", description=__doc__.split("\n\n")[0],
+                                epilog="illexp_bench --node --soak SECONDS runs the node for a long time instead "
+                                       "(its own options: illexp_bench --node --soak 1 --help).")
     p.add_argument("--backends", default="passthrough,auto", help="comma-separated node backends")
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("640x480,1280x720"))
     p.add_argument("--frames", type=int, default=30, help="timed frames per size (after warm-up)")
