@@ -39,8 +39,9 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The node's default path (fast mode), as the README's runtime table; --both adds full mode (minutes on a CPU).
 bench: $(STAMP)
-	$(BIN)/illexp_bench --backend auto --sizes 640x480,1280x720 --frames 30
+	$(BIN)/illexp_bench --backend auto --fast --sizes 640x480,1280x720 --frames 30
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache *.egg-info
