@@ -611,6 +611,17 @@ def test_lifecycle_cycles_leave_no_threads_or_endpoints_behind():
         assert [s.topic_name for s in n.subscriptions].count("/image") == 1
 
 
+def test_incompatible_qos_warnings_name_the_policy_in_a_word(node, capfd):
+    """The warning printed rclpy's enum as `policy rmw_qos_policy_kind_t.RMW_QOS_POLICY_RELIABILITY`."""
+    from types import SimpleNamespace
+
+    from rclpy._rclpy_pybind11 import rmw_qos_policy_kind_t
+
+    node._on_incompatible_subscriber(SimpleNamespace(last_policy_kind=rmw_qos_policy_kind_t.RMW_QOS_POLICY_RELIABILITY))
+    err = capfd.readouterr().err
+    assert "asks for an incompatible QoS (policy RELIABILITY); it gets no frames" in err, err
+
+
 def test_qos_overrides_apply_per_topic():
     """ROS 2's standard qos_overrides parameters, per publisher / subscription, on top of `qos`."""
     from rclpy.qos import ReliabilityPolicy

@@ -46,7 +46,7 @@ from illexp_ros.ros.node.image_conversion import (
     image_to_frame,
 )
 from illexp_ros.ros.node.parameters import MODES, PARAMETERS, RUNTIME_PARAMETERS, validate
-from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, QOS_OVERRIDES, image_qos
+from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, QOS_OVERRIDES, image_qos, policy_name
 from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
 from illexp_ros.runtime.correction_strength import apply_strength
@@ -186,7 +186,7 @@ class ExposureCorrectionMixin:
         sub_events = SubscriptionEventCallbacks(
             incompatible_qos=lambda info: self.get_logger().warning(
                 f"a publisher on {self.input_topic} offers an incompatible QoS (policy "
-                f"{info.last_policy_kind}); no frames from it will arrive: {hint}"))
+                f"{policy_name(info.last_policy_kind)}); no frames from it will arrive: {hint}"))
         msg_type = CompressedImage if p["input_transport"] == "compressed" else Image
         self.image_sub = self.info_sub = None
         try:
@@ -390,7 +390,7 @@ class ExposureCorrectionMixin:
     def _on_incompatible_subscriber(self, info) -> None:
         self.get_logger().warning(
             f"a subscriber of {self.resolve_topic_name('corrected/image')} asks for an incompatible QoS "
-            f"(policy {info.last_policy_kind}); it gets no frames")
+            f"(policy {policy_name(info.last_policy_kind)}); it gets no frames")
 
     def _on_diagnostics_timer(self) -> None:
         snap = self.stats.snapshot()

@@ -22,7 +22,7 @@ parameters (history, depth, reliability), as image_pipeline's nodes do, e.g.
 from __future__ import annotations
 
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
 QOS_NAMES = ("reliable", "sensor_data")
@@ -41,6 +41,14 @@ def image_qos(name: str) -> QoSProfile:
 
 
 MAX_DEPTH = 2**31 - 1  # rclpy's C profile takes no more (a TypeError from its constructor, not a clear error)
+
+
+def policy_name(kind: object) -> str:
+    """An incompatible-QoS event's policy as a word (RELIABILITY), not rclpy's `rmw_qos_policy_kind_t.RMW_...`."""
+    try:
+        return QoSPolicyKind(int(kind)).name
+    except (TypeError, ValueError):
+        return str(kind)
 
 
 def _check_overridden(qos: QoSProfile) -> SetParametersResult:
