@@ -144,6 +144,15 @@ def test_buffered_resolutions_does_not_wait_for_the_frame_in_progress(tiny_path)
     assert enh.buffered_resolutions() == 0
 
 
+def test_an_unknown_model_name_lists_the_shipped_ones():
+    """The message named only under, over and mixed; mixed_fast and the fast specialists load by name too."""
+    from illexp_ros.runtime.errors import ModelLoadError
+    from illexp_ros.runtime.model_io import resolve_model_path
+
+    with pytest.raises(ModelLoadError, match=r"shipped names are .*mixed_fast.*under_fast"):
+        resolve_model_path("mixed_fasst")
+
+
 def test_passthrough_copies_without_a_model():
     enh = Enhancer.from_model("/nonexistent/model.pt", backend="passthrough")
     frame = random_frame(10, 12)

@@ -129,7 +129,8 @@ def export(args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="illexp_export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="mixed", help="shipped name (under, over, mixed) or a model file")
+    p.add_argument("--model", default="mixed", help="shipped name (mixed, mixed_fast, under, under_fast, over, "
+                   "over_fast) or a model file (default: mixed)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--fp16", action="store_true", help="half precision (torchscript on CUDA, tensorrt)")

@@ -56,9 +56,11 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
         searched.append(str(path))
         if path.is_file():
             return path
+    # the names there are (the fast variants too), else the paper's three
+    found = sorted({p.stem for d in models_dirs() if d.is_dir() for p in d.glob("*.pt")}) or list(SHIPPED_NAMES)
     raise ModelLoadError(
         f"unknown model {text!r}: not a file and not a shipped model (looked for {', '.join(searched)}); "
-        f"shipped names are {', '.join(SHIPPED_NAMES)}"
+        f"shipped names are {', '.join(found)}"
     )
 
 
