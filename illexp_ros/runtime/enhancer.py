@@ -33,6 +33,8 @@ COLOR_ORDERS = ("rgb", "bgr")
 WELL_EXPOSED = "well-exposed"
 PASSTHROUGH = "passthrough"
 CORRECTION_OFF = "off"  # the route of a frame at correction strength 0: the node and the bag tool run no network
+# Auto mode classifies a thumbnail: the luma statistics it needs do not change with resolution.
+CLASSIFY_SHORT_SIDE = 64
 
 
 def output_is_the_input(route: str | None, gain: float) -> bool:
@@ -40,8 +42,6 @@ def output_is_the_input(route: str | None, gain: float) -> bool:
     `gain` (exposure compensation x level change) comes out exactly as it came in. The caller then passes the
     input message on itself: rebuilt from the 8-bit working copy, a 16-bit frame would lose its low 8 bits."""
     return route in (CORRECTION_OFF, WELL_EXPOSED, PASSTHROUGH) and not changes_frames(gain)
-# Auto mode classifies a thumbnail: the luma statistics it needs do not change with resolution.
-CLASSIFY_SHORT_SIDE = 64
 
 _default_logger = logging.getLogger("illexp_ros.runtime")
 
