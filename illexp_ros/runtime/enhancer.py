@@ -43,6 +43,7 @@ def output_is_the_input(route: str | None, gain: float) -> bool:
     input message on itself: rebuilt from the 8-bit working copy, a 16-bit frame would lose its low 8 bits."""
     return route in (CORRECTION_OFF, WELL_EXPOSED, PASSTHROUGH) and not changes_frames(gain)
 
+
 _default_logger = logging.getLogger("illexp_ros.runtime")
 
 
