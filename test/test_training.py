@@ -293,6 +293,19 @@ def test_base_config_is_extended_key_by_key_and_a_cycle_is_one_clear_error(tmp_p
         load_config(tmp_path / "variant.yaml")
 
 
+def test_a_variant_without_a_name_of_its_own_needs_one_to_train(tmp_path, capsys):
+    """Its runs went to the base's run folder, where a fresh run clears the base's checkpoint, best.pt and log."""
+    base = tiny_config(tmp_path, max_steps=2)
+    variant = tmp_path / "variant.yaml"
+    variant.write_text(f"base: {base.name}\ntrain:\n  max_steps: 1\n")
+    runs = tmp_path / "runs"
+    assert train_main(["--config", str(variant), "--out", str(runs), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "takes the name 'tiny' from its base" in err[0] and not runs.exists(), err
+    assert train_main(["--config", str(variant), "--out", str(runs), "--no-progress", "--name", "variant"]) == 0
+    assert (runs / "variant" / "checkpoint.pt").is_file() and not (runs / "tiny").exists()
+
+
 def test_cli_exit_status_for_wrong_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: bad\ndata:\n  crops: 64\n")
@@ -319,7 +332,8 @@ def test_init_from_and_lr_override_the_config(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [(["--init-from", "/nonexistent/start.pt"], "/nonexistent/start.pt"),
-                                            (["--lr", "0"], "--lr must be > 0"),
+                                            (["--lr", "0"], "--lr must be a finite number > 0"),
+                                            (["--lr", "inf"], "--lr must be a finite number > 0"),
                                             (["--init-from", "mixed_fast"], "--init-from mixed_fast does not fit the "
                                              "network of this config: "),  # the shipped net's widths differ
                                             (["--out", "{tmp}/file"], "{tmp}/file"),
@@ -437,6 +451,45 @@ def test_weights_ruined_by_a_step_are_never_checkpointed(tmp_path, monkeypatch, 
                      "--no-progress"])
     assert rc == 1 and "diverged: non-finite weights at step 20" in capsys.readouterr().out
     assert torch.load(tmp_path / "runs" / "tiny" / "checkpoint.pt", weights_only=False)["step"] == 10
+
+
+def test_weights_ruined_in_the_last_steps_are_not_saved_at_the_end_either(tmp_path, monkeypatch, capsys):
+    """The closing checkpoint (max_steps, budget, a stopping rule, Ctrl-C) saved whatever the weights were."""
+    import training.train as train_module
+
+    real_step, calls = train_module.training_step, []
+
+    def ruin_the_weights_at_step_15(model, *args, **kwargs):
+        result = real_step(model, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 15:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(train_module, "training_step", ruin_the_weights_at_step_15)
+    rc = train_main(["--config", str(tiny_config(tmp_path, max_steps=15)), "--out", str(tmp_path / "runs"),
+                     "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "diverged: non-finite weights at step 15" in out
+    assert "resume from the last checkpoint with a lower --lr" in err
+    assert torch.load(tmp_path / "runs" / "tiny" / "checkpoint.pt", weights_only=False)["step"] == 10
+
+
+def test_a_run_that_diverges_before_any_checkpoint_is_told_to_start_again(tmp_path, monkeypatch, capsys):
+    import training.train as train_module
+
+    real_step = train_module.training_step
+
+    def nan_loss(*args, **kwargs):
+        loss, att, enh = real_step(*args, **kwargs)
+        return loss * float("nan"), att, enh
+
+    monkeypatch.setattr(train_module, "training_step", nan_loss)
+    rc = train_main(["--config", str(tiny_config(tmp_path, max_steps=30)), "--out", str(tmp_path / "runs"),
+                     "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err[-1].endswith("start again with a lower --lr (no checkpoint was written)"), err
 
 
 def test_a_fresh_run_in_a_used_folder_exports_nothing_of_the_earlier_run(tmp_path, monkeypatch):

@@ -355,6 +355,13 @@ def _read_config(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return merged
 
 
+def name_is_inherited(path: str | Path) -> bool:
+    """Whether the config at `path` (already loaded, so readable) takes its `name` from its `base:`: its runs
+    would then go to the base's run folder, where a fresh run clears the base's files."""
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return "base" in raw and "name" not in raw
+
+
 def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     raw = _read_config(path)

@@ -53,6 +53,7 @@ from training.config import (  # noqa: E402
     RunConfig,
     apply_overrides,  # noqa: E402
     load_config,
+    name_is_inherited,
     named_overrides,
 )
 from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
@@ -357,6 +358,10 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     if new_log:
         writer.writerow(LOG_HEADER)
 
+    def weights_finite() -> bool:
+        """A step can ruin the weights before its loss shows it: such weights are never checkpointed."""
+        return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
     def save_checkpoint() -> None:
         """Written whole or not at all (a temporary file renamed): a run killed mid-save keeps the last one."""
         tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
@@ -457,8 +462,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                                  *val_cells, f"{time.time() - t0:.1f}"])
                 bar.update(1)
                 if step % cfg.train.checkpoint_every == 0:
-                    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                        # a step can ruin the weights before the loss shows it: never checkpoint such weights
+                    if not weights_finite():
                         stop_reason, diverged = f"diverged: non-finite weights at step {step}", True
                         break
                     log_f.flush()
@@ -472,6 +476,8 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
         except KeyboardInterrupt:  # the second signal: mid-step, so the state is not one to resume from
             stop_reason, stopped_at_once = "interrupted at once", True
     bar.close()
+    if not (stopped_at_once or diverged) and not weights_finite():  # the last steps' weights, before saving them
+        stop_reason, diverged = f"diverged: non-finite weights at step {step}", True
     if stopped_at_once or diverged:
         kept = (f"{ckpt_path} keeps its last periodic checkpoint" if ckpt_path.is_file()
                 else "no checkpoint was written yet")
@@ -553,8 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.init_from:
         cfg.train.init_from = args.init_from
     if args.lr is not None:
-        if not args.lr > 0:
-            print(f"error: --lr must be > 0, got {args.lr}", file=sys.stderr)
+        if not 0 < args.lr < math.inf:
+            print(f"error: --lr must be a finite number > 0, got {args.lr}", file=sys.stderr)
             return 2
         cfg.train.lr = args.lr
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -571,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = named_overrides(named)
     if args.name:
         cfg.name = args.name
+    elif name_is_inherited(args.config):
+        print(f"error: {args.config} takes the name {cfg.name!r} from its base: its run would replace the base's "
+              f"in {Path(args.out) / cfg.name}; give it a name: of its own or --name", file=sys.stderr)
+        return 2
     try:
         apply_overrides(cfg, overrides + args.set)
     except ConfigError as exc:
@@ -593,8 +603,10 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(k) for k in summary)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in summary.items()))
     if summary["stop"].startswith("diverged"):
-        print(f"error: training {summary['stop']}; resume from the last checkpoint with a lower --lr, or start "
-              "again with one", file=sys.stderr)
+        resumable = (Path(summary["run_dir"]) / "checkpoint.pt").is_file()
+        advice = ("resume from the last checkpoint with a lower --lr, or start again with one" if resumable
+                  else "start again with a lower --lr (no checkpoint was written)")
+        print(f"error: training {summary['stop']}; {advice}", file=sys.stderr)
         return 1
     return 0
 
