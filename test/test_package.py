@@ -58,3 +58,21 @@ def test_node_help_lists_the_parameters_and_starts_no_node():
         assert all(f"  {name} (" in result.stdout for name in PARAMETERS)
         assert "enhancer ready" not in result.stdout + result.stderr
     assert wants_help(["illexp_node", "-h"]) and not wants_help(["illexp_node", "--ros-args", "-p", "--help"])
+    # as the demo and the benchmarks start the node: python -m, through run_node
+    for module in ("illexp_node", "illexp_lifecycle_node"):
+        result = subprocess.run([sys.executable, "-m", f"illexp_ros.ros.node.{module}", "--help"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.startswith(f"usage: {module} "), result.stderr
+
+
+def test_a_params_file_that_is_a_pipe_is_not_called_missing(tmp_path):
+    """`--params-file <(envsubst < params.yaml)` is a pipe, which rcl reads; only a path to nothing is missing."""
+    import os
+
+    from illexp_ros.ros.node.illexp_node import missing_params_files
+
+    os.mkfifo(tmp_path / "fifo")
+    argv = ["illexp_node", "--ros-args", "--params-file", str(tmp_path / "fifo"), "--params-file",
+            str(tmp_path / "nope.yaml")]
+    assert missing_params_files(argv) == [str(tmp_path / "nope.yaml")]
+    assert missing_params_files(["illexp_node", "--params-file", "nope.yaml"]) == []  # not a ROS argument

@@ -36,6 +36,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from illexp_ros.ros.interruption import raise_interrupt
 from illexp_ros.ros.node.background_spin import SPIN_TIMEOUT_S  # the longest wait before looking again
+from illexp_ros.ros.node.console_scripts import print_help, wants_help
 from illexp_ros.ros.node.diagnostics import FrameStats, diagnostic_array, summary_line
 from illexp_ros.ros.node.image_conversion import (
     ImageFormatError,
@@ -522,14 +523,15 @@ class IllExpNode(ExposureCorrectionMixin, Node):
 
 
 def missing_params_files(argv: list[str]) -> list[str]:
-    """The --params-file arguments among the ROS arguments of `argv` that name no file."""
+    """The --params-file arguments among the ROS arguments of `argv` that name nothing (a pipe, as from
+    `<(envsubst < params.yaml)`, is something rcl reads)."""
     missing, in_ros_args = [], False
     for arg, following in zip(argv, [*argv[1:], None]):
         if arg == "--ros-args":
             in_ros_args = True
         elif arg == "--":
             in_ros_args = False
-        elif in_ros_args and arg == "--params-file" and following is not None and not os.path.isfile(following):
+        elif in_ros_args and arg == "--params-file" and following is not None and not os.path.exists(following):
             missing.append(following)
     return missing
 
@@ -538,6 +540,8 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
     """Initialise ROS, build the node, spin until SIGINT / SIGTERM, tear down: the console scripts of
     illexp_node and illexp_lifecycle_node. Exit 2 with one line `<program>: error: ...` when it cannot start."""
     argv = sys.argv if argv is None else argv
+    if wants_help(argv):  # `python -m illexp_ros.ros.node.illexp_node --help` too, not only the console script
+        return print_help(program)
     # The executor thread and the worker share the GIL; Python's default 5 ms switch interval would let a
     # busy executor (deserialising large frames) delay the worker by up to 5 ms per frame.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
