@@ -641,7 +641,7 @@ def test_signals_repeated_while_the_node_tears_down_end_it_without_a_traceback()
 
 @pytest.mark.parametrize(("seconds", "report_every", "rss_line"), [
     ("2", "60", "node RSS: no report (the run was shorter than one period)"),
-    ("3", "2", "node RSS: "),
+    ("5", "2", "a growth needs three"),  # two reports: minute 2 was also the last, "growth +0.0"
 ])
 def test_a_short_soak_says_what_it_measured_and_no_nan(seconds, report_every, rss_line):
     """A soak of fewer than two reports printed "node RSS: minute 2 nan MB, last nan MB, growth +nan MB"."""

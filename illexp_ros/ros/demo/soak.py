@@ -211,17 +211,18 @@ def run(args: argparse.Namespace) -> int:
     lost_before = sent - counts["received"] - counts["dropped_in_transport"]
     every = [lat for r in rows for lat in r["latencies"]] + last
     p50, p99 = percentiles(every)
-    growth = rows[-1]["rss_mb"] - rows[1]["rss_mb"] if len(rows) >= 2 else 0.0
     print(f"\nsummary: {sent} frames sent, {counts['received']} reached the node, {counts['published']} published, "
           f"{local_dropped} dropped in the node, {counts['dropped_in_transport']} lost in transport (counted by "
           f"the node), {counts['rejected']} rejected, {counts['failed']} failed, {back} corrected frames received")
     print(f"latency over the run: p50 {p50:.1f} ms, p99 {p99:.1f} ms (p99 / p50 = {p99 / p50:.2f})")
-    if len(rows) >= 2:  # a growth needs two reports (and the first period holds the start-up)
+    if len(rows) >= 3:  # the growth from the second report (the first holds the start-up) to a later one
         print(f"node RSS: minute 2 {rows[1]['rss_mb']:.1f} MB, last {rows[-1]['rss_mb']:.1f} MB, "
-              f"growth {growth:+.1f} MB")
+              f"growth {rows[-1]['rss_mb'] - rows[1]['rss_mb']:+.1f} MB")
+    elif rows:
+        print(f"node RSS: last {rows[-1]['rss_mb']:.1f} MB ({len(rows)} report(s): a growth needs three; run "
+              "longer)")
     else:
-        print(f"node RSS: {rows[-1]['rss_mb']:.1f} MB (one report: no growth to give; run longer than two "
-              "periods)" if rows else "node RSS: no report (the run was shorter than one period)")
+        print("node RSS: no report (the run was shorter than one period)")
     print(f"every frame that reached the node accounted for: {'yes' if accounted_node else 'NO'}; "
           f"sent but neither received nor counted as lost in transport: {lost_before}")
     return 0 if accounted_node else 1
