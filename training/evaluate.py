@@ -436,6 +436,14 @@ def markdown_report(report: dict, heading_level: int = 2) -> str:
     return "\n".join(parts)
 
 
+UNWRITTEN_SHEETS = "unwritten_sheets"  # evaluate()'s report: sheets that failed (taken out by take_problems)
+
+
+def take_problems(report: dict) -> list[str]:
+    """The contact sheets evaluate() could not write, taken out of the report (not part of its JSON)."""
+    return report.pop(UNWRITTEN_SHEETS, [])
+
+
 def write_sheet(result: SetResult, methods: list[str], path: Path) -> None:
     """Contact sheet: one row per image, columns input / each method / target, labelled on top."""
     if not result.sheet_rows:
@@ -528,7 +536,7 @@ def evaluate(data_dirs: list[Path], models_dir: Path, methods: list[str] | None,
                 try:
                     write_sheet(res, list(fns), sheet_path(sheet, res.name, len(data_dirs)))
                 except EvaluationError as exc:  # the scores are what matters: go on, the caller says it at the end
-                    report.setdefault("unwritten_sheets", []).append(str(exc))
+                    report.setdefault(UNWRITTEN_SHEETS, []).append(str(exc))
     finally:
         for enh in closers:
             enh.close()
@@ -604,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     except (EvaluationError, EnhancerError) as exc:  # EnhancerError: the runtime's ModelLoadError, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    problems = take_problems(report)
     print(summary_table(report, seconds))
     try:
         if args.json:
@@ -613,11 +622,10 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
             Path(args.markdown).write_text(markdown_report(report) + "\n")
     except OSError as exc:  # the table above is printed: only the file is missing
-        print(f"error: cannot write the results: {error_line(exc)}", file=sys.stderr)
-        return 2
-    for problem in report.get("unwritten_sheets", []):
+        problems.append(f"cannot write the results: {error_line(exc)}")
+    for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    return 2 if report.get("unwritten_sheets") else 0
+    return 2 if problems else 0
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from training.evaluate import (  # noqa: E402
     markdown_report,
     read_node_params,
     summary_table,
+    take_problems,
 )
 from training.make_synthetic_set import DEFAULT_COUNT, SYNTHETIC_SEED, make_synthetic_set  # noqa: E402
 
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                                [m for m in IDENTITY_METHODS if not cannot.get(m)], args.backend, None, 0,
                                not args.no_progress,
                                log=lambda s: print(s, file=sys.stderr), identity=True)
+        problems = take_problems(report)  # sheets not written: said at the end, after the card
         report["sets"].update(identity["sets"])
         seconds.update(identity_seconds)
     except (EvaluationError, EnhancerError, ValueError, OSError) as exc:
@@ -200,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(summary_table(report, seconds))
     print(f"rewrote {args.card} and {out}/eval.json in {time.time() - t0:.0f} s")
-    for problem in report.get("unwritten_sheets", []):
+    for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    return 2 if report.get("unwritten_sheets") else 0
+    return 2 if problems else 0
 
 
 if __name__ == "__main__":
