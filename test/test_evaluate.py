@@ -391,6 +391,7 @@ def test_model_card_runs_without_the_model_files(tmp_path, capsys, monkeypatch):
                      "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     text = card.read_text()
+    assert set(json.loads((tmp_path / "out" / "eval.json").read_text())) == {"sets"}
     assert "| mixed | (not shipped yet) |" in text
     identity = text.split("#### a6300_ucan_samples:identity")[1].split("####")[0]
     assert "| gamma |" in identity and "| mixed |" not in identity
@@ -436,6 +437,29 @@ def test_synthetic_set_and_model_card_outputs_that_cannot_be_written_are_one_lin
     assert exit_.value.code == 2 and "is a folder" in capsys.readouterr().err
 
 
+def test_model_card_says_every_problem_after_the_table(tmp_path, capsys, monkeypatch):
+    """A sheet and eval.json that cannot be written: both said, after the table (the sheet's was dropped), and
+    the card still rewritten."""
+    import training.model_card as card_module
+
+    monkeypatch.setattr(card_module, "make_synthetic_set", lambda out, count, seed: make_set(out))
+    eval_root = tmp_path / "eval"
+    for name in ("a6300_ucan_samples", "fivek_dpe_curl_samples"):
+        make_set(eval_root / name)
+    out = tmp_path / "out"
+    (out / "sheet_a6300_ucan_samples.png").mkdir(parents=True)  # the first set's sheet cannot be written
+    (out / "eval.json").mkdir()
+    (tmp_path / "models").mkdir()
+    rc = card_module.main(["--card", str(tmp_path / "card.md"), "--models", str(tmp_path / "models"),
+                           "--eval-root", str(eval_root), "--synthetic", str(tmp_path / "syn"), "--out", str(out),
+                           "--count", "1", "--no-progress"])
+    stdout, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert rc == 2 and len(errors) == 2, err
+    assert "sheet_a6300_ucan_samples.png" in errors[0] and errors[1].startswith("error: cannot write the results")
+    assert stdout.startswith("method ") and "\nnone " in stdout and "rewrote" not in stdout  # the table
+
+
 def test_results_that_cannot_be_written_are_one_line_after_the_table(tmp_path, capsys):
     data = make_set(tmp_path / "set")
     (tmp_path / "file").write_text("in the way")
@@ -443,7 +467,9 @@ def test_results_that_cannot_be_written_are_one_line_after_the_table(tmp_path, c
         ev.main(["--data", str(data), "--methods", "none", "--no-progress",
                  "--json", str(tmp_path / "file" / "r.json")])
     assert exit_.value.code == 2 and "is not a writable folder" in capsys.readouterr().err
-    rc = ev.main(["--data", str(data), "--methods", "none", "--no-progress", "--json", "/proc/illexp_r.json"])
+    rc = ev.main(["--data", str(data), "--methods", "none", "--no-progress", "--json", "/proc/illexp_r.json",
+                  "--markdown", str(tmp_path / "r.md")])
     out, err = capsys.readouterr()
     assert rc == 2 and "none" in out  # the table is printed first
     assert err.strip().splitlines()[-1].startswith("error: cannot write the results: ")
+    assert (tmp_path / "r.md").is_file()  # the JSON's failure does not keep the Markdown from being written

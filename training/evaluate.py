@@ -614,15 +614,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     problems = take_problems(report)
     print(summary_table(report, seconds))
-    try:
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-        if args.markdown:
-            Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.markdown).write_text(markdown_report(report) + "\n")
-    except OSError as exc:  # the table above is printed: only the file is missing
-        problems.append(f"cannot write the results: {error_line(exc)}")
+    for path, text in ((args.json, lambda: json.dumps(report, indent=1)), (args.markdown,
+                                                                           lambda: markdown_report(report))):
+        if path:  # each on its own: one that fails does not keep the other from being written
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                Path(path).write_text(text() + "\n")
+            except OSError as exc:  # the table above is printed: only the file is missing
+                problems.append(f"cannot write the results: {error_line(exc)}")
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 2 if problems else 0

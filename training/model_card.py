@@ -191,17 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     except (EvaluationError, EnhancerError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    written = False
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
         (out / "eval.md").write_text(markdown_report(report) + "\n")
         rewrite_card(Path(args.card), generated_section(report, Path(args.models), args.count, SYNTHETIC_SEED,
                                                        args.backend))
-    except OSError as exc:  # the evaluation is done; say which file could not be written
-        print(f"error: cannot write the results: {error_line(exc)}", file=sys.stderr)
-        return 2
+        written = True
+    except OSError as exc:  # the evaluation is done; say which file could not be written, after the table
+        problems.append(f"cannot write the results: {error_line(exc)}")
     print(summary_table(report, seconds))
-    print(f"rewrote {args.card} and {out}/eval.json in {time.time() - t0:.0f} s")
+    if written:
+        print(f"rewrote {args.card} and {out}/eval.json in {time.time() - t0:.0f} s")
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 2 if problems else 0

@@ -359,8 +359,10 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
         writer.writerow(LOG_HEADER)
 
     def weights_finite() -> bool:
-        """A step can ruin the weights before its loss shows it: such weights are never checkpointed."""
-        return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        """A step can ruin the weights before its loss shows it: such weights are never checkpointed. The
+        averaged copy too, which validation, best.pt and export use."""
+        params = [*model.parameters(), *(averaged.module.parameters() if averaged is not None else ())]
+        return all(bool(torch.isfinite(p).all()) for p in params)
 
     def save_checkpoint() -> None:
         """Written whole or not at all (a temporary file renamed): a run killed mid-save keeps the last one."""
@@ -468,6 +470,8 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                     log_f.flush()
                     save_checkpoint()
                     plot_curves(log_path, run_dir / "curves.png")
+            if not diverged and not weights_finite():  # the last steps' weights: neither validated nor saved
+                stop_reason, diverged = f"diverged: non-finite weights at step {step}", True
             # A run ended by its time budget: its last weights are validated too. Not an interrupted one: that
             # validation would count towards the plateau rule and could write best.pt, which the resumed run's
             # uninterrupted twin does not do.
@@ -476,8 +480,6 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
         except KeyboardInterrupt:  # the second signal: mid-step, so the state is not one to resume from
             stop_reason, stopped_at_once = "interrupted at once", True
     bar.close()
-    if not (stopped_at_once or diverged) and not weights_finite():  # the last steps' weights, before saving them
-        stop_reason, diverged = f"diverged: non-finite weights at step {step}", True
     if stopped_at_once or diverged:
         kept = (f"{ckpt_path} keeps its last periodic checkpoint" if ckpt_path.is_file()
                 else "no checkpoint was written yet")
@@ -579,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.name = args.name
     elif name_is_inherited(args.config):
         print(f"error: {args.config} takes the name {cfg.name!r} from its base: its run would replace the base's "
-              f"in {Path(args.out) / cfg.name}; give it a name: of its own or --name", file=sys.stderr)
+              f"in {Path(args.out) / cfg.name}; set `name:` in the file or pass --name", file=sys.stderr)
         return 2
     try:
         apply_overrides(cfg, overrides + args.set)
