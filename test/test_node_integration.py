@@ -644,7 +644,7 @@ def test_signals_repeated_while_the_node_tears_down_end_it_without_a_traceback()
     ("5", "2", "a growth needs three"),  # two reports: minute 2 was also the last, "growth +0.0"
 ])
 def test_a_short_soak_says_what_it_measured_and_no_nan(seconds, report_every, rss_line):
-    """A soak of fewer than two reports printed "node RSS: minute 2 nan MB, last nan MB, growth +nan MB"."""
+    """A soak of fewer than three reports printed "node RSS: minute 2 nan MB, ..." or a growth of +0.0 MB."""
     proc = subprocess.run([sys.executable, "-m", "illexp_ros.bench_cli", "--node", "--soak", seconds, "--backend",
                            "passthrough", "--size", "64x48", "--report-every", report_every], cwd=ROOT,
                           env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=120)

@@ -69,10 +69,11 @@ def test_a_params_file_that_is_a_pipe_is_not_called_missing(tmp_path):
     """`--params-file <(envsubst < params.yaml)` is a pipe, which rcl reads; only a path to nothing is missing."""
     import os
 
-    from illexp_ros.ros.node.illexp_node import missing_params_files
+    from illexp_ros.ros.node.illexp_node import params_file_problems
 
     os.mkfifo(tmp_path / "fifo")
     argv = ["illexp_node", "--ros-args", "--params-file", str(tmp_path / "fifo"), "--params-file",
-            str(tmp_path / "nope.yaml")]
-    assert missing_params_files(argv) == [str(tmp_path / "nope.yaml")]
-    assert missing_params_files(["illexp_node", "--params-file", "nope.yaml"]) == []  # not a ROS argument
+            str(tmp_path / "nope.yaml"), "--params-file", str(tmp_path)]
+    assert params_file_problems(argv) == [f"params file not found: {tmp_path / 'nope.yaml'}",
+                                          f"params file {tmp_path} is a folder"]
+    assert params_file_problems(["illexp_node", "--params-file", "nope.yaml"]) == []  # not a ROS argument

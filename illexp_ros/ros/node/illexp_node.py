@@ -522,18 +522,22 @@ class IllExpNode(ExposureCorrectionMixin, Node):
             self.enhancer.close()
 
 
-def missing_params_files(argv: list[str]) -> list[str]:
-    """The --params-file arguments among the ROS arguments of `argv` that name nothing (a pipe, as from
-    `<(envsubst < params.yaml)`, is something rcl reads)."""
-    missing, in_ros_args = [], False
+def params_file_problems(argv: list[str]) -> list[str]:
+    """What is wrong with the --params-file arguments among the ROS arguments of `argv` (rcl would print its
+    parser's internals over several lines): a path to nothing or to a folder. A pipe, as from
+    `<(envsubst < params.yaml)`, is something rcl reads."""
+    problems, in_ros_args = [], False
     for arg, following in zip(argv, [*argv[1:], None]):
         if arg == "--ros-args":
             in_ros_args = True
         elif arg == "--":
             in_ros_args = False
-        elif in_ros_args and arg == "--params-file" and following is not None and not os.path.exists(following):
-            missing.append(following)
-    return missing
+        elif in_ros_args and arg == "--params-file" and following is not None:
+            if not os.path.exists(following):
+                problems.append(f"params file not found: {following}")
+            elif os.path.isdir(following):
+                problems.append(f"params file {following} is a folder")
+    return problems
 
 
 def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None = None) -> int:
@@ -556,9 +560,9 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
         signal.signal(signal.SIGINT, signal.default_int_handler)  # replaces the console script's start-up one
         signal.signal(signal.SIGTERM, raise_interrupt)
     try:
-        missing = missing_params_files(argv)
-        if missing:  # rcl would print its parser's internals over several lines first
-            print(f"{program}: error: params file not found: {missing[0]}", file=sys.stderr)
+        problems = params_file_problems(argv)
+        if problems:
+            print(f"{program}: error: {problems[0]}", file=sys.stderr)
             return 2
         try:
             rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)

@@ -59,9 +59,9 @@ class ParameterSpec:
 
 PARAMETERS: dict[str, ParameterSpec] = {
     "model": ParameterSpec(
-        "default", "Model: 'default' (the shipped under / over / mixed models picked per mode, in fast mode their "
-        "*_fast variants where shipped), a shipped name (under, over, mixed, mixed_fast, under_fast, over_fast) or "
-        "a path to a model file (used for every mode).", read_only=True),
+        "default", "Model: 'default' (the shipped under / over / mixed models picked per mode), a shipped name "
+        "(under, over, mixed, mixed_fast, under_fast, over_fast) or a path to a model file (used for every mode). "
+        "In fast mode NAME_fast.pt beside the chosen file is used where there is one.", read_only=True),
     "mode": ParameterSpec(
         "mixed", "Which correction: under, over, mixed, or auto (classify each frame, leave well-exposed "
         "frames unchanged).", read_only=False, choices=MODES),
