@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
           f"the node), {counts['rejected']} rejected, {counts['failed']} failed, {back} corrected frames received")
     print(f"latency over the run: p50 {p50:.1f} ms, p99 {p99:.1f} ms (p99 / p50 = {p99 / p50:.2f})")
     if len(rows) >= 3:  # the growth from the second report (the first holds the start-up) to a later one
-        print(f"node RSS: minute 2 {rows[1]['rss_mb']:.1f} MB, last {rows[-1]['rss_mb']:.1f} MB, "
+        print(f"node RSS: report 2 {rows[1]['rss_mb']:.1f} MB, last {rows[-1]['rss_mb']:.1f} MB, "
               f"growth {rows[-1]['rss_mb'] - rows[1]['rss_mb']:+.1f} MB")
     elif rows:
         print(f"node RSS: last {rows[-1]['rss_mb']:.1f} MB ({len(rows)} report(s): a growth needs three; run "
