@@ -75,8 +75,19 @@ def test_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_a_node_that_dies_during_the_replay_is_an_error_not_dropped_frames(tmp_path: Path) -> None:
     """The node process killed after the third frame of the replay: the demo says so and exits 2 (it counted the
     rest as dropped and exited 0)."""
+    result = run_demo_with(tmp_path, """
+        if len(sent) == 3:
+            node.kill()
+            node.wait()""")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("illexp_demo: error: illexp_node exited with status -9")
+
+
+def run_demo_with(tmp_path: Path, on_frame: str) -> subprocess.CompletedProcess:
+    """`illexp_demo --quick` (passthrough) in its own process, with `on_frame` (Python, indented 8 spaces) run after
+    each replayed frame is published; it sees `node` (the node's Popen) and `sent` (the frames so far)."""
     script = f"""
-import subprocess, sys
+import os, signal, subprocess, sys
 import illexp_ros.ros.demo.demo as demo
 started, real_popen, real_play = [], subprocess.Popen, demo.play_messages
 def popen(*args, **kwargs):
@@ -87,16 +98,12 @@ def play(bag, topic, publish, rate, on_publish):
     def on(timestamp, data):
         on_publish(timestamp, data)
         sent.append(timestamp)
-        if len(sent) == 3:
-            started[0].kill()
-            started[0].wait()
+        node = started[0]{on_frame}
     return real_play(bag, topic, publish, rate=rate, on_publish=on)
 demo.subprocess.Popen, demo.play_messages = popen, play
 sys.exit(demo.main(["--quick", "--out", {str(tmp_path / "out")!r}, "--backend", "passthrough"]))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=200)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("illexp_demo: error: illexp_node exited with status -9")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=200)
 
 
 def test_two_demos_on_one_domain_run_apart(tmp_path: Path) -> None:
@@ -120,23 +127,9 @@ def test_two_demos_on_one_domain_run_apart(tmp_path: Path) -> None:
 def test_the_node_ends_with_a_demo_killed_outright(tmp_path: Path) -> None:
     """SIGKILL (the OOM killer, a CI timeout) runs none of the demo's clean-up: the node it started used to run on,
     orphaned, on the domain; now the kernel ends it with its parent."""
-    script = f"""
-import os, signal, subprocess, sys
-import illexp_ros.ros.demo.demo as demo
-started, real_popen, real_play = [], subprocess.Popen, demo.play_messages
-def popen(*args, **kwargs):
-    started.append(real_popen(*args, **kwargs))
-    return started[-1]
-def play(bag, topic, publish, rate, on_publish):
-    def on(timestamp, data):
-        on_publish(timestamp, data)
-        print(started[0].pid, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real_play(bag, topic, publish, rate=rate, on_publish=on)
-demo.subprocess.Popen, demo.play_messages = popen, play
-demo.main(["--quick", "--out", {str(tmp_path / "out")!r}, "--backend", "passthrough"])
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=200)
+    result = run_demo_with(tmp_path, """
+        print(node.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)""")
     assert result.returncode == -9, result.stdout + result.stderr
     node = int(result.stdout.split()[-1])
     ended = wait_until_ended(node, 20.0)

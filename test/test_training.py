@@ -431,22 +431,27 @@ def test_a_run_that_diverges_keeps_its_last_good_state_and_exits_1(tmp_path, mon
     assert not export.exists()
 
 
-def test_weights_ruined_by_a_step_are_never_checkpointed(tmp_path, monkeypatch, capsys):
-    """A step can make the weights non-finite while its own loss is still finite: at a checkpoint step that
-    state would have been saved as the one to resume from."""
+def ruin_the_weights_at(step: int, monkeypatch) -> None:
+    """Make train.py's training step `step` leave non-finite weights behind while its loss is still finite."""
     import training.train as train_module
 
     real_step, calls = train_module.training_step, []
 
-    def ruin_the_weights_at_step_20(model, *args, **kwargs):
+    def ruining_step(model, *args, **kwargs):
         result = real_step(model, *args, **kwargs)
         calls.append(1)
-        if len(calls) == 20:
+        if len(calls) == step:
             with torch.no_grad():
                 next(model.parameters()).fill_(float("inf"))
         return result
 
-    monkeypatch.setattr(train_module, "training_step", ruin_the_weights_at_step_20)
+    monkeypatch.setattr(train_module, "training_step", ruining_step)
+
+
+def test_weights_ruined_by_a_step_are_never_checkpointed(tmp_path, monkeypatch, capsys):
+    """A step can make the weights non-finite while its own loss is still finite: at a checkpoint step that
+    state would have been saved as the one to resume from."""
+    ruin_the_weights_at(20, monkeypatch)
     rc = train_main(["--config", str(tiny_config(tmp_path, max_steps=30)), "--out", str(tmp_path / "runs"),
                      "--no-progress"])
     assert rc == 1 and "diverged: non-finite weights at step 20" in capsys.readouterr().out
@@ -455,19 +460,7 @@ def test_weights_ruined_by_a_step_are_never_checkpointed(tmp_path, monkeypatch, 
 
 def test_weights_ruined_in_the_last_steps_are_not_saved_at_the_end_either(tmp_path, monkeypatch, capsys):
     """The closing checkpoint (max_steps, budget, a stopping rule, Ctrl-C) saved whatever the weights were."""
-    import training.train as train_module
-
-    real_step, calls = train_module.training_step, []
-
-    def ruin_the_weights_at_step_15(model, *args, **kwargs):
-        result = real_step(model, *args, **kwargs)
-        calls.append(1)
-        if len(calls) == 15:
-            with torch.no_grad():
-                next(model.parameters()).fill_(float("inf"))
-        return result
-
-    monkeypatch.setattr(train_module, "training_step", ruin_the_weights_at_step_15)
+    ruin_the_weights_at(15, monkeypatch)
     rc = train_main(["--config", str(tiny_config(tmp_path, max_steps=15)), "--out", str(tmp_path / "runs"),
                      "--no-progress"])
     out, err = capsys.readouterr()
