@@ -327,35 +327,51 @@ class Enhancer:
                                interpolation=cv2.INTER_AREA)
         return classify_exposure(thumb[..., ::-1] if bgr else thumb)
 
-    def _run(self, frame: np.ndarray, color_order: str, want_map: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        bgr = _check_color_order(color_order)
-        frame = check_frame(frame)
+    def _run(self, frames: list[np.ndarray], color_orders: list[str],
+             want_map: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Correct `frames` (each in its colour order) under one hold of the lock: one mode, one fast setting and,
+        in auto mode, one route (the first frame's) for all of them."""
+        bgrs = [_check_color_order(order) for order in color_orders]
+        frames = [check_frame(frame) for frame in frames]
         with self._lock:
             if self._closed:
                 raise EnhancerError("this Enhancer is closed")
-            self._last_frame = (frame.shape[:2], bgr)
+            self._last_frame = (frames[-1].shape[:2], bgrs[-1])
             if not self._backend.needs_model:
                 self.last_route = PASSTHROUGH
-                return self._runners[None].run(frame, bgr, want_map, 0)
+                return [self._runners[None].run(frame, bgr, want_map, 0) for frame, bgr in zip(frames, bgrs)]
             route = self._mode
             if route == "auto":
-                route = self._classify(frame, bgr)
+                route = self._classify(frames[0], bgrs[0])
                 if route == "well":
                     self.last_route = WELL_EXPOSED
-                    return frame.copy(), (np.zeros(frame.shape[:2], np.uint8) if want_map else None)
+                    return [(frame.copy(), np.zeros(frame.shape[:2], np.uint8) if want_map else None)
+                            for frame in frames]
             path = self._route_paths[(route, self._fast)]
             self.last_route = path.stem
             short_side = self._short_side_for(path) if self._fast else 0
-            return self._runners[path].run(frame, bgr, want_map, short_side)
+            return [self._runners[path].run(frame, bgr, want_map, short_side) for frame, bgr in zip(frames, bgrs)]
 
     def enhance(self, frame: np.ndarray, color_order: str = "rgb") -> np.ndarray:
         """Corrected copy of `frame` (H x W x 3 uint8 in `color_order`, 'rgb' or 'bgr'), same shape and order."""
-        return self._run(frame, color_order, want_map=False)[0]
+        return self._run([frame], [color_order], want_map=False)[0][0]
 
     def enhance_with_map(self, frame: np.ndarray, color_order: str = "rgb") -> tuple[np.ndarray, np.ndarray]:
         """(corrected frame, H x W uint8 exposure map: the mean over channels of the attention map, 0..255)."""
-        out, em = self._run(frame, color_order, want_map=True)
+        out, em = self._run([frame], [color_order], want_map=True)[0]
         return out, em
+
+    def enhance_views(self, frames: list[np.ndarray], color_orders: list[str],
+                      want_map: bool = False) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Views of one scene taken at once (a stereo pair), each (in its colour order) as `enhance` /
+        `enhance_with_map` would correct it, but all with the same mode and fast setting (a switch waits until
+        they are done) and, in auto mode, all on the route the first view is classified to: two views of one
+        scene must not go through two different networks, or one be left untouched and the other corrected.
+        Returns (corrected, exposure map or None unless `want_map`) per view."""
+        if not frames or len(frames) != len(color_orders):
+            raise ValueError(f"enhance_views needs one colour order per frame and at least one frame "
+                             f"(got {len(frames)} frames, {len(color_orders)} orders)")
+        return self._run(list(frames), list(color_orders), want_map)
 
     def exposure_map(self, frame: np.ndarray, color_order: str = "rgb") -> np.ndarray:
         return self.enhance_with_map(frame, color_order)[1]

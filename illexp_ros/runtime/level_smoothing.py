@@ -60,7 +60,7 @@ def frame_level(frame: np.ndarray) -> float:
 
 @dataclass
 class _State:
-    shape: tuple[int, ...]
+    shape: tuple
     segment: object
     t: float | None
     input_level: float
@@ -110,18 +110,26 @@ class LevelSmoother:
         if frame_in.shape != frame_out.shape or frame_out.dtype != np.uint8 or frame_in.dtype != np.uint8:
             raise ValueError(f"input and output must be uint8 frames of one shape, got {frame_in.shape} "
                              f"{frame_in.dtype} and {frame_out.shape} {frame_out.dtype}")
+        if self._weight == 0.0:  # off: no passes over the frames
+            return self.smoothed_change(0.0, 0.0, frame_out.shape, t, segment)
+        input_level = frame_level(frame_in)
+        return self.smoothed_change(input_level, frame_level(frame_out) - input_level, frame_out.shape, t, segment)
+
+    def smoothed_change(self, input_level: float, gain: float, shape: tuple, t: float | None = None,
+                        segment: object = None) -> float:
+        """`gain_change` from levels already measured (frame_level): the input's level and the correction's
+        log2 gain, with `shape` standing for the frame size (a change restarts the average). For a caller
+        that measures one level for several frames, e.g. the two views of a stereo pair."""
         self.last_gain_change = 1.0
         if self._weight == 0.0:
             self._state = None
             return 1.0
-        input_level = frame_level(frame_in)
-        gain = frame_level(frame_out) - input_level
         prev, weight = self._state, 0.0
-        if (prev is not None and prev.shape == frame_out.shape and prev.segment == segment
+        if (prev is not None and prev.shape == shape and prev.segment == segment
                 and (t is None or prev.t is None or 0.0 <= t - prev.t <= self.max_gap_s)):
             weight = self._weight * max(0.0, 1.0 - abs(input_level - prev.input_level) / self.cut_stops)
         smoothed = gain if prev is None else weight * prev.gain + (1.0 - weight) * gain
-        self._state = _State(frame_out.shape, segment, t, input_level, smoothed)
+        self._state = _State(shape, segment, t, input_level, smoothed)
         change = 2.0 ** (smoothed - gain)
         if abs(change - 1.0) < MIN_GAIN_CHANGE:
             return 1.0
