@@ -187,7 +187,7 @@ def test_rate_limiter_restarts_after_a_pause_and_rejects_negative_rates():
 
 def test_worker_publishes_and_rejects(node):
     published = []
-    node.image_pub.publish = published.append
+    node.cameras[0].image_pub.publish = published.append
     node._process(PendingFrame(frame_msg(5), time.monotonic()))
     out = published[0]
     assert out.header.stamp.nanosec == 5 and out.encoding == "rgb8"
@@ -211,7 +211,7 @@ def test_worker_publishes_and_rejects(node):
 def test_a_stream_alternating_two_sizes_has_latency_statistics(node):
     """Only the first frame of a size not seen lately is left out of the latency statistics (every frame of a
     stream alternating two sizes was, so latency_p50_ms stayed unset)."""
-    node.image_pub.publish = lambda msg: None
+    node.cameras[0].image_pub.publish = lambda msg: None
     big = Image(height=4, width=6, encoding="rgb8", step=18)
     big.data = array.array("B", range(72))
     for i in range(10):
@@ -221,12 +221,12 @@ def test_a_stream_alternating_two_sizes_has_latency_statistics(node):
 
 
 def test_compressed_output_only_while_subscribed_and_with_the_parameters_in_force(node, monkeypatch):
-    assert node.compressed_pub.topic_name == node.resolve_topic_name("corrected/image") + "/compressed"
+    assert node.cameras[0].compressed_pub.topic_name == node.resolve_topic_name("corrected/image") + "/compressed"
     raw, compressed = [], []
-    node.image_pub.publish = raw.append
-    node.compressed_pub.publish = compressed.append
+    node.cameras[0].image_pub.publish = raw.append
+    node.cameras[0].compressed_pub.publish = compressed.append
     subscribers = [0]
-    monkeypatch.setattr(node.compressed_pub, "get_subscription_count", lambda: subscribers[0])
+    monkeypatch.setattr(node.cameras[0].compressed_pub, "get_subscription_count", lambda: subscribers[0])
     node._process(PendingFrame(frame_msg(1), time.monotonic()))
     assert len(raw) == 1 and compressed == [] and node.compressed_published == 0  # nobody listens: no encoding
     subscribers[0] = 1
@@ -250,10 +250,10 @@ def test_compressed_output_only_while_subscribed_and_with_the_parameters_in_forc
 
 def test_publish_compressed_false_offers_no_compressed_topic():
     with own_node(Parameter("publish_compressed", value=False)) as n:
-        assert n.compressed_pub is None
+        assert n.cameras[0].compressed_pub is None
         pubs, _ = own_endpoints(n)  # the node's own handles: the graph may not list even the ones it has yet
         assert "/corrected/image" in pubs and not any(name.endswith("/compressed") for name in pubs)
-        n.image_pub.publish = lambda msg: None
+        n.cameras[0].image_pub.publish = lambda msg: None
         n._process(PendingFrame(frame_msg(1), time.monotonic()))
         assert n.stats.snapshot().published == 1
 
@@ -409,7 +409,7 @@ def test_a_strength_change_restarts_the_level_smoothing():
     dark.data = array.array("B", pixels.tobytes())
     with own_node(backend="torch_cpu") as n:
         published = []
-        n.image_pub.publish = published.append
+        n.cameras[0].image_pub.publish = published.append
         assert n._level.weight == 0.9  # config/illexp.yaml's default
         for _ in range(3):
             n._process(PendingFrame(dark, time.monotonic()))
@@ -446,7 +446,7 @@ def test_a_frame_nothing_changes_comes_back_bit_identical_even_at_16_bits(encodi
     msg.data = array.array("B", values.tobytes())
     with own_node(*(Parameter(k, value=v) for k, v in overrides.items()), backend=backend) as n:
         published = []
-        n.image_pub.publish = published.append
+        n.cameras[0].image_pub.publish = published.append
         n._process(PendingFrame(msg, time.monotonic()))
         (out,) = published
         assert (out.encoding, out.step, out.header.frame_id) == (encoding, msg.step, "camera")
@@ -617,7 +617,8 @@ def test_incompatible_qos_warnings_name_the_policy_in_a_word(node, capfd):
 
     from rclpy._rclpy_pybind11 import rmw_qos_policy_kind_t
 
-    node._on_incompatible_subscriber(SimpleNamespace(last_policy_kind=rmw_qos_policy_kind_t.RMW_QOS_POLICY_RELIABILITY))
+    node._on_incompatible_subscriber("corrected/image",
+                                     SimpleNamespace(last_policy_kind=rmw_qos_policy_kind_t.RMW_QOS_POLICY_RELIABILITY))
     err = capfd.readouterr().err
     assert "asks for an incompatible QoS (policy RELIABILITY); it gets no frames" in err, err
 
@@ -628,12 +629,12 @@ def test_qos_overrides_apply_per_topic():
 
     with own_node(Parameter("qos_overrides./image.subscription.depth", value=5),
                   Parameter("qos_overrides./corrected/image.publisher.reliability", value="best_effort")) as n:
-        assert n.image_sub.qos_profile.depth == 5
-        assert n.image_pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert n.cameras[0].image_sub.qos_profile.depth == 5
+        assert n.cameras[0].image_pub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
         # the others keep `qos` (reliable, depth 1): each entity has its own profile
-        assert n.map_pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
-        assert n.compressed_pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
-        assert n.info_sub.qos_profile.depth == 1 and n.image_pub.qos_profile.depth == 1
+        assert n.cameras[0].map_pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert n.cameras[0].compressed_pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert n.cameras[0].info_sub.qos_profile.depth == 1 and n.cameras[0].image_pub.qos_profile.depth == 1
         assert n.get_parameter("qos_overrides./exposure_map.publisher.reliability").value == "reliable"
         assert not n.has_parameter("qos_overrides./diagnostics.publisher.reliability")
 

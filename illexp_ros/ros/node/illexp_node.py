@@ -10,6 +10,7 @@ Run:  illexp_node --ros-args --params-file config/illexp.yaml -r image:=/camera/
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
@@ -39,6 +41,7 @@ from illexp_ros.ros.node.background_spin import SPIN_TIMEOUT_S  # the longest wa
 from illexp_ros.ros.node.console_scripts import print_help, wants_help
 from illexp_ros.ros.node.diagnostics import FrameStats, diagnostic_array, summary_line
 from illexp_ros.ros.node.image_conversion import (
+    Frame,
     ImageFormatError,
     array_to_image,
     compressed_to_frame,
@@ -46,7 +49,7 @@ from illexp_ros.ros.node.image_conversion import (
     frame_to_image,
     image_to_frame,
 )
-from illexp_ros.ros.node.parameters import MODES, PARAMETERS, RUNTIME_PARAMETERS, validate
+from illexp_ros.ros.node.parameters import MODES, PARAMETERS, RUNTIME_PARAMETERS, ParameterSpec, validate
 from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, QOS_OVERRIDES, image_qos, policy_name
 from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
@@ -80,23 +83,55 @@ class StartupError(RuntimeError):
 class PendingFrame:
     msg: Image | CompressedImage
     received: float  # time.monotonic() when the callback got it
+    frames = 1  # what dropping it loses
+
+
+@dataclass
+class Camera:
+    """One camera's topics, all under `prefix`: the plain node has one camera (prefix ''), the stereo node two
+    ('left/', 'right/')."""
+    prefix: str
+    input_topic: str = ""
+    image_pub: Publisher | None = None
+    map_pub: Publisher | None = None
+    compressed_pub: Publisher | None = None
+    info_pub: Publisher | None = None
+    image_sub: object = None
+    info_sub: object = None
+
+    def publishers(self) -> list[Publisher]:
+        return [p for p in (self.image_pub, self.map_pub, self.compressed_pub, self.info_pub) if p is not None]
+
+
+@dataclass
+class DecodedFrame:
+    """An input frame and what publishing its correction needs."""
+    msg: Image | CompressedImage
+    frame: Frame  # pixels (uint8 H x W x 3), colour order, alpha
+    encoding: str  # of the output
+    bigendian: bool
 
 
 class ExposureCorrectionMixin:
     """Everything `illexp_node` does, in steps that the plain node runs at once and the lifecycle node
     (illexp_lifecycle_node.py) runs at its transitions: parameters are declared at construction; outputs
     (model, publishers, parameter changes, the switcher thread) are set up at configure; inputs (subscriptions,
-    diagnostics timer, the worker thread) at activate. Needs rclpy's Node among the class's bases."""
+    diagnostics timer, the worker thread) at activate. Needs rclpy's Node among the class's bases.
+    CAMERA_PREFIXES names the cameras (one set of topics each); the stereo node (illexp_stereo_node.py) has two
+    and replaces _on_image and _process with their pair-wise forms."""
+
+    CAMERA_PREFIXES: tuple[str, ...] = ("",)
+    PARAMETER_SPECS: dict[str, ParameterSpec] = PARAMETERS
 
     def _declare_parameters(self) -> None:
-        for name, spec in PARAMETERS.items():
+        for name, spec in self.PARAMETER_SPECS.items():
             self.declare_parameter(name, spec.default, spec.descriptor())
 
     def _validated_parameters(self) -> dict:
         """The parameters' values; StartupError names the first invalid one."""
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = {name: self.get_parameter(name).value for name in self.PARAMETER_SPECS}
         for name, value in p.items():
-            reason = validate(name, value)
+            reason = validate(name, value, self.PARAMETER_SPECS)
             if reason:
                 raise StartupError(f"parameter {reason}")
         return p
@@ -145,28 +180,20 @@ class ExposureCorrectionMixin:
         self._recent_shapes: OrderedDict[tuple, None] = OrderedDict()
 
         # A profile per entity: rclpy writes each one's overrides into the profile it is given.
-        self.image_pub = self.map_pub = self.compressed_pub = self.info_pub = self.diag_pub = None
+        self.cameras = [Camera(prefix) for prefix in self.CAMERA_PREFIXES]
+        self.diag_pub = None
         try:
-            pub_events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_subscriber)
-            self.image_pub = self._make_publisher(Image, "corrected/image", image_qos(p["qos"]),
-                                                  event_callbacks=pub_events)
-            self.map_pub = self._make_publisher(Image, "exposure_map", image_qos(p["qos"]))
-            # image_transport convention, as for the input: the compressed stream of base topic T is T/compressed,
-            # so it follows a remapped corrected/image.
-            if p["publish_compressed"]:
-                self.compressed_pub = self._make_publisher(
-                    CompressedImage, self.resolve_topic_name("corrected/image") + "/compressed", image_qos(p["qos"]))
-            if p["republish_camera_info"]:
-                self.info_pub = self._make_publisher(CameraInfo, "corrected/camera_info", image_qos(p["qos"]))
+            for camera in self.cameras:
+                self._create_camera_outputs(camera, p)
         except QOS_ERRORS as exc:
             self._drop_publishers()
             raise StartupError(f"QoS override: {exc}") from exc
         self.diag_pub = self._make_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS, overrides=None)
-        if p["input_transport"] == "compressed":
+        for camera in self.cameras:
+            image = self.resolve_topic_name(camera.prefix + "image")
             # image_transport convention: the compressed stream of base topic T is T/compressed.
-            self.input_topic = self.resolve_topic_name("image") + "/compressed"
-        else:
-            self.input_topic = self.resolve_topic_name("image")
+            camera.input_topic = image + "/compressed" if p["input_transport"] == "compressed" else image
+        self.input_topic = ", ".join(camera.input_topic for camera in self.cameras)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._slot: PendingFrame | None = None
@@ -180,26 +207,42 @@ class ExposureCorrectionMixin:
                                           daemon=True)
         self._switcher.start()
 
+    def _create_camera_outputs(self, camera: Camera, p: dict) -> None:
+        """One camera's publishers (QOS_ERRORS on an invalid QoS override)."""
+        corrected = camera.prefix + "corrected/image"
+        pub_events = PublisherEventCallbacks(
+            incompatible_qos=lambda info: self._on_incompatible_subscriber(corrected, info))
+        camera.image_pub = self._make_publisher(Image, corrected, image_qos(p["qos"]), event_callbacks=pub_events)
+        camera.map_pub = self._make_publisher(Image, camera.prefix + "exposure_map", image_qos(p["qos"]))
+        # image_transport convention, as for the input: the compressed stream of base topic T is T/compressed,
+        # so it follows a remapped corrected/image.
+        if p["publish_compressed"]:
+            camera.compressed_pub = self._make_publisher(
+                CompressedImage, self.resolve_topic_name(corrected) + "/compressed", image_qos(p["qos"]))
+        if p["republish_camera_info"]:
+            camera.info_pub = self._make_publisher(CameraInfo, camera.prefix + "corrected/camera_info",
+                                                   image_qos(p["qos"]))
+
     def _create_inputs(self, p: dict) -> None:
         """Subscriptions, the diagnostics timer and the worker thread: frames flow from here on. StartupError
         (and nothing created) on an invalid QoS override."""
         hint = "set `qos: sensor_data`" if p["qos"] == "reliable" else "publish with a compatible QoS"
-        sub_events = SubscriptionEventCallbacks(
-            incompatible_qos=lambda info: self.get_logger().warning(
-                f"a publisher on {self.input_topic} offers an incompatible QoS (policy "
-                f"{policy_name(info.last_policy_kind)}); no frames from it will arrive: {hint}"))
         msg_type = CompressedImage if p["input_transport"] == "compressed" else Image
-        self.image_sub = self.info_sub = None
         try:
-            self.image_sub = self.create_subscription(msg_type, self.input_topic, self._on_image, image_qos(p["qos"]),
-                                                      event_callbacks=sub_events, qos_overriding_options=QOS_OVERRIDES)
-            if self.info_pub is not None:
-                self.info_sub = self.create_subscription(CameraInfo, "camera_info", self.info_pub.publish,
-                                                         image_qos(p["qos"]), qos_overriding_options=QOS_OVERRIDES)
+            for index, camera in enumerate(self.cameras):
+                sub_events = SubscriptionEventCallbacks(
+                    incompatible_qos=lambda info, topic=camera.input_topic: self.get_logger().warning(
+                        f"a publisher on {topic} offers an incompatible QoS (policy "
+                        f"{policy_name(info.last_policy_kind)}); no frames from it will arrive: {hint}"))
+                camera.image_sub = self.create_subscription(
+                    msg_type, camera.input_topic, functools.partial(self._on_image, camera=index), image_qos(p["qos"]),
+                    event_callbacks=sub_events, qos_overriding_options=QOS_OVERRIDES)
+                if camera.info_pub is not None:
+                    camera.info_sub = self.create_subscription(
+                        CameraInfo, camera.prefix + "camera_info", camera.info_pub.publish, image_qos(p["qos"]),
+                        qos_overriding_options=QOS_OVERRIDES)
         except QOS_ERRORS as exc:
-            for sub in (self.image_sub, self.info_sub):
-                if sub is not None:
-                    self.destroy_subscription(sub)
+            self._destroy_subscriptions()
             raise StartupError(f"QoS override: {exc}") from exc
         # Sequence gaps count frames lost on the way to a subscribed node: frames a camera sent while the
         # lifecycle node was inactive (not subscribed) are not such losses.
@@ -214,25 +257,31 @@ class ExposureCorrectionMixin:
         self._last_log = time.monotonic()
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._on_diagnostics_timer)
         self.get_logger().info(
-            f"correcting {self.input_topic} -> {self.resolve_topic_name('corrected/image')} "
+            f"correcting {self.input_topic} -> "
+            f"{', '.join(self.resolve_topic_name(c.prefix + 'corrected/image') for c in self.cameras)} "
             f"(backend {self.backend_name}, model {self.model_name}, mode {self.enhancer.mode}, "
             f"fast {self.enhancer.fast}, qos {p['qos']}, level smoothing {self._level.weight})")
 
     def _destroy_inputs(self) -> bool:
         """Undo _create_inputs: no more frames are taken; one waiting in the mailbox is dropped (and counted).
         True when the worker has stopped (it finishes the frame in hand first)."""
-        self.destroy_subscription(self.image_sub)
-        if self.info_sub is not None:
-            self.destroy_subscription(self.info_sub)
+        self._destroy_subscriptions()
         self.destroy_timer(self._diagnostics_timer)
         self._worker_stop.set()
         with self._slot_cond:
             if self._slot is not None:
+                self.stats.count("dropped", self._slot.frames)
                 self._slot = None
-                self.stats.count("dropped")
             self._slot_cond.notify_all()
         self._worker.join(timeout=JOIN_TIMEOUT_S)
         return not self._worker.is_alive()
+
+    def _destroy_subscriptions(self) -> None:
+        for camera in self.cameras:
+            for sub in (camera.image_sub, camera.info_sub):
+                if sub is not None:
+                    self.destroy_subscription(sub)
+            camera.image_sub = camera.info_sub = None
 
     def _destroy_outputs(self, switcher_timeout: float = JOIN_TIMEOUT_S) -> None:
         """Undo _create_outputs (after _destroy_inputs): stop the switcher, release the models."""
@@ -242,11 +291,13 @@ class ExposureCorrectionMixin:
         self.enhancer.close()
 
     def _drop_publishers(self) -> None:
-        for name in ("image_pub", "map_pub", "compressed_pub", "info_pub", "diag_pub"):
-            publisher = getattr(self, name, None)
-            if publisher is not None:
+        for camera in getattr(self, "cameras", ()):
+            for publisher in camera.publishers():
                 self._drop_publisher(publisher)
-                setattr(self, name, None)
+            camera.image_pub = camera.map_pub = camera.compressed_pub = camera.info_pub = None
+        if getattr(self, "diag_pub", None) is not None:
+            self._drop_publisher(self.diag_pub)
+            self.diag_pub = None
 
     def _stop_switcher(self, timeout: float | None = JOIN_TIMEOUT_S) -> None:
         """Ask the switcher to stop (it takes no new work) and wait up to `timeout` s (None: do not wait) for a
@@ -258,17 +309,21 @@ class ExposureCorrectionMixin:
             self._switcher.join(timeout=timeout)
 
     # --- executor thread -------------------------------------------------------------------------------
-    def _on_image(self, msg: Image | CompressedImage, info: dict) -> None:
+    def _on_image(self, msg: Image | CompressedImage, info: dict, camera: int = 0) -> None:
         now = time.monotonic()
         self.stats.count("received")
         self._count_transport_gap(info)
         if not self._rate_limit.accept(now):
             self.stats.count("dropped")
             return
+        self._put(PendingFrame(msg, now))
+
+    def _put(self, item: PendingFrame) -> None:
+        """Into the worker's one-slot mailbox; what waited there is dropped and counted."""
         with self._slot_cond:
             if self._slot is not None:
-                self.stats.count("dropped")  # replaced before the worker got to it: never queue
-            self._slot = PendingFrame(msg, now)
+                self.stats.count("dropped", self._slot.frames)  # replaced before the worker got to it: never queue
+            self._slot = item
             self._slot_cond.notify()
 
     def _count_transport_gap(self, info: dict) -> None:
@@ -286,10 +341,10 @@ class ExposureCorrectionMixin:
         if last is not None and seq > last + 1:
             self.stats.count("dropped_in_transport", seq - last - 1)
 
-    @staticmethod
-    def _invalid_value_reasons(params: list[Parameter]) -> list[str]:
+    def _invalid_value_reasons(self, params: list[Parameter]) -> list[str]:
         """Why each of the node's own parameters in `params` may not take its value (others are not ours)."""
-        return [r for r in (validate(p.name, p.value) for p in params if p.name in PARAMETERS) if r]
+        specs = self.PARAMETER_SPECS
+        return [r for r in (validate(p.name, p.value, specs) for p in params if p.name in specs) if r]
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate, then apply. max_rate_hz and publish_exposure_map apply at once. mode and fast go to the
@@ -388,9 +443,9 @@ class ExposureCorrectionMixin:
         except Exception as exc:  # noqa: BLE001 - shutting down
             self.get_logger().warning(f"could not set mode / fast back: {exc}")
 
-    def _on_incompatible_subscriber(self, info) -> None:
+    def _on_incompatible_subscriber(self, topic: str, info) -> None:
         self.get_logger().warning(
-            f"a subscriber of {self.resolve_topic_name('corrected/image')} asks for an incompatible QoS "
+            f"a subscriber of {self.resolve_topic_name(topic)} asks for an incompatible QoS "
             f"(policy {policy_name(info.last_policy_kind)}); it gets no frames")
 
     def _on_diagnostics_timer(self) -> None:
@@ -401,7 +456,8 @@ class ExposureCorrectionMixin:
                  "strength": self._strength, "level_smoothing": self._level.weight,
                  "exposure_compensation": self._exposure_compensation,
                  "compressed_published": self.compressed_published,
-                 "level_gain_change": f"{self._level.last_gain_change:.4f}"}  # ~1 +- 0.02: 2 decimals say nothing
+                 "level_gain_change": f"{self._level.last_gain_change:.4f}",  # ~1 +- 0.02: 2 decimals say nothing
+                 **self._more_diagnostics()}
         self.diag_pub.publish(diagnostic_array(snap, f"{self.get_fully_qualified_name()}: exposure correction",
                                                self.backend_name, self.input_topic, extra,
                                                self.get_clock().now().to_msg()))
@@ -409,6 +465,10 @@ class ExposureCorrectionMixin:
         if now - self._last_log >= LOG_PERIOD_S and (snap.received_in_period or snap.problems_in_period):
             self._last_log = now
             self.get_logger().info(summary_line(snap, self.backend_name, self.enhancer.model_name))
+
+    def _more_diagnostics(self) -> dict:
+        """Values a subclass adds to the diagnostics (the stereo node's pairing)."""
+        return {}
 
     # --- worker thread ---------------------------------------------------------------------------------
     def _work(self, stop: threading.Event) -> None:
@@ -423,46 +483,63 @@ class ExposureCorrectionMixin:
                 self._process(item)
             except ImageFormatError as exc:
                 self.stats.count("rejected")
+                if item.frames > 1:
+                    self.stats.count("dropped", item.frames - 1)  # a stereo pair's other view, lost with it
                 self.get_logger().error(f"bad frame on {self.input_topic}: {exc}",
                                         throttle_duration_sec=ERROR_THROTTLE_S)
             except Exception as exc:  # noqa: BLE001 - one bad frame must never stop the node
                 if stop.is_set() or not self.context.ok():
                     return
-                self.stats.count("failed")
+                self.stats.count("failed", item.frames)
                 self.get_logger().error(
                     f"correcting a frame from {self.input_topic} failed: {type(exc).__name__}: {exc}",
                     throttle_duration_sec=ERROR_THROTTLE_S)
 
     def _process(self, item: PendingFrame) -> None:
-        msg = item.msg
-        if isinstance(msg, CompressedImage):
-            frame, encoding, bigendian = compressed_to_frame(msg), "bgr8", False
-        else:
-            frame, encoding, bigendian = image_to_frame(msg), msg.encoding, bool(msg.is_bigendian)
-        encoding = self._output_encoding or encoding
+        decoded = self._decode(item.msg)
         strength = self._strength  # read once: a change lands between frames
-        if strength == 0.0 and not self._publish_map:  # correction off: none of the network's output is published
-            out, em = frame.pixels.copy(), None
-        else:
-            if self._publish_map:
-                out, em = self.enhancer.enhance_with_map(frame.pixels, color_order=frame.color_order)
-            else:
-                out, em = self.enhancer.enhance(frame.pixels, color_order=frame.color_order), None
-            out = apply_strength(frame.pixels, out, strength)
+        (out, em), = self._correct([decoded], strength)
         # Steady brightness across frames; another mode, model, auto route or strength restarts the average (a
         # strength of 0 must publish the input itself at once, not fade towards it from the corrected gain).
-        change = self._level.gain_change(frame.pixels, out, item.received,
-                                         (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route, strength))
+        change = self._level.gain_change(decoded.frame.pixels, out, item.received, self._segment(strength))
+        self._publish_corrected(self.cameras[0], decoded, out, em, change, item.received)
+
+    def _decode(self, msg: Image | CompressedImage) -> DecodedFrame:
+        """ImageFormatError for a frame that cannot be read."""
+        if isinstance(msg, CompressedImage):
+            return DecodedFrame(msg, compressed_to_frame(msg), self._output_encoding or "bgr8", False)
+        return DecodedFrame(msg, image_to_frame(msg), self._output_encoding or msg.encoding, bool(msg.is_bigendian))
+
+    def _correct(self, decoded: list[DecodedFrame], strength: float) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Each frame's correction at `strength` and its exposure map (None unless published), all with one mode
+        and route (the views of a stereo pair); sets _last_route."""
+        if strength == 0.0 and not self._publish_map:  # correction off: none of the network's output is published
+            results = [(d.frame.pixels.copy(), None) for d in decoded]
+        else:
+            results = self.enhancer.enhance_views([d.frame.pixels for d in decoded],
+                                                  [d.frame.color_order for d in decoded], want_map=self._publish_map)
+            results = [(apply_strength(d.frame.pixels, out, strength), em) for d, (out, em) in zip(decoded, results)]
         # the enhancer's route is that of its last call, which strength 0 skips (or, with the map on, discards)
         self._last_route = CORRECTION_OFF if strength == 0.0 else self.enhancer.last_route
+        return results
+
+    def _segment(self, strength: float) -> tuple:
+        """What restarts level smoothing when it changes: another mode, model, auto route or strength."""
+        return (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route, strength)
+
+    def _publish_corrected(self, camera: Camera, decoded: DecodedFrame, out: np.ndarray, em: np.ndarray | None,
+                           change: float, received: float) -> None:
+        """Publish one corrected frame on `camera`'s topics, scaled by `change` (level smoothing) and the
+        exposure compensation, and count it."""
+        msg, frame, encoding = decoded.msg, decoded.frame, decoded.encoding
         if (output_is_the_input(self._last_route, compensation_factor(self._exposure_compensation) * change)
                 and isinstance(msg, Image) and encoding == msg.encoding):
-            self.image_pub.publish(msg)  # exactly as it came (a 12-bit camera's 4096 levels, not 16)
+            camera.image_pub.publish(msg)  # exactly as it came (a 12-bit camera's 4096 levels, not 16)
         else:
             # the user's preference on top of the smoothed level, both in one pass over the frame
             out = compensate_exposure(out, self._exposure_compensation, gain=change)
-            self.image_pub.publish(frame_to_image(out, frame.color_order, encoding, msg.header,
-                                                  alpha=frame.alpha, bigendian=bigendian))
+            camera.image_pub.publish(frame_to_image(out, frame.color_order, encoding, msg.header,
+                                                    alpha=frame.alpha, bigendian=decoded.bigendian))
         done = time.monotonic()
         stamp = msg.header.stamp
         age = None
@@ -477,32 +554,34 @@ class ExposureCorrectionMixin:
         self._recent_shapes.move_to_end(shape)
         while len(self._recent_shapes) > MAX_CACHED_RESOLUTIONS:
             self._recent_shapes.popitem(last=False)
-        self.stats.published(None if first_of_size else done - item.received, age)
+        self.stats.published(None if first_of_size else done - received, age)
         if em is not None:
-            self.map_pub.publish(array_to_image(em, "mono8", msg.header))
-        if self.compressed_pub is not None and self.compressed_pub.get_subscription_count():
-            self._publish_compressed(out, frame.color_order, encoding, msg.header)
+            camera.map_pub.publish(array_to_image(em, "mono8", msg.header))
+        if camera.compressed_pub is not None and camera.compressed_pub.get_subscription_count():
+            self._publish_compressed(camera.compressed_pub, out, frame.color_order, encoding, msg.header)
 
-    def _publish_compressed(self, out, color_order: str, encoding: str, header) -> None:
+    def _publish_compressed(self, publisher: Publisher, out: np.ndarray, color_order: str, encoding: str,
+                            header) -> None:
         """Encoded only while someone listens (image_transport does the same), after corrected/image so its
         latency does not pay for it. The frame is already published and counted: a failure here is logged,
         not counted as a failed frame."""
         fmt, quality, level = self._compression
         try:
-            self.compressed_pub.publish(frame_to_compressed(out, color_order, encoding, header, fmt, quality, level))
+            publisher.publish(frame_to_compressed(out, color_order, encoding, header, fmt, quality, level))
         except Exception as exc:  # noqa: BLE001 - the raw output must keep flowing
-            self.get_logger().error(f"publishing {self.compressed_pub.topic_name} failed: {type(exc).__name__}: "
+            self.get_logger().error(f"publishing {publisher.topic_name} failed: {type(exc).__name__}: "
                                     f"{exc}", throttle_duration_sec=ERROR_THROTTLE_S)
             return
         self.compressed_published += 1
 
 
-
 class IllExpNode(ExposureCorrectionMixin, Node):
     """The node: set up and running from construction on (StartupError / EnhancerError when it cannot)."""
 
+    NAME = NODE_NAME
+
     def __init__(self, **node_kwargs) -> None:
-        super().__init__(NODE_NAME, **node_kwargs)
+        super().__init__(self.NAME, **node_kwargs)
         self._declare_parameters()
         p = self._validated_parameters()
         self._load(p)

@@ -1,5 +1,7 @@
 """The node's parameters: names, defaults, descriptors, and validation of run-time changes.
 
+illexp_stereo_node has all of them and STEREO_PARAMETERS' own two (read-only).
+
 Read-only parameters (model, backend, threads, preload, qos, input_transport, internal_short_side,
 output_encoding, publish_compressed, republish_camera_info) are fixed at start-up: changing them would mean
 reloading the model or recreating topics. mode, fast, max_rate_hz, publish_exposure_map, strength, level_smoothing,
@@ -130,10 +132,25 @@ PARAMETERS: dict[str, ParameterSpec] = {
 }
 RUNTIME_PARAMETERS = tuple(name for name, spec in PARAMETERS.items() if not spec.read_only)
 
+MAX_SYNC_TOLERANCE_S = 1.0
+MAX_SYNC_QUEUE = 100
+# illexp_stereo_node's own, beside all of the above (illexp_stereo_node.py; ros/node/stereo_pairing.py).
+STEREO_PARAMETERS: dict[str, ParameterSpec] = {
+    **PARAMETERS,
+    "sync_tolerance_s": ParameterSpec(
+        0.0, "Largest difference in header.stamp, in seconds, between a left and a right frame that make a pair; "
+        "0 = identical stamps only (hardware-synchronised stereo drivers stamp both views alike). Raise it, "
+        "say to half a frame period, for two free-running cameras.",
+        read_only=True, float_range=(0.0, MAX_SYNC_TOLERANCE_S)),
+    "sync_queue_size": ParameterSpec(
+        5, "Frames of each side kept waiting for their partner; older ones are dropped and counted as unpaired.",
+        read_only=True, int_range=(1, MAX_SYNC_QUEUE)),
+}
 
-def validate(name: str, value: object) -> str | None:
-    """None if `value` is acceptable for parameter `name`, else the reason it is not."""
-    spec = PARAMETERS.get(name)
+
+def validate(name: str, value: object, specs: dict[str, ParameterSpec] = PARAMETERS) -> str | None:
+    """None if `value` is acceptable for parameter `name` (one of `specs`), else the reason it is not."""
+    spec = specs.get(name)
     if spec is None:
         return f"unknown parameter {name!r}"
     if isinstance(spec.default, bool):
