@@ -24,7 +24,8 @@ from illexp_ros.ros.node.background_spin import BackgroundSpin
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTABLES = ("illexp_node", "illexp_lifecycle_node", "illexp_bag", "illexp_export", "illexp_bench", "illexp_demo")
+EXECUTABLES = ("illexp_node", "illexp_lifecycle_node", "illexp_stereo_node", "illexp_bag", "illexp_export",
+               "illexp_bench", "illexp_demo")
 SHIPPED_MODELS = ("mixed.pt", "mixed_fast.pt", "under.pt", "under_fast.pt", "over.pt", "over_fast.pt")
 NAMESPACE = "/colcon_ns"
 IN_TOPIC = "/colcon_cam/image_raw"
@@ -63,7 +64,7 @@ def workspace(tmp_path_factory) -> Path:
 def test_install_space_has_every_file_users_need(workspace):
     prefix = workspace / "install" / "illexp_ros"
     share = prefix / "share" / "illexp_ros"
-    for rel in ("package.xml", "config/illexp.yaml", "models/MODEL_CARD.md"):
+    for rel in ("package.xml", "config/illexp.yaml", "config/illexp_stereo.yaml", "models/MODEL_CARD.md"):
         assert (share / rel).is_file(), f"missing from the install space: share/illexp_ros/{rel}"
     launches = sorted(p.name for p in (ROOT / "launch").glob("*.launch.py"))
     assert launches and sorted(p.name for p in (share / "launch").glob("*.launch.py")) == launches
@@ -89,6 +90,19 @@ def test_installed_package_is_the_one_imported(workspace, tmp_path):
     env = sourced_env(workspace)
     out = subprocess.run([sys.executable, "-c", "import illexp_ros; print(illexp_ros.__file__)"], env=env,
                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+    assert Path(out.stdout.strip()).is_relative_to(workspace / "install"), out.stdout
+
+
+def test_launch_files_import_what_they_need_from_the_install_space_alone(workspace, tmp_path):
+    """`ros2 launch` runs the launch files in the ROS Python, which has none of the virtualenv's packages: what
+    they import of ours (illexp_ros.launch_arguments) must come from the install space and need nothing else."""
+    env = sourced_env(workspace)
+    code = ("import sys, illexp_ros.launch_arguments as a; "
+            "assert not any(m.split('.')[0] in ('numpy', 'torch', 'cv2', 'rclpy') for m in sys.modules), "
+            "sorted(sys.modules); print(a.__file__)")
+    out = subprocess.run([sys.executable, "-S", "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()).is_relative_to(workspace / "install"), out.stdout
 
 

@@ -1,4 +1,4 @@
-"""The console scripts `illexp_node` and `illexp_lifecycle_node`.
+"""The console scripts `illexp_node`, `illexp_lifecycle_node` and `illexp_stereo_node`.
 
 A node takes seconds to start: importing rclpy and torch, then loading its models. A Ctrl-C or SIGTERM in the
 imports used to end it with a long traceback (inside rclpy's pybind11 imports even a C++ abort). This module
@@ -15,6 +15,10 @@ from types import FrameType
 
 TOPICS = ("in: image (sensor_msgs/Image; image/compressed with input_transport: compressed), camera_info; "
           "out: corrected/image, corrected/image/compressed, corrected/camera_info, exposure_map, /diagnostics")
+STEREO_TOPICS = ("in: left/image, right/image (sensor_msgs/Image; <image>/compressed with input_transport: "
+                 "compressed), left/camera_info, right/camera_info; out: left/corrected/image, "
+                 "right/corrected/image (+ /compressed), left/corrected/camera_info, right/corrected/camera_info, "
+                 "left/exposure_map, right/exposure_map, /diagnostics")
 
 
 def wants_help(argv: list[str]) -> bool:
@@ -37,17 +41,25 @@ def print_help(program: str) -> int:
 
 
 def _write_help(program: str) -> None:
-    from illexp_ros.ros.node.parameters import PARAMETERS
+    from illexp_ros.ros.node.parameters import PARAMETERS, STEREO_PARAMETERS
 
-    print(f"usage: {program} [--ros-args [--params-file FILE] [-r image:=TOPIC] [-r camera_info:=TOPIC] "
-          "[-p NAME:=VALUE ...]]\n")
-    print("Corrects badly exposed camera frames and republishes them with the same header.")
+    stereo = program == "illexp_stereo_node"
+    remaps = ("[-r left/image:=TOPIC] [-r right/image:=TOPIC] [-r left/camera_info:=TOPIC] "
+              "[-r right/camera_info:=TOPIC]" if stereo else "[-r image:=TOPIC] [-r camera_info:=TOPIC]")
+    print(textwrap.fill(f"usage: {program} [--ros-args [--params-file FILE] {remaps} [-p NAME:=VALUE ...]]",
+                        100, subsequent_indent="    ") + "\n")
+    if stereo:
+        print("Corrects a stereo camera's two views together (matched by stamp, one brightness level for both) "
+              "and\nrepublishes each with its own header.")
+    else:
+        print("Corrects badly exposed camera frames and republishes them with the same header.")
     if program == "illexp_lifecycle_node":
         print("A managed node: `ros2 lifecycle set /illexp_node configure`, then `activate`.")
-    print(textwrap.fill("topics: " + TOPICS, 100, subsequent_indent="  "))
+    print(textwrap.fill("topics: " + (STEREO_TOPICS if stereo else TOPICS), 100, subsequent_indent="  "))
+    config = "illexp_stereo.yaml" if stereo else "illexp.yaml"
     print("\nparameters (RO: fixed at start-up; RW: `ros2 param set` at run time), defaults as the node declares "
-          "them;\nconfig/illexp.yaml (share/illexp_ros/config in an install) sets the recommended ones:")
-    for name, spec in PARAMETERS.items():
+          f"them;\nconfig/{config} (share/illexp_ros/config in an install) sets the recommended ones:")
+    for name, spec in (STEREO_PARAMETERS if stereo else PARAMETERS).items():
         head = f"  {name} ({spec.default!r}, {'RO' if spec.read_only else 'RW'}): "
         print(textwrap.fill(spec.description, 100, initial_indent=head, subsequent_indent=" " * 6))
 
@@ -76,5 +88,14 @@ def illexp_lifecycle_node() -> int:
         return print_help("illexp_lifecycle_node")
     stop_while_importing("illexp_lifecycle_node")
     from illexp_ros.ros.node.illexp_lifecycle_node import main
+
+    return main()
+
+
+def illexp_stereo_node() -> int:
+    if wants_help(sys.argv):
+        return print_help("illexp_stereo_node")
+    stop_while_importing("illexp_stereo_node")
+    from illexp_ros.ros.node.illexp_stereo_node import main
 
     return main()

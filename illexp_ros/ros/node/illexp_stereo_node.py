@@ -1,0 +1,126 @@
+"""`illexp_stereo_node`: correct a stereo camera's two views together, so they keep one brightness level.
+
+Two illexp_node instances on a stereo camera's left and right streams each pick their own level for their
+view, and the views of one scene come back at levels up to 20 % apart (README, "Stereo pairs get different
+levels"), which a direct (photometric) stereo or visual-odometry front end reads as a brighter eye. This node
+matches the two views by header.stamp (ros/node/stereo_pairing.py), corrects both with one mode and, in auto
+mode, the left view's route (Enhancer.enhance_views), scales both to their mean correction gain and smooths
+that gain across pairs (runtime/stereo_level.py), then publishes each view with its own header.
+
+Topics (each of illexp_node's under left/ and right/):
+    in:  left/image, right/image (or <image>/compressed with input_transport: compressed), left/camera_info,
+         right/camera_info
+    out: left/corrected/image, right/corrected/image (+ /compressed), left/corrected/camera_info,
+         right/corrected/camera_info, left/exposure_map, right/exposure_map, /diagnostics
+Parameters: illexp_node's (same defaults, same run-time changes) and sync_tolerance_s, sync_queue_size.
+A pair is corrected as a unit: frames without a partner, and pairs replaced by a newer pair before the worker
+got to them, are dropped and counted (diagnostics: unpaired, dropped). Latency counts from the moment the pair
+was complete. No lifecycle form (yet): use illexp_lifecycle_node per view where a lifecycle manager is needed.
+
+Run:  illexp_stereo_node --ros-args --params-file config/illexp_stereo.yaml \\
+          -r left/image:=/stereo/left/image_raw -r right/image:=/stereo/right/image_raw \\
+          -r left/camera_info:=/stereo/left/camera_info -r right/camera_info:=/stereo/right/camera_info
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+from sensor_msgs.msg import CompressedImage, Image
+
+from illexp_ros.ros.node.illexp_node import ERROR_THROTTLE_S, IllExpNode, PendingFrame, run_node
+from illexp_ros.ros.node.image_conversion import ImageFormatError
+from illexp_ros.ros.node.parameters import STEREO_PARAMETERS
+from illexp_ros.ros.node.stereo_pairing import SIDES, StampPairer
+from illexp_ros.runtime.stereo_level import stereo_gain_changes
+
+NODE_NAME = "illexp_stereo_node"
+
+
+@dataclass
+class PendingPair:
+    left: Image | CompressedImage
+    right: Image | CompressedImage
+    received: float  # time.monotonic() when the pair was complete
+    frames = 2
+
+
+class IllExpStereoNode(IllExpNode):
+    """The stereo node: set up and running from construction on (StartupError / EnhancerError when it cannot)."""
+
+    NAME = NODE_NAME
+    CAMERA_PREFIXES = tuple(f"{side}/" for side in SIDES)
+    PARAMETER_SPECS = STEREO_PARAMETERS
+
+    def _create_inputs(self, p: dict) -> None:
+        self._pairer: StampPairer[Image | CompressedImage] = StampPairer(
+            round(float(p["sync_tolerance_s"]) * 1e9), p["sync_queue_size"])
+        self.unpaired = 0
+        self.level_difference = 0.0  # stops between the views' own gains in the last pair, before sharing
+        super()._create_inputs(p)
+
+    def _destroy_inputs(self) -> bool:
+        stopped = super()._destroy_inputs()
+        waiting = self._pairer.clear()  # after the subscriptions are gone: nothing adds to it any more
+        self.unpaired += waiting
+        self.stats.count("dropped", waiting)
+        return stopped
+
+    # --- executor thread -------------------------------------------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage, info: dict, camera: int = 0) -> None:
+        now = time.monotonic()
+        self.stats.count("received")
+        self._count_transport_gap(info)
+        stamp = msg.header.stamp
+        if not (stamp.sec or stamp.nanosec):
+            self.stats.count("rejected")
+            self.get_logger().error(f"a frame on {self.cameras[camera].input_topic} has no header.stamp: the "
+                                    f"views of a pair are matched by stamp", throttle_duration_sec=ERROR_THROTTLE_S)
+            return
+        pairing = self._pairer.add(camera, stamp.sec * 1_000_000_000 + stamp.nanosec, msg)
+        if pairing.unpaired:
+            self.unpaired += pairing.unpaired
+            self.stats.count("dropped", pairing.unpaired)
+            self.get_logger().warning(
+                f"frames without a partner of the same stamp are dropped ({self.unpaired} so far): do the two "
+                f"streams share their stamps? (sync_tolerance_s {self._pairer.tolerance_ns / 1e9:g} s)",
+                throttle_duration_sec=ERROR_THROTTLE_S)
+        if pairing.pair is None:
+            return
+        if not self._rate_limit.accept(now):
+            self.stats.count("dropped", 2)
+            return
+        self._put(PendingPair(*pairing.pair, now))
+
+    def _more_diagnostics(self) -> dict:
+        return {"unpaired": self.unpaired, "waiting_for_partner": self._pairer.waiting(),
+                "sync_tolerance_s": self._pairer.tolerance_ns / 1e9,
+                "views_level_difference_stops": f"{self.level_difference:.4f}"}
+
+    # --- worker thread ---------------------------------------------------------------------------------
+    def _process(self, item: PendingFrame | PendingPair) -> None:
+        decoded = []
+        for side, msg in zip(SIDES, (item.left, item.right)):
+            try:
+                decoded.append(self._decode(msg))
+            except ImageFormatError as exc:
+                raise ImageFormatError(f"{side} view: {exc}") from exc
+        strength = self._strength  # read once: a change lands between pairs
+        results = self._correct(decoded, strength)
+        changes = stereo_gain_changes(self._level, [d.frame.pixels for d in decoded], [out for out, _ in results],
+                                      item.received, self._segment(strength))
+        # the factors differ by the views' own gain difference (the smoothing factor is common to both)
+        self.level_difference = abs(math.log2(changes[0] / changes[1]))
+        for camera, d, (out, em), change in zip(self.cameras, decoded, results, changes):
+            self._publish_corrected(camera, d, out, em, change, item.received)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_node(NODE_NAME, IllExpStereoNode, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""illexp_stereo_node: matching views by stamp, one level for both views, one route for both, and the node over
+real DDS with the shipped fast model on two views of a real photograph."""
+
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from dds_helpers import image_msg, stamp_of, stop_process, wait_on
+from rclpy.parameter import Parameter
+from skimage import data as skdata
+from test_node_units import info, own_node
+
+from illexp_ros.core import degrade
+from illexp_ros.ros.node.illexp_stereo_node import IllExpStereoNode, PendingPair
+from illexp_ros.ros.node.parameters import PARAMETERS, STEREO_PARAMETERS, validate
+from illexp_ros.ros.node.stereo_pairing import StampPairer
+from illexp_ros.runtime import Enhancer
+from illexp_ros.runtime.level_smoothing import LevelSmoother, frame_level
+from illexp_ros.runtime.stereo_level import stereo_gain_changes
+
+ROOT = Path(__file__).resolve().parents[1]
+H, W, SHIFT = 240, 320, 64
+
+
+def views(shift: int = SHIFT, beta: float = 0.45) -> tuple[np.ndarray, np.ndarray]:
+    """Left and right views (RGB, H x W) of one under-exposed photograph (skimage's astronaut, public domain):
+    two windows `shift` px apart, as a stereo rig with that disparity at infinity sees them."""
+    photo = cv2.resize(skdata.astronaut(), (W + shift, H + shift // 2), interpolation=cv2.INTER_AREA)
+    dark = (degrade(photo / 255.0, alpha=0.95, beta=beta, gamma=1.4) * 255.0 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(dark[:H, shift:]), np.ascontiguousarray(dark[:H, :W])
+
+
+def gain(frame_in: np.ndarray, frame_out: np.ndarray) -> float:
+    return frame_level(frame_out) - frame_level(frame_in)
+
+
+# --- pairing -------------------------------------------------------------------------------------------------
+def test_exact_pairs_come_out_in_left_right_order_whichever_side_arrives_first():
+    pairer = StampPairer()
+    assert pairer.add(1, 100, "R1").pair is None and pairer.waiting() == 1
+    assert pairer.add(0, 100, "L1").pair == ("L1", "R1")
+    assert pairer.add(0, 200, "L2").pair is None
+    result = pairer.add(1, 200, "R2")
+    assert result.pair == ("L2", "R2") and result.unpaired == 0 and pairer.waiting() == 0
+    assert pairer.add(0, 300, "L3").pair is None and pairer.add(1, 301, "R3").pair is None  # exact only
+
+
+def test_a_frame_whose_partner_cannot_come_any_more_is_given_up_and_counted():
+    pairer = StampPairer()
+    pairer.add(0, 100, "L1")  # its right view was lost in transport
+    pairer.add(0, 200, "L2")
+    result = pairer.add(1, 200, "R2")
+    assert result.pair == ("L2", "R2") and result.unpaired == 1 and pairer.waiting() == 0
+    pairer.add(1, 300, "R3")
+    pairer.add(1, 400, "R4")
+    result = pairer.add(0, 400, "L4")  # R3 is older than the pair just made
+    assert result.pair == ("L4", "R4") and result.unpaired == 1
+
+
+def test_the_queue_is_bounded_and_tolerance_picks_the_nearest_partner():
+    pairer = StampPairer(queue_size=2)
+    assert [pairer.add(0, t, t).unpaired for t in (1, 2, 3)] == [0, 0, 1]  # one side only: bounded
+    assert pairer.waiting() == 2 and pairer.clear() == 2 and pairer.waiting() == 0
+    pairer = StampPairer(tolerance_ns=10)
+    pairer.add(1, 95, "R95")
+    pairer.add(1, 103, "R103")
+    assert pairer.add(0, 101, "L101").pair == ("L101", "R103")  # nearest, and R95 before it is given up
+    assert pairer.add(0, 200, "L200").pair is None and pairer.add(1, 215, "R215").pair is None
+    with pytest.raises(ValueError):
+        StampPairer(tolerance_ns=-1)
+    with pytest.raises(ValueError):
+        StampPairer(queue_size=0)
+
+
+# --- one level for both views ----------------------------------------------------------------------------------
+def test_both_views_get_the_mean_gain_and_the_pair_is_smoothed_as_one_stream():
+    rng = np.random.default_rng(0)
+    left_in = rng.integers(20, 80, (40, 60, 3), dtype=np.uint8)
+    right_in = rng.integers(20, 80, (40, 60, 3), dtype=np.uint8)
+    left_out = cv2.convertScaleAbs(left_in, alpha=2.0)  # +1 stop
+    right_out = cv2.convertScaleAbs(right_in, alpha=2.6)  # +1.38 stops
+    before = gain(right_in, right_out) - gain(left_in, left_out)
+    assert before > 0.3
+    changes = stereo_gain_changes(LevelSmoother(0.0), [left_in, right_in], [left_out, right_out])
+    shared = [cv2.convertScaleAbs(out, alpha=c) for out, c in zip((left_out, right_out), changes)]
+    assert abs(gain(left_in, shared[0]) - gain(right_in, shared[1])) < 0.01
+    # the shared gain is the mean of the two: neither view is the reference
+    assert changes[0] > 1.0 > changes[1]
+    assert math.log2(changes[0]) == pytest.approx(before / 2, abs=1e-6)
+    # with smoothing, the pair's gain follows its average like a single stream's; the views still share it
+    smoother = LevelSmoother(0.9)
+    stereo_gain_changes(smoother, [left_in, right_in], [left_out, right_out], t=0.0)
+    brighter = [cv2.convertScaleAbs(out, alpha=1.2) for out in (left_out, right_out)]
+    changes = stereo_gain_changes(smoother, [left_in, right_in], brighter, t=0.033)
+    assert changes[0] < 1.0 and changes[1] < 1.0  # the sudden extra 0.26 stop is smoothed away, on both views
+    assert math.log2(changes[0] / changes[1]) == pytest.approx(before, abs=0.01)
+
+
+def test_views_at_one_level_are_left_alone_and_bad_views_are_refused():
+    frame = np.full((8, 8, 3), 60, np.uint8)
+    out = np.full((8, 8, 3), 120, np.uint8)
+    assert stereo_gain_changes(LevelSmoother(0.0), [frame, frame], [out, out]) == [1.0, 1.0]
+    with pytest.raises(ValueError, match="as many"):
+        stereo_gain_changes(LevelSmoother(0.0), [frame, frame], [out])
+    with pytest.raises(ValueError, match="one shape"):
+        stereo_gain_changes(LevelSmoother(0.0), [frame, frame], [out, out[:4]])
+
+
+# --- one route for both views ----------------------------------------------------------------------------------
+def test_auto_mode_routes_both_views_by_the_left_one():
+    """A dark left view and a well-exposed right one: each on its own, auto would correct the left and leave the
+    right untouched; as a pair, both take the left view's route (and the other way round, both are left alone)."""
+    dark, _ = views()
+    well = cv2.resize(skdata.astronaut(), (W, H), interpolation=cv2.INTER_AREA)
+    with Enhancer.from_model("default", backend="torch_cpu", mode="auto", fast=True) as enh:
+        assert np.array_equal(enh.enhance(well), well) and enh.last_route == "well-exposed"
+        (out_dark, _), (out_well, _) = enh.enhance_views([dark, well], ["rgb", "rgb"])
+        assert enh.last_route != "well-exposed"
+        assert not np.array_equal(out_well, well) and not np.array_equal(out_dark, dark)
+        (out_well, em), (out_dark, _) = enh.enhance_views([well, dark], ["rgb", "rgb"], want_map=True)
+        assert enh.last_route == "well-exposed" and em.shape == (H, W)
+        assert np.array_equal(out_well, well) and np.array_equal(out_dark, dark)
+        with pytest.raises(ValueError, match="colour order per frame"):
+            enh.enhance_views([dark, well], ["rgb"])
+
+
+# --- the node in-process ---------------------------------------------------------------------------------------
+def stereo_msgs(stamp_ns: int, left: np.ndarray, right: np.ndarray) -> tuple:
+    return image_msg(left, "rgb8", stamp_ns, "left_optical"), image_msg(right, "rgb8", stamp_ns, "right_optical")
+
+
+def test_stereo_parameters_are_validated_and_the_config_files_agree():
+    assert "sync_tolerance_s must be in" in validate("sync_tolerance_s", 2.0, STEREO_PARAMETERS)
+    assert "sync_queue_size must be in" in validate("sync_queue_size", 0, STEREO_PARAMETERS)
+    assert validate("sync_queue_size", 5) == "unknown parameter 'sync_queue_size'"  # not illexp_node's
+    mono = yaml.safe_load((ROOT / "config" / "illexp.yaml").read_text())["/**/illexp_node"]["ros__parameters"]
+    stereo = yaml.safe_load((ROOT / "config" / "illexp_stereo.yaml").read_text())
+    stereo = stereo["/**/illexp_stereo_node"]["ros__parameters"]
+    assert set(stereo) <= set(STEREO_PARAMETERS)
+    assert {"sync_tolerance_s", "sync_queue_size"} <= set(stereo)
+    for name, value in stereo.items():
+        assert validate(name, value, STEREO_PARAMETERS) is None, name
+        if name in mono:
+            assert value == mono[name], f"{name}: illexp_stereo.yaml says {value!r}, illexp.yaml {mono[name]!r}"
+    # what illexp_stereo.yaml leaves out is the node's declared default, which is illexp.yaml's value
+    for name in set(PARAMETERS) - set(stereo):
+        assert PARAMETERS[name].default == mono[name], name
+
+
+def published_to(n: IllExpStereoNode) -> tuple[threading.Condition, dict[int, list]]:
+    """What the node publishes on each view's corrected/image, collected in-process."""
+    cond, published = threading.Condition(), {0: [], 1: []}
+
+    def keep(i, msg):
+        with cond:
+            published[i].append(msg)
+            cond.notify_all()
+    for i, camera in enumerate(n.cameras):
+        camera.image_pub.publish = lambda msg, i=i: keep(i, msg)
+    return cond, published
+
+
+def test_the_node_pairs_views_and_publishes_both_at_one_level():
+    with own_node(Parameter("model", value="mixed"), Parameter("fast", value=True),
+                  Parameter("level_smoothing", value=0.0), node_class=IllExpStereoNode, backend="torch_cpu") as n:
+        cond, published = published_to(n)
+        assert [c.image_pub.topic_name for c in n.cameras] == ["/left/corrected/image", "/right/corrected/image"]
+        left, right = views()
+        msg_l, msg_r = stereo_msgs(5_000_000_001, left, right)
+        n._on_image(msg_r, info(1, gid=2), camera=1)
+        assert n._pairer.waiting() == 1 and not published[0]  # waits for its partner
+        n._on_image(msg_l, info(1, gid=1), camera=0)
+        wait_on(cond, lambda: published[0] and published[1], 30, "the corrected pair")
+        out_l, out_r = (np.frombuffer(published[i][0].data, np.uint8).reshape(H, W, 3) for i in (0, 1))
+        assert published[0][0].header.frame_id == "left_optical"
+        assert published[1][0].header.frame_id == "right_optical"
+        assert stamp_of(published[0][0]) == stamp_of(published[1][0]) == 5_000_000_001
+        # each view on its own, as two illexp_node instances would correct them
+        alone_l, alone_r = n.enhancer.enhance(left), n.enhancer.enhance(right)
+        apart = abs(gain(left, alone_l) - gain(right, alone_r))
+        assert apart > 0.02, f"the views' own corrections differ by only {apart:.4f} stops: no test of sharing"
+        assert abs(gain(left, out_l) - gain(right, out_r)) < 0.004
+        assert float(n._more_diagnostics()["views_level_difference_stops"]) == pytest.approx(apart, abs=0.002)
+        # a frame whose partner never came is counted as unpaired, a frame without a stamp is refused
+        n._on_image(image_msg(left, "rgb8", 7_000_000_000), info(2, gid=1), camera=0)
+        n._on_image(image_msg(left, "rgb8", 8_000_000_000), info(3, gid=1), camera=0)
+        n._on_image(image_msg(right, "rgb8", 8_000_000_000), info(2, gid=2), camera=1)
+        n._on_image(image_msg(right, "rgb8", 0), info(3, gid=2), camera=1)
+        wait_on(cond, lambda: len(published[1]) == 2, 30, "the second pair")
+        assert stamp_of(published[0][1]) == stamp_of(published[1][1]) == 8_000_000_000
+        snap = n.stats.snapshot()
+        assert n.unpaired == 1 and snap.rejected == 1 and snap.received == 6
+        assert n._more_diagnostics()["unpaired"] == 1
+
+
+def test_a_bad_view_loses_its_pair_and_is_counted():
+    with own_node(node_class=IllExpStereoNode) as n:
+        cond, published = published_to(n)
+        left, right = views()
+        msg_l, msg_r = stereo_msgs(1, left, right)
+        msg_r.encoding = "32FC1"
+        n._put(PendingPair(msg_l, msg_r, time.monotonic()))
+        wait_on(threading.Condition(), lambda: n.stats.snapshot().rejected, 10, "the pair rejected")
+        snap = n.stats.snapshot()
+        assert (snap.rejected, snap.dropped, snap.published) == (1, 1, 0) and not published[0]
+        n._put(PendingPair(*stereo_msgs(2, left, right), time.monotonic()))  # the next pair goes through
+        wait_on(cond, lambda: published[0] and published[1], 10, "the next pair")
+
+
+def test_help_names_the_stereo_topics_and_parameters():
+    proc = subprocess.run([sys.executable, "-m", "illexp_ros.ros.node.illexp_stereo_node", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "left/corrected/image" in proc.stdout and "sync_tolerance_s" in proc.stdout
+    assert "config/illexp_stereo.yaml" in proc.stdout
+
+
+# --- over DDS ------------------------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_stereo_node_over_dds_keeps_both_views_at_one_level():
+    ns = f"stereo{os.getpid()}"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "illexp_ros.ros.node.illexp_stereo_node", "--ros-args", "--params-file",
+         str(ROOT / "config" / "illexp_stereo.yaml"), "-r", f"__ns:=/{ns}",
+         "-r", f"left/image:=/{ns}_rig/left/image_raw", "-r", f"right/image:=/{ns}_rig/right/image_raw",
+         "-p", "level_smoothing:=0.0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from illexp_ros.ros.node.background_spin import BackgroundSpin
+
+        node = rclpy.create_node("stereo_test_harness", context=context)
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        pubs = [node.create_publisher(Image, f"/{ns}_rig/{side}/image_raw", QoSProfile(depth=1))
+                for side in ("left", "right")]
+        lock = threading.Condition()
+        got: dict[str, dict[int, Image]] = {"left": {}, "right": {}}
+
+        def store(side: str, msg: Image) -> None:
+            with lock:
+                got[side][stamp_of(msg)] = msg
+                lock.notify_all()
+
+        for side in ("left", "right"):
+            node.create_subscription(Image, f"/{ns}/{side}/corrected/image", lambda m, s=side: store(s, m), qos)
+        spin = BackgroundSpin(node, context)
+        left, right = views()
+        stamp = 1_000_000_000
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # until the node is up and discovered (early frames may be lost)
+                stamp += 1
+                for pub, frame, frame_id in ((pubs[0], left, "left_optical"), (pubs[1], right, "right_optical")):
+                    pub.publish(image_msg(frame, "rgb8", stamp, frame_id))
+                try:
+                    wait_on(lock, lambda s=stamp: s in got["left"] and s in got["right"], 1.0, "a pair")
+                    break
+                except AssertionError:
+                    assert proc.poll() is None, proc.stdout.read()
+                    assert time.monotonic() < deadline, "no corrected pair within 60 s"
+            out = {side: np.frombuffer(got[side][stamp].data, np.uint8).reshape(H, W, 3) for side in got}
+            assert got["left"][stamp].header.frame_id == "left_optical"
+            assert got["right"][stamp].header.frame_id == "right_optical"
+            assert abs(gain(left, out["left"]) - gain(right, out["right"])) < 0.004
+        finally:
+            spin.stop()
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+        stop_process(proc)
