@@ -27,45 +27,16 @@ from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 
+from illexp_ros.launch_arguments import flag, parameter_overrides, typed
+
 # Launch argument -> node parameter of the same name, with its type; empty argument = keep the params file.
 PARAMETER_ARGUMENTS = {"model": str, "mode": str, "backend": str, "fast": bool, "qos": str,
                        "strength": float, "level_smoothing": float, "exposure_compensation": float}
 
 
-def typed(value: str, kind: type):
-    if kind is bool:
-        if value.lower() in ("true", "1", "yes", "on"):
-            return True
-        if value.lower() in ("false", "0", "no", "off"):
-            return False
-        return value  # a typo (fast:=ture) was read as false; now the node refuses it with one line
-    if kind is float:
-        try:
-            return float(value)
-        except ValueError:
-            return value  # the node refuses it with one line that names the parameter
-    return value
-
-
-def flag(name: str, value: str) -> bool:
-    """One of this file's own true/false arguments (lifecycle, autostart): a typo stops the launch, naming it."""
-    parsed = typed(value.strip(), bool)
-    if not isinstance(parsed, bool):
-        raise ValueError(f"launch argument {name}:={value} must be true or false")
-    return parsed
-
-
-def node_overrides(context) -> dict:
-    overrides = {}
-    for name, kind in PARAMETER_ARGUMENTS.items():
-        value = LaunchConfiguration(name).perform(context).strip()
-        if value:
-            overrides[name] = typed(value, kind)
-    return overrides
-
-
 def launch_node(context):
-    parameters = [LaunchConfiguration("params_file"), node_overrides(context)]
+    arguments = {name: LaunchConfiguration(name).perform(context) for name in PARAMETER_ARGUMENTS}
+    parameters = [LaunchConfiguration("params_file"), parameter_overrides(arguments, PARAMETER_ARGUMENTS)]
     sim_time = LaunchConfiguration("use_sim_time").perform(context).strip()
     if sim_time:  # empty: whatever the params file says (a later entry here would override it)
         parameters.append({"use_sim_time": typed(sim_time, bool)})

@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from illexp_ros.launch_arguments import flag, parameter_overrides, typed
 from illexp_ros.ros.node.illexp_node import NODE_NAME
-from illexp_ros.ros.node.parameters import PARAMETERS, validate
+from illexp_ros.ros.node.illexp_stereo_node import NODE_NAME as STEREO_NODE_NAME
+from illexp_ros.ros.node.parameters import PARAMETERS, STEREO_PARAMETERS, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 REQUIRED_ARGS = {"image", "camera_info", "namespace", "params_file", "model", "mode", "backend", "fast"}
 ROS_PARAMETERS = {"use_sim_time"}  # every rclpy node has it
+# Each of our executables: the node name its params file's key names, and the parameters it declares.
+OUR_NODES = {"illexp_node": (NODE_NAME, PARAMETERS), "illexp_lifecycle_node": (NODE_NAME, PARAMETERS),
+             "illexp_stereo_node": (STEREO_NODE_NAME, STEREO_PARAMETERS)}
 
 
 def tree_of(path: Path) -> ast.Module:
@@ -73,8 +78,9 @@ def package_paths(tree: ast.AST) -> list[Path]:
     return paths
 
 
-def test_there_are_the_three_launch_files():
-    assert {p.name for p in LAUNCH_FILES} >= {"illexp.launch.py", "camera.launch.py", "bag_replay.launch.py"}
+def test_there_are_the_four_launch_files():
+    assert {p.name for p in LAUNCH_FILES} >= {"illexp.launch.py", "camera.launch.py", "bag_replay.launch.py",
+                                              "stereo.launch.py"}
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
@@ -98,23 +104,26 @@ def test_every_named_file_exists(path):
 def test_parameters_passed_to_our_node_are_declared_by_it(path):
     tree = tree_of(path)
     setup = (ROOT / "setup.py").read_text()
+    declared = set()
     for node in node_calls(tree):
         package = keyword(node, "package")
         if not (isinstance(package, ast.Constant) and package.value == "illexp_ros"):
             continue
         executable = keyword(node, "executable").value
         assert re.search(rf"\b{executable} = illexp_ros\.", setup), f"no console script {executable}"
-        assert ast.unparse(keyword(node, "name")) == repr(NODE_NAME), "the params file's key names this node"
+        name, specs = OUR_NODES[executable]
+        assert ast.unparse(keyword(node, "name")) == repr(name), "the params file's key names this node"
+        declared |= set(specs)
         params = resolved(tree, keyword(node, "parameters"))
         for d in ast.walk(params):
             if isinstance(d, ast.Dict):
                 keys = {k.value for k in d.keys} - ROS_PARAMETERS
-                assert keys <= set(PARAMETERS), f"undeclared parameters {sorted(keys - set(PARAMETERS))}"
+                assert keys <= set(specs), f"undeclared parameters {sorted(keys - set(specs))}"
     for assign in ast.walk(tree):
         if isinstance(assign, ast.Assign) and any(getattr(t, "id", "") == "PARAMETER_ARGUMENTS"
                                                    for t in assign.targets):
             names = {k.value for k in assign.value.keys}
-            assert names <= set(PARAMETERS), f"undeclared parameters {sorted(names - set(PARAMETERS))}"
+            assert names <= declared, f"undeclared parameters {sorted(names - declared)}"
             assert names <= declared_args(tree), "every parameter argument must be a declared launch argument"
 
 
@@ -209,17 +218,15 @@ def test_config_documents_every_parameter_with_a_comment():
 
 
 def test_launch_arguments_reach_the_node_with_its_parameter_types():
-    """illexp.launch.py turns each parameter argument into the type the node declares (`launch` is not installable
-    here, so its pure `typed` function is run on its own, taken from the file's syntax tree)."""
-    tree = tree_of(ROOT / "launch" / "illexp.launch.py")
-    kinds = next(a.value for a in ast.walk(tree) if isinstance(a, ast.Assign)
-                 and any(getattr(t, "id", "") == "PARAMETER_ARGUMENTS" for t in a.targets))
-    for key, kind in zip(kinds.keys, kinds.values, strict=True):
-        assert kind.id == type(PARAMETERS[key.value].default).__name__, key.value
-    functions = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name in ("typed", "flag")]
-    namespace: dict = {}
-    exec(compile(ast.Module(body=functions, type_ignores=[]), "illexp.launch.py", "exec"), namespace)
-    typed, flag = namespace["typed"], namespace["flag"]
+    """The launch files turn each parameter argument into the type the node declares (`launch` is not installable
+    here: the launch files' typing is illexp_ros/launch_arguments.py, run here on its own)."""
+    for path in (ROOT / "launch" / "illexp.launch.py", ROOT / "launch" / "stereo.launch.py"):
+        tree = tree_of(path)
+        kinds = next(a.value for a in ast.walk(tree) if isinstance(a, ast.Assign)
+                     and any(getattr(t, "id", "") == "PARAMETER_ARGUMENTS" for t in a.targets))
+        for key, kind in zip(kinds.keys, kinds.values, strict=True):
+            assert kind.id == type(STEREO_PARAMETERS[key.value].default).__name__, (path.name, key.value)
+        assert "parameter_overrides(arguments, PARAMETER_ARGUMENTS)" in ast.unparse(tree), path.name
     assert typed("0.5", float) == 0.5 and typed("0", float) == 0.0
     assert validate("level_smoothing", typed("0.5", float)) is None
     assert typed("lots", float) == "lots" and "must be a number" in validate("level_smoothing", "lots")
@@ -230,3 +237,16 @@ def test_launch_arguments_reach_the_node_with_its_parameter_types():
     assert flag("lifecycle", "True") is True and flag("autostart", " false ") is False
     with pytest.raises(ValueError, match="launch argument lifecycle:=flase must be true or false"):
         flag("lifecycle", "flase")
+    # an empty argument keeps the params file's value; the others come typed
+    assert parameter_overrides({"fast": " ", "strength": "0.5", "mode": "auto"},
+                               {"fast": bool, "strength": float, "mode": str}) == {"strength": 0.5, "mode": "auto"}
+
+
+def test_stereo_launch_remaps_both_views_and_uses_the_stereo_params_file():
+    tree = tree_of(ROOT / "launch" / "stereo.launch.py")
+    topics = next(a.value for a in ast.walk(tree) if isinstance(a, ast.Assign)
+                  and any(getattr(t, "id", "") == "TOPIC_ARGUMENTS" for t in a.targets))
+    remapped = {k.value: v.value for k, v in zip(topics.keys, topics.values)}
+    assert set(remapped.values()) == {"left/image", "right/image", "left/camera_info", "right/camera_info"}
+    assert set(remapped) <= declared_args(tree)
+    assert ROOT / "config" / "illexp_stereo.yaml" in package_paths(tree)

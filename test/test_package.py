@@ -27,7 +27,7 @@ def test_package_xml():
                 launch_imports.add(node.module.split(".")[0])
             elif isinstance(node, ast.Import):
                 launch_imports.update(alias.name.split(".")[0] for alias in node.names)
-    ros_packages = launch_imports - set(sys.stdlib_module_names)
+    ros_packages = launch_imports - set(sys.stdlib_module_names) - {"illexp_ros"}  # this package itself
     assert ros_packages == {"launch", "launch_ros", "lifecycle_msgs"}  # a new one: declare it below too
     assert ros_packages | {"ros2launch"} <= deps
     assert "python3-pytest" in {e.text for e in root.findall("test_depend")}
