@@ -96,3 +96,17 @@ def test_cli_prints_a_row_per_exposure_and_a_clear_error(tmp_path, capsys):
     rc = flicker_main(["--config", str(cfg_path), str(model), "--crop", "512", "--photos", "validation"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error:") and "smaller than" in err and len(err.splitlines()) == 1
+
+
+def test_stereo_pairs_at_one_shared_level_differ_less_than_views_corrected_alone(tmp_path, capsys):
+    """--stereo: two views `step` px apart, each brightened by a gain of its own (JitteryGain), then put at one
+    shared level as illexp_stereo_node does: the difference of their level errors all but goes."""
+    cfg_path = tiny_config(tmp_path, max_steps=1)
+    photos = sorted((tmp_path / "photos").glob("*.png"))[:3]
+    apart = measure(JitteryGain(), photos, [0.0], frames=2, step=8, crop=32, fast_short_side=None)[0.0][:, 0]
+    shared = measure(JitteryGain(), photos, [0.0], frames=2, step=8, crop=32, fast_short_side=None,
+                     stereo=True)[0.0][:, 0]
+    assert apart.mean() > 0.02 and shared.mean() < apart.mean() * 0.3, (apart, shared)
+    model = Path(__file__).resolve().parents[1] / "models" / "mixed_fast.pt"
+    assert flicker_main(["--config", str(cfg_path), str(model), "--stereo", "--frames", "3"]) == 2
+    assert "--stereo needs --frames 2" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 
     python training/pan_flicker.py --config training/configs/mixed_fast.yaml models/mixed_fast.pt
                                    [--photos validation|confirmation] [--stops=-2,0,1] [--frames 40] [--step 4]
-                                   [--crop 256] [--fast N | --full] [--level-smoothing W] [--threads N]
+                                   [--crop 256] [--fast N | --full] [--level-smoothing W] [--stereo]
+                                   [--threads N]
 
 A pan simulated on the held-out training photos (never eval/): `frames` square crops of side `crop` sliding
 `step` pixels per frame across each photo, the photo exposed by each of `stops` (core.degradation.expose, a
@@ -21,6 +22,10 @@ node's `level_smoothing` parameter) at weight W, as a 30 Hz stream, and then als
 view whose exposure steps or ramps as auto-exposure would (RAMPS), the largest level difference between the
 smoothed stream and the network's own.
 
+--stereo (with --frames 2) reads the two frames as a stereo pair `step` px of disparity apart and corrects them
+as illexp_stereo_node does, at one shared level (runtime.stereo_level); the "flicker" is then the difference in
+level error between the two views (README, "Stereo cameras").
+
 Why: a robot's camera pans all the time, and SLAM's photometric terms and detectors take a correction that
 breathes with the framing for a change in the scene (README, known limits). On 2026-11-27 the shipped
 mixed_fast's error changed by ~10 millistops per frame on average, up to 59, along a 4-pixel-per-frame pan.
@@ -33,6 +38,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -44,6 +50,7 @@ from illexp_ros.core.metrics import to_uint8  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.level_smoothing import LevelSmoother, frame_level  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
+from illexp_ros.runtime.stereo_level import stereo_gain_changes  # noqa: E402
 from training.arguments import int_at_least  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.data import config_photos, confirmation_photos, read_reference, validation_photos  # noqa: E402
@@ -78,6 +85,12 @@ def smoothed(inputs: np.ndarray, outputs: np.ndarray, weight: float, fps: float 
     return np.stack([smoother.apply(i, o.copy(), t=n / fps) for n, (i, o) in enumerate(zip(inputs, outputs))])
 
 
+def shared_level(inputs: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """The outputs of one stereo pair (2 x H x W x 3) scaled to one shared gain, as illexp_stereo_node does."""
+    changes = stereo_gain_changes(LevelSmoother(0.0), list(inputs), list(outputs))
+    return np.stack([cv2.convertScaleAbs(o, alpha=c) for o, c in zip(outputs, changes)])
+
+
 def flicker(output_levels: np.ndarray, reference_levels: np.ndarray) -> tuple[float, float]:
     """(mean |frame-to-frame change| of the level error in stops, the output's mean drift / the reference's)."""
     error = stops_between(output_levels, reference_levels)
@@ -94,7 +107,7 @@ def mean_psnr(outputs: np.ndarray, references: np.ndarray) -> float:
 
 def measure(model: torch.nn.Module, photos: list[Path], stops: list[float], frames: int, step: int, crop: int,
             fast_short_side: int | None, fit: GuidedFit = DEFAULT_FIT,
-            smoothing: float = 0.0) -> dict[float, np.ndarray]:
+            smoothing: float = 0.0, stereo: bool = False) -> dict[float, np.ndarray]:
     """Per exposure, a photos x 3 array of (flicker in stops per frame, drift ratio, mean PSNR in dB)."""
     rows: dict[float, list[tuple[float, float, float]]] = {s: [] for s in stops}
     for path in photos:
@@ -105,6 +118,8 @@ def measure(model: torch.nn.Module, photos: list[Path], stops: list[float], fram
             out = pan_outputs(model, degraded, fast_short_side, fit)
             if smoothing:
                 out = smoothed(degraded, out, smoothing)
+            if stereo:
+                out = shared_level(degraded, out)
             rows[s].append((*flicker(out.mean(axis=(1, 2, 3)) / 255.0, ref_levels), mean_psnr(out, reference)))
     return {s: np.array(v) for s, v in rows.items()}
 
@@ -150,12 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--level-smoothing", type=float, default=0.0, metavar="W",
                    help="the node's level smoothing at this weight, 0..0.99 (0 = off, the network's frames as "
                         "they are)")
+    p.add_argument("--stereo", action="store_true",
+                   help="with --frames 2: the two views of a stereo pair at one shared level (illexp_stereo_node)")
     p.add_argument("--threads", type=int_at_least(0), default=0)
     args = p.parse_args(argv)
     try:
         stops = [float(s) for s in args.stops.split(",")]
         if args.frames < 2 or args.step < 1 or args.crop < 16:
             raise ValueError("--frames must be >= 2, --step >= 1 and --crop >= 16")
+        if args.stereo and (args.frames != 2 or args.level_smoothing):
+            raise ValueError("--stereo needs --frames 2 (one pair) and no --level-smoothing")
         LevelSmoother(args.level_smoothing)  # ValueError for a weight outside the node's range
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -168,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if not photos:
             raise ValueError(f"no {args.photos} photos among the {len(held)} held-out ones")
         result = measure(model, photos, stops, args.frames, args.step, args.crop, fast, info["guided_fit"],
-                         args.level_smoothing)
+                         args.level_smoothing, args.stereo)
         lags = (ramp_lag(model, photos, args.crop, fast, info["guided_fit"], args.level_smoothing)
                 if args.level_smoothing else {})
     except (ConfigError, EnhancerError, FileNotFoundError, ValueError) as exc:
@@ -176,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{Path(args.model).name}: pan of {args.frames} x {args.crop}-px views, {args.step} px per frame, over "
           f"{len(photos)} {args.photos} photos of {cfg.name}, {'fast mode at ' + str(fast) if fast else 'full mode'}, "
-          f"level smoothing {args.level_smoothing:g}")
+          f"level smoothing {args.level_smoothing:g}" + (", the pair at one shared level" if args.stereo else ""))
     print(f"{'stops':>6s} {'mean':>7s} {'median':>7s} {'max':>7s} {'drift':>6s} {'PSNR':>6s}   (flicker: millistops "
           "per frame; drift: output's / reference's; PSNR: dB, mean over frames)")
     for s, v in result.items():
