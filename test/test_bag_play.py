@@ -227,3 +227,23 @@ def test_signals_end_a_looping_play_in_one_line(tmp_path: Path, sigint: str) -> 
         rclpy.try_shutdown(context=context)
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["illexp_bag play: interrupted"]
+
+
+def test_a_looping_play_keeps_the_recorded_pace_across_the_wrap(tmp_path: Path) -> None:
+    """--loop: the next pass starts one mean message interval after the last message (it started at once: a
+    one-message bag was published as fast as the loop ran, thousands of times a second)."""
+    one = tmp_path / "one"
+    write_sample_bag(one, frames=1, size=(8, 8), with_reference=False)
+    times: list[float] = []
+    start = time.monotonic()
+    play_messages(one, IMAGE_TOPIC, lambda data: times.append(time.monotonic()), rate=4.0, loop=True,
+                  should_stop=lambda: time.monotonic() - start > 1.1)
+    assert 4 <= len(times) <= 6, len(times)  # 1 s between passes, at rate 4: every 0.25 s
+    several = tmp_path / "several"
+    write_sample_bag(several, frames=3, size=(8, 8), fps=10.0, with_reference=False)
+    times.clear()
+    start = time.monotonic()
+    play_messages(several, IMAGE_TOPIC, lambda data: times.append(time.monotonic()), rate=1.0, loop=True,
+                  should_stop=lambda: len(times) >= 6)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert len(gaps) == 5 and all(0.07 < g < 0.2 for g in gaps), gaps  # 0.1 s, the wrap included

@@ -76,7 +76,10 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
     in bag order with the images.
 
     Returns how many images were published. The pace is held against a monotonic clock, so a slow
-    publish call does not accumulate drift; a late message goes out at once. `on_clock`, if given, gets the
+    publish call does not accumulate drift; a late message goes out at once. With `loop`, each pass after the
+    first starts one mean message interval (the bag's duration / (messages - 1); 1 s for a one-message bag)
+    after the last message of the pass before, divided by `rate`, as if the recording went on: a bag's first
+    and last frames do not go out back to back, and a one-message bag is not published as fast as the loop runs. `on_clock`, if given, gets the
     bag's current time at least `clock_hz` times a second while waiting, and each message's timestamp just
     before it is published (the time never lags a message).
     """
@@ -85,6 +88,7 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
         raise BagError(f"--clock must be > 0 Hz, got {clock_hz}")
     path = Path(path)
     published = 0
+    next_pass = None  # monotonic time the next pass's first message is due (looping)
     while True:
         with open_bag(path) as reader:
             conns = image_connections(reader, path, topic)
@@ -95,29 +99,35 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
                 publish_of |= {c.id: camera_info[1] for c in info_conns}
                 conns = conns + info_conns
             to_cdr = {c.id: cdr_converter(reader, c) for c in conns}  # a ROS 1 bag's messages become CDR
-            wall0 = bag0 = None
+            wall0 = bag0 = last = None
+            count = 0
             for conn, timestamp, raw in checked_messages(reader, path, conns):
                 data = to_cdr[conn.id](raw)
                 if should_stop():
                     return published
-                if bag0 is None:
-                    wall0, bag0 = time.monotonic(), timestamp
+                if bag0 is None:  # late (a slow pass): start from now rather than burst to catch up
+                    wall0, bag0 = max(next_pass or 0.0, time.monotonic()), timestamp
                 due = wall0 + (timestamp - bag0) / 1e9 / rate
                 while (delay := due - time.monotonic()) > 0:
                     if on_clock is None:
                         time.sleep(delay)
                         break
-                    on_clock(min(timestamp, bag0 + round((time.monotonic() - wall0) * rate * 1e9)))
+                    # before a pass's first message (looping) the time is that message's, not earlier
+                    on_clock(min(timestamp, bag0 + max(0, round((time.monotonic() - wall0) * rate * 1e9))))
                     time.sleep(min(delay, 1.0 / clock_hz))
                 if on_clock is not None:
                     on_clock(timestamp)
                 publish_of[conn.id](bytes(data))
+                last, count = timestamp, count + 1
                 if conn.id in image_ids:
                     published += 1
                     if on_publish is not None:
                         on_publish(timestamp, bytes(data))
         if not loop or should_stop():
             return published
+        if count:
+            interval_s = (last - bag0) / 1e9 / (count - 1) if count > 1 and last > bag0 else 1.0
+            next_pass = wall0 + ((last - bag0) / 1e9 + interval_s) / rate
 
 
 ACK_TIMEOUT_S = 5.0
