@@ -79,9 +79,9 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
     publish call does not accumulate drift; a late message goes out at once. With `loop`, each pass after the
     first starts one mean message interval (the bag's duration / (messages - 1); 1 s for a one-message bag)
     after the last message of the pass before, divided by `rate`, as if the recording went on: a bag's first
-    and last frames do not go out back to back, and a one-message bag is not published as fast as the loop runs. `on_clock`, if given, gets the
-    bag's current time at least `clock_hz` times a second while waiting, and each message's timestamp just
-    before it is published (the time never lags a message).
+    and last frames do not go out back to back, and a one-message bag is not published as fast as the loop
+    runs. `on_clock`, if given, gets the bag's current time at least `clock_hz` times a second while waiting,
+    and each message's timestamp just before it is published (the time never lags a message).
     """
     check_rate(rate)
     if on_clock is not None and not clock_hz > 0:
