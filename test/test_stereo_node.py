@@ -66,6 +66,17 @@ def test_a_frame_whose_partner_cannot_come_any_more_is_given_up_and_counted():
     assert result.pair == ("L4", "R4") and result.unpaired == 1
 
 
+def test_frames_out_of_order_are_paired_by_stamp():
+    """Left frames 3 then 2, right 2 then 3: both pairs (the other side's frames were given up by position, so
+    the frame stamped 3 was lost with nothing older than it paired)."""
+    pairer = StampPairer()
+    pairer.add(0, 300, "L3")
+    pairer.add(0, 200, "L2")
+    assert pairer.add(1, 200, "R2").pair == ("L2", "R2")
+    result = pairer.add(1, 300, "R3")
+    assert result.pair == ("L3", "R3") and result.unpaired == 0 and pairer.waiting() == 0
+
+
 def test_the_queue_is_bounded_and_tolerance_picks_the_nearest_partner():
     pairer = StampPairer(queue_size=2)
     assert [pairer.add(0, t, t).unpaired for t in (1, 2, 3)] == [0, 0, 1]  # one side only: bounded
@@ -90,7 +101,9 @@ def test_both_views_get_the_mean_gain_and_the_pair_is_smoothed_as_one_stream():
     right_out = cv2.convertScaleAbs(right_in, alpha=2.6)  # +1.38 stops
     before = gain(right_in, right_out) - gain(left_in, left_out)
     assert before > 0.3
-    changes = stereo_gain_changes(LevelSmoother(0.0), [left_in, right_in], [left_out, right_out])
+    result = stereo_gain_changes(LevelSmoother(0.0), [left_in, right_in], [left_out, right_out])
+    changes = result.changes
+    assert result.spread == pytest.approx(before, abs=1e-9)
     shared = [cv2.convertScaleAbs(out, alpha=c) for out, c in zip((left_out, right_out), changes)]
     assert abs(gain(left_in, shared[0]) - gain(right_in, shared[1])) < 0.01
     # the shared gain is the mean of the two: neither view is the reference
@@ -100,15 +113,26 @@ def test_both_views_get_the_mean_gain_and_the_pair_is_smoothed_as_one_stream():
     smoother = LevelSmoother(0.9)
     stereo_gain_changes(smoother, [left_in, right_in], [left_out, right_out], t=0.0)
     brighter = [cv2.convertScaleAbs(out, alpha=1.2) for out in (left_out, right_out)]
-    changes = stereo_gain_changes(smoother, [left_in, right_in], brighter, t=0.033)
+    changes = stereo_gain_changes(smoother, [left_in, right_in], brighter, t=0.033).changes
     assert changes[0] < 1.0 and changes[1] < 1.0  # the sudden extra 0.26 stop is smoothed away, on both views
     assert math.log2(changes[0] / changes[1]) == pytest.approx(before, abs=0.01)
+
+
+def test_the_reported_spread_is_the_views_own_gains_before_sharing():
+    """Read back from the factors, a difference under MIN_GAIN_CHANGE (their snapping to 1.0) was reported as 0."""
+    left_in = np.full((16, 16, 3), 100, np.uint8)
+    right_in = left_in.copy()
+    right_in[:3, :] = 101  # 3 of 16 rows one level brighter: right's own gain ~0.0027 stops lower
+    out = np.full((16, 16, 3), 200, np.uint8)
+    own = abs(gain(left_in, out) - gain(right_in, out))
+    shared = stereo_gain_changes(LevelSmoother(0.0), [left_in, right_in], [out, out.copy()])
+    assert shared.changes == [1.0, 1.0] and own > 0.002 and shared.spread == pytest.approx(own, abs=1e-9)
 
 
 def test_views_at_one_level_are_left_alone_and_bad_views_are_refused():
     frame = np.full((8, 8, 3), 60, np.uint8)
     out = np.full((8, 8, 3), 120, np.uint8)
-    assert stereo_gain_changes(LevelSmoother(0.0), [frame, frame], [out, out]) == [1.0, 1.0]
+    assert stereo_gain_changes(LevelSmoother(0.0), [frame, frame], [out, out]).changes == [1.0, 1.0]
     with pytest.raises(ValueError, match="as many"):
         stereo_gain_changes(LevelSmoother(0.0), [frame, frame], [out])
     with pytest.raises(ValueError, match="one shape"):
@@ -189,7 +213,7 @@ def test_the_node_pairs_views_and_publishes_both_at_one_level():
         apart = abs(gain(left, alone_l) - gain(right, alone_r))
         assert apart > 0.02, f"the views' own corrections differ by only {apart:.4f} stops: no test of sharing"
         assert abs(gain(left, out_l) - gain(right, out_r)) < 0.004
-        assert float(n._more_diagnostics()["views_level_difference_stops"]) == pytest.approx(apart, abs=0.002)
+        assert float(n._more_diagnostics()["views_level_difference_stops"]) == pytest.approx(apart, abs=0.0005)
         # a frame whose partner never came is counted as unpaired, a frame without a stamp is refused
         n._on_image(image_msg(left, "rgb8", 7_000_000_000), info(2, gid=1), camera=0)
         n._on_image(image_msg(left, "rgb8", 8_000_000_000), info(3, gid=1), camera=0)
@@ -214,6 +238,43 @@ def test_a_bad_view_loses_its_pair_and_is_counted():
         assert (snap.rejected, snap.dropped, snap.published) == (1, 1, 0) and not published[0]
         n._put(PendingPair(*stereo_msgs(2, left, right), time.monotonic()))  # the next pair goes through
         wait_on(cond, lambda: published[0] and published[1], 10, "the next pair")
+        both_bad = stereo_msgs(3, left, right)
+        for msg in both_bad:
+            msg.encoding = "32FC1"
+        n._put(PendingPair(*both_bad, time.monotonic()))
+        wait_on(threading.Condition(), lambda: n.stats.snapshot().rejected == 3, 10, "both views rejected")
+        assert n.stats.snapshot().dropped == 1
+
+
+def test_a_view_that_fails_on_the_way_out_takes_its_pair_with_it():
+    """output_encoding yuv422 and a right view of odd width: the right view's message cannot be built. The left
+    one was already published (half a pair), and the pair counted three times (2 frames: 1 published, 1
+    rejected, 1 dropped)."""
+    with own_node(Parameter("output_encoding", value="yuv422"), node_class=IllExpStereoNode) as n:
+        cond, published = published_to(n)
+        n._on_image(image_msg(np.full((8, 10, 3), 50, np.uint8), "rgb8", 1), info(1, 1), camera=0)
+        n._on_image(image_msg(np.full((8, 9, 3), 50, np.uint8), "rgb8", 1), info(1, 2), camera=1)
+        wait_on(threading.Condition(), lambda: n.stats.snapshot().rejected, 10, "the pair rejected")
+        snap = n.stats.snapshot()
+        assert (snap.received, snap.published, snap.rejected, snap.dropped) == (2, 0, 1, 1)
+        assert not published[0] and not published[1]
+
+
+def test_a_parameter_change_lands_between_pairs_not_between_views():
+    """exposure_compensation set (on the executor thread) while the left view is being published: the right view
+    came out at the new level, a stop from the left."""
+    with own_node(node_class=IllExpStereoNode) as n:
+        cond, published = published_to(n)
+        left_publish = n.cameras[0].image_pub.publish
+
+        def left_then_a_change(msg):
+            left_publish(msg)
+            assert n.set_parameters([Parameter("exposure_compensation", value=1.0)])[0].successful
+        n.cameras[0].image_pub.publish = left_then_a_change
+        frame = np.full((8, 10, 3), 60, np.uint8)
+        n._process(PendingPair(image_msg(frame, "rgb8", 1), image_msg(frame, "rgb8", 1), time.monotonic()))
+        levels = [frame_level(np.frombuffer(published[i][0].data, np.uint8).reshape(8, 10, 3)) for i in (0, 1)]
+        assert abs(levels[0] - levels[1]) < 0.01, levels
 
 
 def test_help_names_the_stereo_topics_and_parameters():
@@ -282,3 +343,25 @@ def test_stereo_node_over_dds_keeps_both_views_at_one_level():
     finally:
         rclpy.try_shutdown(context=context)
         stop_process(proc)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stereo", [False, True], ids=["illexp_node", "illexp_stereo_node"])
+def test_node_bench_times_a_pair_until_both_views_are_back(stereo):
+    extra = ["--stereo", "--param", "sync_queue_size:=3"] if stereo else []
+    proc = subprocess.run([sys.executable, "-m", "illexp_ros.bench_cli", "--node", "--backends", "passthrough",
+                           "--sizes", "64x48", "--frames", "3", *extra],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("passthrough")]
+    assert rows and rows[0][1:4] == ["64x48", "3", "0"], proc.stdout
+    assert ("illexp_stereo_node, a pair per ping" in proc.stdout) == stereo
+
+
+def test_node_bench_refuses_a_stereo_parameter_without_stereo(capsys):
+    from illexp_ros.ros.demo.node_bench import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--param", "sync_tolerance_s:=0.01"])
+    assert "a parameter of illexp_stereo_node only (add --stereo)" in capsys.readouterr().err
+    assert parse_args(["--stereo", "--param", "sync_tolerance_s:=0.01"]).stereo

@@ -87,7 +87,7 @@ def smoothed(inputs: np.ndarray, outputs: np.ndarray, weight: float, fps: float 
 
 def shared_level(inputs: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     """The outputs of one stereo pair (2 x H x W x 3) scaled to one shared gain, as illexp_stereo_node does."""
-    changes = stereo_gain_changes(LevelSmoother(0.0), list(inputs), list(outputs))
+    changes = stereo_gain_changes(LevelSmoother(0.0), list(inputs), list(outputs)).changes
     return np.stack([cv2.convertScaleAbs(o, alpha=c) for o, c in zip(outputs, changes)])
 
 

@@ -1,7 +1,8 @@
 """One brightness level for the two views of a stereo pair (beyond the paper).
 
-    changes = stereo_gain_changes(smoother, [left_in, right_in], [left_out, right_out], t=t, segment=segment)
-    # multiply each output by its factor (the node does it in the same pass as exposure compensation)
+    shared = stereo_gain_changes(smoother, [left_in, right_in], [left_out, right_out], t=t, segment=segment)
+    # multiply each output by its factor in shared.changes (the node does it in the same pass as exposure
+    # compensation); shared.gains are the views' own gains, before sharing
 
 Why: the networks pick each frame's level from what it holds, and two views of one scene hold different
 things at their edges, so two nodes correcting a stereo camera's left and right streams return the views at
@@ -19,16 +20,29 @@ between the views goes. Choice: the mean of the gains, not the left view's, so n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from illexp_ros.runtime.level_smoothing import MIN_GAIN_CHANGE, LevelSmoother, frame_level
 
 
+@dataclass(frozen=True)
+class SharedLevel:
+    changes: list[float]  # the factor to multiply each corrected view by (1.0: leave it)
+    gains: list[float]  # each view's own correction gain, log2(mean out / mean in), before sharing
+
+    @property
+    def spread(self) -> float:
+        """Stops between the views' own gains: the difference sharing removes."""
+        return max(self.gains) - min(self.gains)
+
+
 def stereo_gain_changes(smoother: LevelSmoother, frames_in: list[np.ndarray], frames_out: list[np.ndarray],
-                        t: float | None = None, segment: object = None) -> list[float]:
-    """The factor to multiply each corrected view by (1.0: leave it), so that all views share one gain over
-    their inputs and that gain is smoothed across pairs by `smoother` (its weight 0: not smoothed, still
-    shared). Views are uint8 frames; in and out of one view have one shape. The smoother's state is updated."""
+                        t: float | None = None, segment: object = None) -> SharedLevel:
+    """The factors that give all views one gain over their inputs, that gain smoothed across pairs by
+    `smoother` (its weight 0: not smoothed, still shared). Views are uint8 frames; in and out of one view have
+    one shape. The smoother's state is updated."""
     if not frames_in or len(frames_in) != len(frames_out):
         raise ValueError(f"need as many corrected views as input views (got {len(frames_in)} and "
                          f"{len(frames_out)})")
@@ -45,5 +59,5 @@ def stereo_gain_changes(smoother: LevelSmoother, frames_in: list[np.ndarray], fr
     for gain in gains:
         change = 2.0 ** (shared - gain) * smoothing
         changes.append(1.0 if abs(change - 1.0) < MIN_GAIN_CHANGE else change)
-    return changes
+    return SharedLevel(changes, gains)
 

@@ -7,6 +7,7 @@ the corrected frame with the same stamp (ping-pong, so the number is latency, no
   python -m illexp_ros.ros.demo.node_bench --backends passthrough,auto --sizes 640x480,1280x720 --frames 30
   illexp_bench --node --backends auto --param strength:=0.0        # any node parameter, as `-p` on a ros2 run line
   illexp_bench --node --encoding bayer_rggb8                        # frames in any encoding the node reads
+  illexp_bench --node --stereo                                      # illexp_stereo_node: a pair per ping
 """
 
 from __future__ import annotations
@@ -47,14 +48,14 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def node_param(text: str) -> str:
     """NAME:=VALUE for one of the node's parameters (passed to it as `-p NAME:=VALUE`; the node checks VALUE)."""
-    from illexp_ros.ros.node.parameters import PARAMETERS
+    from illexp_ros.ros.node.parameters import STEREO_PARAMETERS
 
     name, sep, value = text.partition(":=")
     if not sep or not value:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME:=VALUE")
-    if name not in PARAMETERS:
+    if name not in STEREO_PARAMETERS:  # illexp_node's and the stereo node's two (parse_args checks those)
         raise argparse.ArgumentTypeError(f"{name!r} is not a parameter of illexp_node "
-                                         f"(one of {', '.join(PARAMETERS)})")
+                                         f"(one of {', '.join(STEREO_PARAMETERS)})")
     if name in ("backend", "qos"):
         raise argparse.ArgumentTypeError(f"set {name} with --{'backends' if name == 'backend' else name}")
     return text
@@ -80,16 +81,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--param", type=node_param, action="append", default=[], metavar="NAME:=VALUE",
                    help="any other node parameter, e.g. strength:=0.0 or level_smoothing:=0.0 (repeatable; "
                         "applied after config/illexp.yaml and --model / --fast)")
+    p.add_argument("--stereo", action="store_true",
+                   help="time illexp_stereo_node (config/illexp_stereo.yaml): each ping is a left and a right frame "
+                        "with one stamp, timed until both corrected views are back")
     args = p.parse_args(argv)
     if args.frames < 1:
         p.error("--frames must be >= 1")
+    from illexp_ros.ros.node.parameters import PARAMETERS
+
+    stereo_only = [param for param in args.param if param.partition(":=")[0] not in PARAMETERS]
+    if stereo_only and not args.stereo:
+        p.error(f"--param {stereo_only[0]}: a parameter of illexp_stereo_node only (add --stereo)")
     return args
 
 
 class Client:
-    """Publishes frames on /bench/image_raw and collects corrected frames by stamp."""
+    """Publishes frames on /bench/<view>image_raw and collects corrected frames by view and stamp; `views` are
+    the node's camera prefixes ('' for illexp_node, 'left/' and 'right/' for the stereo node)."""
 
-    def __init__(self, qos_name: str) -> None:
+    def __init__(self, qos_name: str, views: tuple[str, ...] = ("",)) -> None:
         import rclpy
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
@@ -101,23 +111,27 @@ class Client:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("illexp_node_bench", context=self.context)
-        self.pub = self.node.create_publisher(Image, "/bench/image_raw", image_qos(qos_name))
+        self.pubs = [self.node.create_publisher(Image, f"/bench/{view}image_raw", image_qos(qos_name))
+                     for view in views]
         receive_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if qos_name == "reliable"
                                  else ReliabilityPolicy.BEST_EFFORT)
-        self.node.create_subscription(Image, "/bench/corrected/image", self._on_frame, receive_qos)
+        for i, view in enumerate(views):
+            self.node.create_subscription(Image, f"/bench/{view}corrected/image",
+                                          lambda msg, i=i: self._on_frame(i, msg), receive_qos)
         self.cond = threading.Condition()
-        self.arrived: dict[int, float] = {}
+        self.arrived: dict[tuple[int, int], float] = {}  # (view, stamp) -> arrival
         self.spin = BackgroundSpin(self.node, self.context)
 
-    def _on_frame(self, msg) -> None:
+    def _on_frame(self, view: int, msg) -> None:
         now = time.perf_counter()
         with self.cond:
-            self.arrived[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = now
+            self.arrived[(view, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)] = now
             self.cond.notify_all()
 
     def ping(self, values: np.ndarray, encoding: str, stamp: int, timeout: float) -> float | None:
-        """Publish one frame (`values`: the message's rows in `encoding`, as image_conversion.frame_to_array
-        gives them); seconds until its corrected frame arrives, None on timeout."""
+        """Publish one frame on every view (`values`: the message's rows in `encoding`, as
+        image_conversion.frame_to_array gives them); seconds until the last view's corrected frame arrives, None
+        on timeout."""
         msg = self.Image(height=values.shape[0], width=values.shape[1], encoding=encoding,
                          step=values.strides[0])
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
@@ -125,22 +139,24 @@ class Client:
         data = array.array("B")
         data.frombytes(values.reshape(-1).view(np.uint8))
         msg.data = data
+        keys = [(view, stamp) for view in range(len(self.pubs))]
         sent = time.perf_counter()
-        self.pub.publish(msg)
+        for pub in self.pubs:
+            pub.publish(msg)
         with self.cond:
-            if not self.cond.wait_for(lambda: stamp in self.arrived, timeout):
-                return None
-            return self.arrived.pop(stamp) - sent
+            arrived = self.cond.wait_for(lambda: all(key in self.arrived for key in keys), timeout)
+            times = [self.arrived.pop(key, None) for key in keys]
+        return max(times) - sent if arrived else None
 
     def close(self) -> None:
         self.spin.stop()
 
 
-def node_config() -> Path:
-    """config/illexp.yaml of the source tree or of a colcon install's share folder (as the demo finds it)."""
+def node_config(name: str = "illexp.yaml") -> Path:
+    """config/`name` of the source tree or of a colcon install's share folder (as the demo finds illexp.yaml)."""
     from illexp_ros.ros.demo.demo import config_file
 
-    return config_file()
+    return config_file().with_name(name)
 
 
 def model_argument(model: str) -> str:
@@ -150,9 +166,12 @@ def model_argument(model: str) -> str:
 
 
 def start_node(backend: str, args: argparse.Namespace, env: dict[str, str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "illexp_ros.ros.node.illexp_node", "--ros-args", "--params-file",
-           str(node_config()), "-r", "__ns:=/bench", "-r", "image:=/bench/image_raw", "-p", f"backend:={backend}",
-           "-p", f"qos:={args.qos}", "--log-level", "warn"]
+    module, config = ("illexp_stereo_node", "illexp_stereo.yaml") if args.stereo else ("illexp_node", "illexp.yaml")
+    cmd = [sys.executable, "-m", f"illexp_ros.ros.node.{module}", "--ros-args", "--params-file",
+           str(node_config(config)), "-r", "__ns:=/bench"]
+    for view in bench_views(args):
+        cmd += ["-r", f"{view}image:=/bench/{view}image_raw"]
+    cmd += ["-p", f"backend:={backend}", "-p", f"qos:={args.qos}", "--log-level", "warn"]
     if args.model:
         cmd += ["-p", f"model:={model_argument(args.model)}"]
     if args.fast:
@@ -160,6 +179,10 @@ def start_node(backend: str, args: argparse.Namespace, env: dict[str, str]) -> s
     for param in args.param:
         cmd += ["-p", param]
     return start_logged(cmd, env)
+
+
+def bench_views(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("left/", "right/") if args.stereo else ("",)
 
 
 def start_logged(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -215,7 +238,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     frames = {size: frame_to_array(rng.integers(0, 90, (size[1], size[0], 3), dtype=np.uint8), "bgr", args.encoding)
               for size in args.sizes}
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    client = Client(args.qos)
+    client = Client(args.qos, bench_views(args))
     rows = []
     try:
         with tqdm(total=len(backends) * len(args.sizes) * args.frames, desc="illexp_bench --node",
@@ -259,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         print("illexp_bench --node: interrupted", file=sys.stderr)
         return 130
     params = f", {' '.join(args.param)}" if args.param else ""
-    print(f"\nend-to-end latency publish -> corrected receive (ms), {args.encoding}, qos {args.qos}, "
+    what = "illexp_stereo_node, a pair per ping, until both views are back" if args.stereo else "illexp_node"
+    print(f"\n{what}: end-to-end latency publish -> corrected receive (ms), {args.encoding}, qos {args.qos}, "
           f"transport {args.transport}{params}, {os.cpu_count()} CPUs")
     print(f"{'backend':<14}{'size':>10}{'frames':>8}{'lost':>6}{'p50':>9}{'p90':>9}{'max':>9}")
     for r in rows:

@@ -50,7 +50,9 @@ def _write_help(program: str) -> None:
                         100, subsequent_indent="    ") + "\n")
     if stereo:
         print("Corrects a stereo camera's two views together (matched by stamp, one brightness level for both) "
-              "and\nrepublishes each with its own header.")
+              "and\nrepublishes each with its own header. Every topic below is there once under left/ and once "
+              "under right/;\nmax_rate_hz counts pairs, auto mode classifies the left view and routes both, and "
+              "each pair is scaled\nto one shared level.")
     else:
         print("Corrects badly exposed camera frames and republishes them with the same header.")
     if program == "illexp_lifecycle_node":

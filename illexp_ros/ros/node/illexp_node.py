@@ -104,6 +104,15 @@ class Camera:
 
 
 @dataclass
+class CorrectedMessages:
+    """One frame's outputs, built before any of them is published."""
+    decoded: DecodedFrame
+    image: Image  # corrected/image (the input message itself where nothing changed it)
+    exposure_map: Image | None
+    pixels: np.ndarray  # what corrected/image/compressed encodes
+
+
+@dataclass
 class DecodedFrame:
     """An input frame and what publishing its correction needs."""
     msg: Image | CompressedImage
@@ -497,12 +506,14 @@ class ExposureCorrectionMixin:
 
     def _process(self, item: PendingFrame) -> None:
         decoded = self._decode(item.msg)
-        strength = self._strength  # read once: a change lands between frames
+        # Each run-time setting read once: a change lands between frames.
+        strength, compensation, compression = self._strength, self._exposure_compensation, self._compression
         (out, em), = self._correct([decoded], strength)
         # Steady brightness across frames; another mode, model, auto route or strength restarts the average (a
         # strength of 0 must publish the input itself at once, not fade towards it from the corrected gain).
         change = self._level.gain_change(decoded.frame.pixels, out, item.received, self._segment(strength))
-        self._publish_corrected(self.cameras[0], decoded, out, em, change, item.received)
+        built = self._corrected_messages(decoded, out, em, change, compensation)
+        self._publish_corrected(self.cameras[0], built, compression, item.received)
 
     def _decode(self, msg: Image | CompressedImage) -> DecodedFrame:
         """ImageFormatError for a frame that cannot be read."""
@@ -527,19 +538,28 @@ class ExposureCorrectionMixin:
         """What restarts level smoothing when it changes: another mode, model, auto route or strength."""
         return (self.enhancer.mode, self.enhancer.fast, self.enhancer.last_route, strength)
 
-    def _publish_corrected(self, camera: Camera, decoded: DecodedFrame, out: np.ndarray, em: np.ndarray | None,
-                           change: float, received: float) -> None:
-        """Publish one corrected frame on `camera`'s topics, scaled by `change` (level smoothing) and the
-        exposure compensation, and count it."""
+    def _corrected_messages(self, decoded: DecodedFrame, out: np.ndarray, em: np.ndarray | None, change: float,
+                            compensation: float) -> CorrectedMessages:
+        """One frame's outputs, scaled by `change` (level smoothing) and the exposure compensation, built but not
+        yet published: what can fail (an output encoding the frame does not fit) fails before anything goes out,
+        so a stereo pair is published whole or not at all."""
         msg, frame, encoding = decoded.msg, decoded.frame, decoded.encoding
-        if (output_is_the_input(self._last_route, compensation_factor(self._exposure_compensation) * change)
+        if (output_is_the_input(self._last_route, compensation_factor(compensation) * change)
                 and isinstance(msg, Image) and encoding == msg.encoding):
-            camera.image_pub.publish(msg)  # exactly as it came (a 12-bit camera's 4096 levels, not 16)
+            image = msg  # exactly as it came (a 12-bit camera's 4096 levels, not 16)
         else:
             # the user's preference on top of the smoothed level, both in one pass over the frame
-            out = compensate_exposure(out, self._exposure_compensation, gain=change)
-            camera.image_pub.publish(frame_to_image(out, frame.color_order, encoding, msg.header,
-                                                    alpha=frame.alpha, bigendian=decoded.bigendian))
+            out = compensate_exposure(out, compensation, gain=change)
+            image = frame_to_image(out, frame.color_order, encoding, msg.header, alpha=frame.alpha,
+                                   bigendian=decoded.bigendian)
+        exposure_map = array_to_image(em, "mono8", msg.header) if em is not None else None
+        return CorrectedMessages(decoded, image, exposure_map, out)
+
+    def _publish_corrected(self, camera: Camera, built: CorrectedMessages, compression: tuple,
+                           received: float) -> None:
+        """Publish one frame's outputs on `camera`'s topics and count it."""
+        msg, frame, encoding = built.decoded.msg, built.decoded.frame, built.decoded.encoding
+        camera.image_pub.publish(built.image)
         done = time.monotonic()
         stamp = msg.header.stamp
         age = None
@@ -555,17 +575,18 @@ class ExposureCorrectionMixin:
         while len(self._recent_shapes) > MAX_CACHED_RESOLUTIONS:
             self._recent_shapes.popitem(last=False)
         self.stats.published(None if first_of_size else done - received, age)
-        if em is not None:
-            camera.map_pub.publish(array_to_image(em, "mono8", msg.header))
+        if built.exposure_map is not None:
+            camera.map_pub.publish(built.exposure_map)
         if camera.compressed_pub is not None and camera.compressed_pub.get_subscription_count():
-            self._publish_compressed(camera.compressed_pub, out, frame.color_order, encoding, msg.header)
+            self._publish_compressed(camera.compressed_pub, built.pixels, frame.color_order, encoding, msg.header,
+                                     compression)
 
     def _publish_compressed(self, publisher: Publisher, out: np.ndarray, color_order: str, encoding: str,
-                            header) -> None:
+                            header, compression: tuple) -> None:
         """Encoded only while someone listens (image_transport does the same), after corrected/image so its
         latency does not pay for it. The frame is already published and counted: a failure here is logged,
-        not counted as a failed frame."""
-        fmt, quality, level = self._compression
+        not counted as a failed frame. `compression`: (format, jpeg quality, png level) as read for the frame."""
+        fmt, quality, level = compression
         try:
             publisher.publish(frame_to_compressed(out, color_order, encoding, header, fmt, quality, level))
         except Exception as exc:  # noqa: BLE001 - the raw output must keep flowing

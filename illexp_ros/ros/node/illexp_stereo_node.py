@@ -24,7 +24,6 @@ Run:  illexp_stereo_node --ros-args --params-file config/illexp_stereo.yaml \\
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -102,20 +101,32 @@ class IllExpStereoNode(IllExpNode):
 
     # --- worker thread ---------------------------------------------------------------------------------
     def _process(self, item: PendingFrame | PendingPair) -> None:
-        decoded = []
+        decoded, bad = [], []
         for side, msg in zip(SIDES, (item.left, item.right)):
             try:
                 decoded.append(self._decode(msg))
             except ImageFormatError as exc:
-                raise ImageFormatError(f"{side} view: {exc}") from exc
-        strength = self._strength  # read once: a change lands between pairs
+                bad.append(f"{side} view: {exc}")
+        if bad:  # the pair is one unit: its readable view is dropped with the unreadable one
+            self.stats.count("rejected", len(bad))
+            self.stats.count("dropped", 2 - len(bad))
+            self.get_logger().error(f"bad frame on {self.input_topic}: {'; '.join(bad)}",
+                                    throttle_duration_sec=ERROR_THROTTLE_S)
+            return
+        # Each run-time setting read once: a change lands between pairs, never between the two views.
+        strength, compensation, compression = self._strength, self._exposure_compensation, self._compression
         results = self._correct(decoded, strength)
-        changes = stereo_gain_changes(self._level, [d.frame.pixels for d in decoded], [out for out, _ in results],
-                                      item.received, self._segment(strength))
-        # the factors differ by the views' own gain difference (the smoothing factor is common to both)
-        self.level_difference = abs(math.log2(changes[0] / changes[1]))
-        for camera, d, (out, em), change in zip(self.cameras, decoded, results, changes):
-            self._publish_corrected(camera, d, out, em, change, item.received)
+        shared = stereo_gain_changes(self._level, [d.frame.pixels for d in decoded], [out for out, _ in results],
+                                     item.received, self._segment(strength))
+        self.level_difference = shared.spread
+        built = []
+        for side, d, (out, em), change in zip(SIDES, decoded, results, shared.changes):
+            try:  # both views' messages before either is published: the pair goes out whole or not at all
+                built.append(self._corrected_messages(d, out, em, change, compensation))
+            except ImageFormatError as exc:
+                raise ImageFormatError(f"{side} view: {exc}") from exc
+        for camera, views_messages in zip(self.cameras, built):
+            self._publish_corrected(camera, views_messages, compression, item.received)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,10 @@ tolerance, the waiting frame of the other side whose stamp is nearest within it.
 stereo drivers stamp both views of an exposure alike, so the default tolerance is 0 (exact), as in
 stereo_image_proc (its `approximate_sync` is off by default).
 
-Every frame ends in exactly one of: a pair; unpaired (pushed out of a full queue, or older than a frame that
-was paired on the other side: its partner cannot come any more on a stream in order).
+Every frame ends in exactly one of: a pair; unpaired (pushed out of a full queue, or stamped before a pair
+that was made: its partner cannot come any more from a camera whose stamps grow). Frames that arrive out of
+order are paired by stamp all the same. After a jump back in time (a looping bag), frames of the earlier
+stamps wait until the queue pushes them out.
 """
 
 from __future__ import annotations
@@ -52,17 +54,23 @@ class StampPairer(Generic[Item]):
                 own.popleft()
                 unpaired = 1
             return Pairing(None, unpaired)
-        # The partner and everything the other side had waiting before it: a stream's stamps only grow.
-        unpaired = best[0]
-        for _ in range(best[0]):
-            other.popleft()
-        _, partner = other.popleft()
-        # Own frames older than this one cannot be paired any more either (their partners would come before it).
-        while own and own[0][0] < stamp_ns:
-            own.popleft()
-            unpaired += 1
+        partner_stamp, partner = other[best[0]]
+        del other[best[0]]
+        # Frames stamped before the pair, on either side, cannot be paired any more: their partners would have
+        # come before this pair's frames (a camera's stamps grow). Frames stamped after it stay, whatever order
+        # they arrived in.
+        unpaired = self._give_up_before(other, partner_stamp) + self._give_up_before(own, stamp_ns)
         pair = (item, partner) if side == 0 else (partner, item)
         return Pairing(pair, unpaired)
+
+    @staticmethod
+    def _give_up_before(queue: deque, stamp_ns: int) -> int:
+        kept = [entry for entry in queue if entry[0] >= stamp_ns]
+        given_up = len(queue) - len(kept)
+        if given_up:
+            queue.clear()
+            queue.extend(kept)
+        return given_up
 
     def waiting(self) -> int:
         """Frames waiting for their partner, both sides."""
