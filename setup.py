@@ -30,6 +30,7 @@ setup(
             "illexp_node = illexp_ros.ros.node.console_scripts:illexp_node",
             "illexp_lifecycle_node = illexp_ros.ros.node.console_scripts:illexp_lifecycle_node",
             "illexp_stereo_node = illexp_ros.ros.node.console_scripts:illexp_stereo_node",
+            "illexp_stereo_lifecycle_node = illexp_ros.ros.node.console_scripts:illexp_stereo_lifecycle_node",
             "illexp_bag = illexp_ros.ros.bags.tool:main",
             "illexp_export = illexp_ros.runtime.export:main",
             "illexp_bench = illexp_ros.bench_cli:main",

@@ -6,17 +6,28 @@
 The corrected views come out on <namespace>/left/corrected/image and <namespace>/right/corrected/image (and
 their camera_info), for stereo_image_proc or a stereo VO front end. Arguments left empty keep the value from
 params_file (config/illexp_stereo.yaml by default). sync_tolerance_s:=0.015 pairs frames of two free-running
-cameras whose stamps differ (0: identical stamps only, as hardware-synchronised drivers give).
-FASTDDS_BUILTIN_TRANSPORTS defaults to LARGE_DATA for the node, as in illexp.launch.py.
+cameras whose stamps differ (0: identical stamps only, as hardware-synchronised drivers give). lifecycle:=true
+starts the managed form (illexp_stereo_lifecycle_node), configured and activated at launch unless autostart:=false,
+as illexp.launch.py does. FASTDDS_BUILTIN_TRANSPORTS defaults to LARGE_DATA for the node, as in illexp.launch.py.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    OpaqueFunction,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+)
+from launch.events import matches_action
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
 
-from illexp_ros.launch_arguments import parameter_overrides, typed
+from illexp_ros.launch_arguments import flag, parameter_overrides, typed
 
 # Launch argument -> node parameter of the same name, with its type; empty argument = keep the params file.
 PARAMETER_ARGUMENTS = {"model": str, "mode": str, "backend": str, "fast": bool, "qos": str,
@@ -33,9 +44,23 @@ def launch_node(context):
     if sim_time:
         parameters.append({"use_sim_time": typed(sim_time, bool)})
     remappings = [(topic, LaunchConfiguration(argument)) for argument, topic in TOPIC_ARGUMENTS.items()]
-    return [Node(package="illexp_ros", executable="illexp_stereo_node", name="illexp_stereo_node",
-                 namespace=LaunchConfiguration("namespace"), parameters=parameters, remappings=remappings,
-                 output="screen", emulate_tty=True)]
+    if not flag("lifecycle", LaunchConfiguration("lifecycle").perform(context)):
+        return [Node(package="illexp_ros", executable="illexp_stereo_node", name="illexp_stereo_node",
+                     namespace=LaunchConfiguration("namespace"), parameters=parameters, remappings=remappings,
+                     output="screen", emulate_tty=True)]
+    node = LifecycleNode(package="illexp_ros", executable="illexp_stereo_lifecycle_node", name="illexp_stereo_node",
+                         namespace=LaunchConfiguration("namespace"), parameters=parameters, remappings=remappings,
+                         output="screen", emulate_tty=True)
+    if not flag("autostart", LaunchConfiguration("autostart").perform(context)):
+        return [node]
+    # As illexp.launch.py: configure at launch, activate once *configuring* ended (a later deactivate stays).
+    activate = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
+        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                              transition_id=Transition.TRANSITION_ACTIVATE))]))
+    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                            transition_id=Transition.TRANSITION_CONFIGURE))
+    return [node, activate, configure]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -54,6 +79,10 @@ def generate_launch_description() -> LaunchDescription:
                               default_value=PathJoinSubstitution([FindPackageShare("illexp_ros"), "config",
                                                                   "illexp_stereo.yaml"]),
                               description="ROS 2 parameters file"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="true: the managed node illexp_stereo_lifecycle_node instead"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="with lifecycle:=true, configure and activate it at launch"),
         DeclareLaunchArgument("use_sim_time", default_value="",
                               description="true: the node's clock is /clock; empty keeps the params file's value"),
         DeclareLaunchArgument("model", default_value="", description="default | under | over | mixed | a path"),

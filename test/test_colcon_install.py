@@ -24,8 +24,8 @@ from illexp_ros.ros.node.background_spin import BackgroundSpin
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTABLES = ("illexp_node", "illexp_lifecycle_node", "illexp_stereo_node", "illexp_bag", "illexp_export",
-               "illexp_bench", "illexp_demo")
+EXECUTABLES = ("illexp_node", "illexp_lifecycle_node", "illexp_stereo_node", "illexp_stereo_lifecycle_node",
+               "illexp_bag", "illexp_export", "illexp_bench", "illexp_demo")
 SHIPPED_MODELS = ("mixed.pt", "mixed_fast.pt", "under.pt", "under_fast.pt", "over.pt", "over_fast.pt")
 NAMESPACE = "/colcon_ns"
 IN_TOPIC = "/colcon_cam/image_raw"

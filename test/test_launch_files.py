@@ -20,7 +20,8 @@ REQUIRED_ARGS = {"image", "camera_info", "namespace", "params_file", "model", "m
 ROS_PARAMETERS = {"use_sim_time"}  # every rclpy node has it
 # Each of our executables: the node name its params file's key names, and the parameters it declares.
 OUR_NODES = {"illexp_node": (NODE_NAME, PARAMETERS), "illexp_lifecycle_node": (NODE_NAME, PARAMETERS),
-             "illexp_stereo_node": (STEREO_NODE_NAME, STEREO_PARAMETERS)}
+             "illexp_stereo_node": (STEREO_NODE_NAME, STEREO_PARAMETERS),
+             "illexp_stereo_lifecycle_node": (STEREO_NODE_NAME, STEREO_PARAMETERS)}
 
 
 def tree_of(path: Path) -> ast.Module:
@@ -136,10 +137,11 @@ def test_illexp_launch_declares_the_documented_arguments():
     assert remapped == {"'image'", "'camera_info'"}  # the node's own topic names
 
 
-def test_illexp_launch_autostarts_the_lifecycle_node_once():
+@pytest.mark.parametrize("name", ["illexp.launch.py", "stereo.launch.py"])
+def test_launch_autostarts_the_lifecycle_node_once(name):
     """lifecycle:=true: configure at launch, activate when *configuring* ends in inactive, so that a later
     deactivate (also ending in inactive) is not undone by the launch file."""
-    tree = tree_of(ROOT / "launch" / "illexp.launch.py")
+    tree = tree_of(ROOT / "launch" / name)
     assert {"lifecycle", "autostart"} <= declared_args(tree)
     transitions = {ast.unparse(keyword(c, "transition_id")) for c in calls(tree, "ChangeState")}
     assert transitions == {"Transition.TRANSITION_CONFIGURE", "Transition.TRANSITION_ACTIVATE"}

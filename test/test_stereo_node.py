@@ -277,12 +277,46 @@ def test_a_parameter_change_lands_between_pairs_not_between_views():
         assert abs(levels[0] - levels[1]) < 0.01, levels
 
 
-def test_help_names_the_stereo_topics_and_parameters():
-    proc = subprocess.run([sys.executable, "-m", "illexp_ros.ros.node.illexp_stereo_node", "--help"],
+def test_the_lifecycle_form_subscribes_to_both_views_only_while_active():
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+
+    from illexp_ros.ros.node.illexp_stereo_lifecycle_node import IllExpStereoLifecycleNode
+
+    views_in = {"/left/image", "/right/image", "/left/camera_info", "/right/camera_info"}
+    with own_node(node_class=IllExpStereoLifecycleNode) as n:
+        assert n.get_name() == "illexp_stereo_node" and not {s.topic_name for s in n.subscriptions}
+        assert n.trigger_configure() == R.SUCCESS
+        assert {"/left/corrected/image", "/right/corrected/image"} <= {p.topic_name for p in n.publishers}
+        assert not {s.topic_name for s in n.subscriptions} & views_in
+        assert n.trigger_activate() == R.SUCCESS
+        assert {s.topic_name for s in n.subscriptions} >= views_in
+        cond, published = published_to(n)
+        left, right = views()
+        n._on_image(image_msg(left, "rgb8", 1), info(1, gid=1), camera=0)
+        n._on_image(image_msg(right, "rgb8", 1), info(1, gid=2), camera=1)
+        wait_on(cond, lambda: published[0] and published[1], 10, "a pair while active")
+        n._on_image(image_msg(left, "rgb8", 2), info(2, gid=1), camera=0)  # its partner never comes
+        assert n.trigger_deactivate() == R.SUCCESS
+        assert not {s.topic_name for s in n.subscriptions} & views_in
+        assert n.unpaired == 1 and n.stats.snapshot().dropped == 1  # the waiting frame, given up and counted
+        assert n.trigger_activate() == R.SUCCESS
+        n._on_image(image_msg(left, "rgb8", 3), info(3, gid=1), camera=0)
+        n._on_image(image_msg(right, "rgb8", 3), info(3, gid=2), camera=1)
+        wait_on(cond, lambda: len(published[1]) == 2, 10, "a pair after reactivation")
+        assert n.unpaired == 1  # a total across activations, as the frame counters
+        assert n.trigger_deactivate() == R.SUCCESS and n.trigger_cleanup() == R.SUCCESS
+        assert not {p.topic_name for p in n.publishers} & {"/left/corrected/image", "/right/corrected/image"}
+
+
+@pytest.mark.parametrize("module", ["illexp_stereo_node", "illexp_stereo_lifecycle_node"])
+def test_help_names_the_stereo_topics_and_parameters(module):
+    proc = subprocess.run([sys.executable, "-m", f"illexp_ros.ros.node.{module}", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: {module} ")
     assert "left/corrected/image" in proc.stdout and "sync_tolerance_s" in proc.stdout
     assert "config/illexp_stereo.yaml" in proc.stdout
+    assert ("ros2 lifecycle set /illexp_stereo_node configure" in proc.stdout) == ("lifecycle" in module)
 
 
 # --- over DDS ------------------------------------------------------------------------------------------------

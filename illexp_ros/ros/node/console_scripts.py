@@ -1,4 +1,5 @@
-"""The console scripts `illexp_node`, `illexp_lifecycle_node` and `illexp_stereo_node`.
+"""The console scripts `illexp_node`, `illexp_lifecycle_node`, `illexp_stereo_node` and
+`illexp_stereo_lifecycle_node`.
 
 A node takes seconds to start: importing rclpy and torch, then loading its models. A Ctrl-C or SIGTERM in the
 imports used to end it with a long traceback (inside rclpy's pybind11 imports even a C++ abort). This module
@@ -43,7 +44,7 @@ def print_help(program: str) -> int:
 def _write_help(program: str) -> None:
     from illexp_ros.ros.node.parameters import PARAMETERS, STEREO_PARAMETERS
 
-    stereo = program == "illexp_stereo_node"
+    stereo = program.startswith("illexp_stereo")
     remaps = ("[-r left/image:=TOPIC] [-r right/image:=TOPIC] [-r left/camera_info:=TOPIC] "
               "[-r right/camera_info:=TOPIC]" if stereo else "[-r image:=TOPIC] [-r camera_info:=TOPIC]")
     print(textwrap.fill(f"usage: {program} [--ros-args [--params-file FILE] {remaps} [-p NAME:=VALUE ...]]",
@@ -55,8 +56,9 @@ def _write_help(program: str) -> None:
               "each pair is scaled\nto one shared level.")
     else:
         print("Corrects badly exposed camera frames and republishes them with the same header.")
-    if program == "illexp_lifecycle_node":
-        print("A managed node: `ros2 lifecycle set /illexp_node configure`, then `activate`.")
+    if program.endswith("lifecycle_node"):
+        node = "illexp_stereo_node" if stereo else "illexp_node"
+        print(f"A managed node: `ros2 lifecycle set /{node} configure`, then `activate`.")
     print(textwrap.fill("topics: " + (STEREO_TOPICS if stereo else TOPICS), 100, subsequent_indent="  "))
     config = "illexp_stereo.yaml" if stereo else "illexp.yaml"
     print("\nparameters (RO: fixed at start-up; RW: `ros2 param set` at run time), defaults as the node declares "
@@ -99,5 +101,14 @@ def illexp_stereo_node() -> int:
         return print_help("illexp_stereo_node")
     stop_while_importing("illexp_stereo_node")
     from illexp_ros.ros.node.illexp_stereo_node import main
+
+    return main()
+
+
+def illexp_stereo_lifecycle_node() -> int:
+    if wants_help(sys.argv):
+        return print_help("illexp_stereo_lifecycle_node")
+    stop_while_importing("illexp_stereo_lifecycle_node")
+    from illexp_ros.ros.node.illexp_stereo_lifecycle_node import main
 
     return main()

@@ -57,8 +57,10 @@ def logs_exceptions(transition: Callable) -> Callable:
 class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
     """The lifecycle form of IllExpNode (module docstring: what each transition does)."""
 
+    NAME = NODE_NAME
+
     def __init__(self, **node_kwargs) -> None:
-        super().__init__(NODE_NAME, **node_kwargs)
+        super().__init__(self.NAME, **node_kwargs)
         self._declare_parameters()
         self._params: dict | None = None  # the values in force since configure; None while unconfigured
         self._active = False

@@ -13,9 +13,10 @@ Topics (each of illexp_node's under left/ and right/):
     out: left/corrected/image, right/corrected/image (+ /compressed), left/corrected/camera_info,
          right/corrected/camera_info, left/exposure_map, right/exposure_map, /diagnostics
 Parameters: illexp_node's (same defaults, same run-time changes) and sync_tolerance_s, sync_queue_size.
+`illexp_stereo_lifecycle_node` (illexp_stereo_lifecycle_node.py) is the same node as a managed node.
 A pair is corrected as a unit: frames without a partner, and pairs replaced by a newer pair before the worker
 got to them, are dropped and counted (diagnostics: unpaired, dropped). Latency counts from the moment the pair
-was complete. No lifecycle form (yet): use illexp_lifecycle_node per view where a lifecycle manager is needed.
+was complete.
 
 Run:  illexp_stereo_node --ros-args --params-file config/illexp_stereo.yaml \\
           -r left/image:=/stereo/left/image_raw -r right/image:=/stereo/right/image_raw \\
@@ -30,7 +31,13 @@ from dataclasses import dataclass
 
 from sensor_msgs.msg import CompressedImage, Image
 
-from illexp_ros.ros.node.illexp_node import ERROR_THROTTLE_S, IllExpNode, PendingFrame, run_node
+from illexp_ros.ros.node.illexp_node import (
+    ERROR_THROTTLE_S,
+    ExposureCorrectionMixin,
+    IllExpNode,
+    PendingFrame,
+    run_node,
+)
 from illexp_ros.ros.node.image_conversion import ImageFormatError
 from illexp_ros.ros.node.parameters import STEREO_PARAMETERS
 from illexp_ros.ros.node.stereo_pairing import SIDES, StampPairer
@@ -47,18 +54,21 @@ class PendingPair:
     frames = 2
 
 
-class IllExpStereoNode(IllExpNode):
-    """The stereo node: set up and running from construction on (StartupError / EnhancerError when it cannot)."""
+class StereoCorrectionMixin(ExposureCorrectionMixin):
+    """What the stereo node does differently from illexp_node (the pairing, the shared level), for its plain and
+    its lifecycle form."""
 
-    NAME = NODE_NAME
     CAMERA_PREFIXES = tuple(f"{side}/" for side in SIDES)
     PARAMETER_SPECS = STEREO_PARAMETERS
+
+    def _create_outputs(self, p: dict) -> None:
+        super()._create_outputs(p)
+        self.unpaired = 0  # a total, as the frame counters (a lifecycle node's reactivation keeps it)
+        self.level_difference = 0.0  # stops between the views' own gains in the last pair, before sharing
 
     def _create_inputs(self, p: dict) -> None:
         self._pairer: StampPairer[Image | CompressedImage] = StampPairer(
             round(float(p["sync_tolerance_s"]) * 1e9), p["sync_queue_size"])
-        self.unpaired = 0
-        self.level_difference = 0.0  # stops between the views' own gains in the last pair, before sharing
         super()._create_inputs(p)
 
     def _destroy_inputs(self) -> bool:
@@ -127,6 +137,12 @@ class IllExpStereoNode(IllExpNode):
                 raise ImageFormatError(f"{side} view: {exc}") from exc
         for camera, views_messages in zip(self.cameras, built):
             self._publish_corrected(camera, views_messages, compression, item.received)
+
+
+class IllExpStereoNode(StereoCorrectionMixin, IllExpNode):
+    """The stereo node: set up and running from construction on (StartupError / EnhancerError when it cannot)."""
+
+    NAME = NODE_NAME
 
 
 def main(argv: list[str] | None = None) -> int:
