@@ -246,6 +246,46 @@ def test_a_bad_view_loses_its_pair_and_is_counted():
         assert n.stats.snapshot().dropped == 1
 
 
+def test_both_images_go_out_before_either_views_extras_and_the_first_pair_is_not_timed():
+    """The right view's corrected/image waited for the left view's exposure map and compressed image (82-96 ms
+    of PNG encoding at 720p), and the first pair's right view was counted in the latency statistics with its
+    one-off set-up cost."""
+    with own_node(Parameter("publish_exposure_map", value=True), node_class=IllExpStereoNode) as n:
+        order = []
+        for side, camera in zip(("left", "right"), n.cameras):
+            camera.image_pub.publish = lambda msg, side=side: order.append(f"{side} image")
+            camera.map_pub.publish = lambda msg, side=side: order.append(f"{side} map")
+            camera.compressed_pub.get_subscription_count = lambda: 1
+            camera.compressed_pub.publish = lambda msg, side=side: order.append(f"{side} compressed")
+        left, right = views()
+        n._process(PendingPair(*stereo_msgs(1, left, right), time.monotonic()))
+        assert order == ["left image", "right image", "left map", "left compressed", "right map",
+                         "right compressed"]
+        assert np.isnan(n.stats.snapshot().latency_p50_ms)  # neither view of the first pair of this size
+        n._process(PendingPair(*stereo_msgs(2, left, right), time.monotonic()))
+        assert n.stats.snapshot().latency_p50_ms >= 0.0
+
+
+def test_diagnostics_warn_while_frames_find_no_partner():
+    """Free-running cameras with sync_tolerance_s 0: nothing is paired, and /diagnostics said OK all along."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from illexp_ros.ros.node.diagnostics import diagnostic_array
+
+    with own_node(Parameter("sync_tolerance_s", value=0.015), node_class=IllExpStereoNode) as n:
+        assert n._more_diagnostics()["sync_tolerance_s"] == "0.015"  # not "0.01" (2 decimals)
+        left, right = views()
+        for i in range(1, 8):  # the right view 20 ms after the left: outside the tolerance
+            n._on_image(image_msg(left, "rgb8", i * 100_000_000), info(i, gid=1), camera=0)
+            n._on_image(image_msg(right, "rgb8", i * 100_000_000 + 20_000_000), info(i, gid=2), camera=1)
+        warnings = n._diagnostic_warnings()
+        assert len(warnings) == 1 and f"{n.unpaired} frames without a partner" in warnings[0], warnings
+        status = diagnostic_array(n.stats.snapshot(), "n", "cpu", n.input_topic, {}, rclpy.time.Time().to_msg(),
+                                  warnings).status[0]
+        assert status.level == DiagnosticStatus.WARN and "without a partner" in status.message
+        assert n._diagnostic_warnings() == []  # none new since
+
+
 def test_a_view_that_fails_on_the_way_out_takes_its_pair_with_it():
     """output_encoding yuv422 and a right view of odd width: the right view's message cannot be built. The left
     one was already published (half a pair), and the pair counted three times (2 frames: 1 published, 1

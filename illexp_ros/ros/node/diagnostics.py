@@ -100,8 +100,9 @@ def _fmt(value: object) -> str:
 
 
 def diagnostic_array(snap: StatsSnapshot, name: str, hardware_id: str, input_topic: str,
-                     extra: dict[str, object], stamp) -> DiagnosticArray:
-    """One DiagnosticStatus: WARN when no frame came in, or bad / failed frames, during the last period."""
+                     extra: dict[str, object], stamp, warnings: list[str] | tuple[str, ...] = ()) -> DiagnosticArray:
+    """One DiagnosticStatus: WARN when no frame came in, or bad / failed frames, during the last period, or when
+    the node has `warnings` of its own (each appended to the message)."""
     status = DiagnosticStatus(name=name, hardware_id=hardware_id)
     if snap.problems_in_period:
         status.level = DiagnosticStatus.WARN
@@ -112,6 +113,9 @@ def diagnostic_array(snap: StatsSnapshot, name: str, hardware_id: str, input_top
     else:
         status.level = DiagnosticStatus.OK
         status.message = f"correcting {snap.fps_out:.1f} fps"
+    if warnings:
+        status.level = DiagnosticStatus.WARN
+        status.message = "; ".join([status.message, *warnings])
     # A statistic with no samples yet (no latency before the second frame of a size, no age when every stamp is
     # zero) is left out instead of published as nan.
     values = {k: v for k, v in asdict(snap).items()

@@ -108,7 +108,7 @@ class CorrectedMessages:
     """One frame's outputs, built before any of them is published."""
     decoded: DecodedFrame
     image: Image  # corrected/image (the input message itself where nothing changed it)
-    exposure_map: Image | None
+    exposure_map: np.ndarray | None  # published as mono8 after corrected/image
     pixels: np.ndarray  # what corrected/image/compressed encodes
 
 
@@ -469,7 +469,7 @@ class ExposureCorrectionMixin:
                  **self._more_diagnostics()}
         self.diag_pub.publish(diagnostic_array(snap, f"{self.get_fully_qualified_name()}: exposure correction",
                                                self.backend_name, self.input_topic, extra,
-                                               self.get_clock().now().to_msg()))
+                                               self.get_clock().now().to_msg(), self._diagnostic_warnings()))
         now = time.monotonic()
         if now - self._last_log >= LOG_PERIOD_S and (snap.received_in_period or snap.problems_in_period):
             self._last_log = now
@@ -478,6 +478,10 @@ class ExposureCorrectionMixin:
     def _more_diagnostics(self) -> dict:
         """Values a subclass adds to the diagnostics (the stereo node's pairing)."""
         return {}
+
+    def _diagnostic_warnings(self) -> list[str]:
+        """What a subclass has to warn about in this period (the stereo node: frames without a partner)."""
+        return []
 
     # --- worker thread ---------------------------------------------------------------------------------
     def _work(self, stop: threading.Event) -> None:
@@ -513,7 +517,8 @@ class ExposureCorrectionMixin:
         # strength of 0 must publish the input itself at once, not fade towards it from the corrected gain).
         change = self._level.gain_change(decoded.frame.pixels, out, item.received, self._segment(strength))
         built = self._corrected_messages(decoded, out, em, change, compensation)
-        self._publish_corrected(self.cameras[0], built, compression, item.received)
+        self._publish_image(self.cameras[0], built, item.received, self._first_of_size([decoded]))
+        self._publish_extras(self.cameras[0], built, compression)
 
     def _decode(self, msg: Image | CompressedImage) -> DecodedFrame:
         """ImageFormatError for a frame that cannot be read."""
@@ -552,40 +557,48 @@ class ExposureCorrectionMixin:
             out = compensate_exposure(out, compensation, gain=change)
             image = frame_to_image(out, frame.color_order, encoding, msg.header, alpha=frame.alpha,
                                    bigendian=decoded.bigendian)
-        exposure_map = array_to_image(em, "mono8", msg.header) if em is not None else None
-        return CorrectedMessages(decoded, image, exposure_map, out)
+        return CorrectedMessages(decoded, image, em, out)
 
-    def _publish_corrected(self, camera: Camera, built: CorrectedMessages, compression: tuple,
-                           received: float) -> None:
-        """Publish one frame's outputs on `camera`'s topics and count it."""
-        msg, frame, encoding = built.decoded.msg, built.decoded.frame, built.decoded.encoding
+    def _first_of_size(self, decoded: list[DecodedFrame]) -> bool:
+        """Whether these frames (one, or the views of a stereo pair) bring a size not seen lately; the sizes are
+        recorded. Such frames carry one-off work (buffer allocation, kernel selection, lazy model set-up): they
+        are published and counted but kept out of the latency statistics, both views of a pair alike. A size
+        seen lately has its buffers still: a stream alternating two sizes has latencies too."""
+        first = False
+        for d in decoded:
+            shape = (d.frame.pixels.shape, d.encoding)
+            first = first or shape not in self._recent_shapes
+            self._recent_shapes[shape] = None
+            self._recent_shapes.move_to_end(shape)
+        while len(self._recent_shapes) > MAX_CACHED_RESOLUTIONS:
+            self._recent_shapes.popitem(last=False)
+        return first
+
+    def _publish_image(self, camera: Camera, built: CorrectedMessages, received: float,
+                       first_of_size: bool) -> None:
+        """Publish one frame's corrected/image on `camera`'s topics and count it."""
         camera.image_pub.publish(built.image)
         done = time.monotonic()
-        stamp = msg.header.stamp
+        stamp = built.decoded.msg.header.stamp
         age = None
         if stamp.sec or stamp.nanosec:
             age = self.get_clock().now().nanoseconds * 1e-9 - (stamp.sec + stamp.nanosec * 1e-9)
-        # The first frame of a new size carries one-off work (buffer allocation, kernel selection, lazy model
-        # set-up); it is published and counted but kept out of the latency statistics. A size seen lately has
-        # its buffers still: a stream alternating two sizes has latencies too.
-        shape = (frame.pixels.shape, encoding)
-        first_of_size = shape not in self._recent_shapes
-        self._recent_shapes[shape] = None
-        self._recent_shapes.move_to_end(shape)
-        while len(self._recent_shapes) > MAX_CACHED_RESOLUTIONS:
-            self._recent_shapes.popitem(last=False)
         self.stats.published(None if first_of_size else done - received, age)
+
+    def _publish_extras(self, camera: Camera, built: CorrectedMessages, compression: tuple) -> None:
+        """After corrected/image (of every view), so its latency does not pay for them: the exposure map and the
+        compressed image (encoded only while someone listens, as image_transport does)."""
+        msg, frame, encoding = built.decoded.msg, built.decoded.frame, built.decoded.encoding
         if built.exposure_map is not None:
-            camera.map_pub.publish(built.exposure_map)
+            camera.map_pub.publish(array_to_image(built.exposure_map, "mono8", msg.header))
         if camera.compressed_pub is not None and camera.compressed_pub.get_subscription_count():
             self._publish_compressed(camera.compressed_pub, built.pixels, frame.color_order, encoding, msg.header,
                                      compression)
 
     def _publish_compressed(self, publisher: Publisher, out: np.ndarray, color_order: str, encoding: str,
                             header, compression: tuple) -> None:
-        """Encoded only while someone listens (image_transport does the same), after corrected/image so its
-        latency does not pay for it. The frame is already published and counted: a failure here is logged,
-        not counted as a failed frame. `compression`: (format, jpeg quality, png level) as read for the frame."""
+        """The frame is already published and counted: a failure here is logged, not counted as a failed frame.
+        `compression`: (format, jpeg quality, png level) as read for the frame."""
         fmt, quality, level = compression
         try:
             publisher.publish(frame_to_compressed(out, color_order, encoding, header, fmt, quality, level))

@@ -64,6 +64,7 @@ class StereoCorrectionMixin(ExposureCorrectionMixin):
     def _create_outputs(self, p: dict) -> None:
         super()._create_outputs(p)
         self.unpaired = 0  # a total, as the frame counters (a lifecycle node's reactivation keeps it)
+        self._unpaired_reported = 0  # unpaired at the last diagnostics
         self.level_difference = 0.0  # stops between the views' own gains in the last pair, before sharing
 
     def _create_inputs(self, p: dict) -> None:
@@ -106,8 +107,17 @@ class StereoCorrectionMixin(ExposureCorrectionMixin):
 
     def _more_diagnostics(self) -> dict:
         return {"unpaired": self.unpaired, "waiting_for_partner": self._pairer.waiting(),
-                "sync_tolerance_s": self._pairer.tolerance_ns / 1e9,
+                "sync_tolerance_s": f"{self._pairer.tolerance_ns / 1e9:g}",  # 0.015, not the 2-decimal 0.01
                 "views_level_difference_stops": f"{self.level_difference:.4f}"}
+
+    def _diagnostic_warnings(self) -> list[str]:
+        """Frames without a partner in the last period: the likeliest stereo misconfiguration (free-running cameras
+        with sync_tolerance_s 0) publishes nothing, and the status must not say OK."""
+        unpaired, self._unpaired_reported = self.unpaired - self._unpaired_reported, self.unpaired
+        if not unpaired:
+            return []
+        return [f"{unpaired} frames without a partner of the same stamp (sync_tolerance_s "
+                f"{self._pairer.tolerance_ns / 1e9:g} s: do the two views share their stamps?)"]
 
     # --- worker thread ---------------------------------------------------------------------------------
     def _process(self, item: PendingFrame | PendingPair) -> None:
@@ -135,8 +145,11 @@ class StereoCorrectionMixin(ExposureCorrectionMixin):
                 built.append(self._corrected_messages(d, out, em, change, compensation))
             except ImageFormatError as exc:
                 raise ImageFormatError(f"{side} view: {exc}") from exc
-        for camera, views_messages in zip(self.cameras, built):
-            self._publish_corrected(camera, views_messages, compression, item.received)
+        first_of_size = self._first_of_size(decoded)
+        for camera, view in zip(self.cameras, built):  # both images first: neither waits for the other's extras
+            self._publish_image(camera, view, item.received, first_of_size)
+        for camera, view in zip(self.cameras, built):
+            self._publish_extras(camera, view, compression)
 
 
 class IllExpStereoNode(StereoCorrectionMixin, IllExpNode):
