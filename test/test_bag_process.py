@@ -668,3 +668,74 @@ def test_main_leaves_the_callers_signal_handlers_as_they_were(tmp_path: Path) ->
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert process(str(tmp_path / "missing"), str(tmp_path / "out"), "--topic", IMAGE_TOPIC) == 2
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def stereo_bag(path: Path, pairs: int, lone_left_stamps: tuple[int, ...] = (), right_offset_ns: int = 0) -> None:
+    """Left and right views (two windows 16 px apart of one under-exposed photograph) on /stereo/left and
+    /stereo/right, one pair per 100 ms, the right stamped `right_offset_ns` after the left; plus left frames
+    stamped `lone_left_stamps` whose right view is missing."""
+    from skimage import data as skdata
+
+    photo = cv2.resize(skdata.astronaut(), (SIZE[1] + 16, SIZE[0]), interpolation=cv2.INTER_AREA)
+    dark = (photo.astype(np.float32) * 0.25).astype(np.uint8)
+    left, right = np.ascontiguousarray(dark[:, 16:]), np.ascontiguousarray(dark[:, :SIZE[1]])
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = [writer.add_connection(f"/stereo/{side}", IMAGE_TYPE, typestore=TYPESTORE)
+                 for side in ("left", "right")]
+        messages = []
+        for i in range(pairs):
+            stamp = 1_000_000_000 + i * 100_000_000
+            messages.append((conns[0], stamp, make_image(left, "rgb", "rgb8", stamp, "left_optical")))
+            messages.append((conns[1], stamp + right_offset_ns,
+                             make_image(right, "rgb", "rgb8", stamp + right_offset_ns, "right_optical")))
+        for stamp in lone_left_stamps:
+            messages.append((conns[0], stamp, make_image(left, "rgb", "rgb8", stamp, "left_optical")))
+        for conn, stamp, msg in sorted(messages, key=lambda m: m[1]):
+            writer.write(conn, stamp, bytes(TYPESTORE.serialize_cdr(msg, IMAGE_TYPE)))
+
+
+def test_stereo_views_are_corrected_together_at_one_level(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from illexp_ros.runtime.level_smoothing import frame_level
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    stereo_bag(src, pairs=3, lone_left_stamps=(1_050_000_000,))
+    assert process(str(src), str(out), "--topic", "/stereo/left", "--right-topic", "/stereo/right",
+                   "--backend", "torch_cpu", "--level-smoothing", "0") == 0
+    line = capsys.readouterr().out
+    assert "6 frames corrected" in line and "1 view without a partner copied but not corrected" in line, line
+    _, in_msgs = read_bag(src)
+    _, out_msgs = read_bag(out)
+    assert sorted(m for m in out_msgs if not m[0].endswith("/corrected")) == sorted(in_msgs)
+    inputs = {(topic, ts): deserialize(data, IMAGE_TYPE) for topic, ts, data in in_msgs}
+    corrected = {side: {ts: deserialize(data, IMAGE_TYPE) for topic, ts, data in out_msgs
+                        if topic == f"/stereo/{side}/corrected"} for side in ("left", "right")}
+    assert sorted(corrected["left"]) == sorted(corrected["right"]) == [1_000_000_000, 1_100_000_000, 1_200_000_000]
+
+    def pixels(msg):
+        return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+    for ts in corrected["left"]:
+        gains = []
+        for side in ("left", "right"):
+            msg, src_msg = corrected[side][ts], inputs[(f"/stereo/{side}", ts)]
+            assert msg.header == src_msg.header
+            gains.append(frame_level(pixels(msg)) - frame_level(pixels(src_msg)))
+        assert gains[0] > 0.5 and abs(gains[0] - gains[1]) < 0.01, gains  # brightened, both alike
+
+
+def test_stereo_processing_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "in"
+    stereo_bag(src, pairs=2, right_offset_ns=20_000_000)  # free-running cameras: never the same stamp
+    base = [str(src), str(tmp_path / "out"), "--topic", "/stereo/left", "--backend", "passthrough"]
+    for extra, expected in (
+            (["--right-topic", "/stereo/right"], "no pair of views on /stereo/left and /stereo/right"),
+            (["--right-topic", "/stereo/left"], "--right-topic must be another topic than --topic"),
+            (["--right-topic", "/stereo/right", "--out-topic", "/x"], "--out-topic names one view's output"),
+            (["--right-topic", "/stereo/right", "--sync-tolerance", "-1"], "--sync-tolerance must be in [0, 1]"),
+            (["--right-topic", "/nowhere"], "topic /nowhere not in bag")):
+        assert process(*base, *extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (extra, err)
+        assert not (tmp_path / "out").exists()
+    # within a tolerance of 25 ms the same views pair
+    assert process(*base, "--right-topic", "/stereo/right", "--sync-tolerance", "0.025") == 0
+    assert "4 frames corrected" in capsys.readouterr().out

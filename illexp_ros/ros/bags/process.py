@@ -14,6 +14,12 @@ sensor_msgs/CompressedImage, encoded as the node's corrected/image/compressed is
 encode_compressed: image_transport's format string, jpeg_quality / png_level as its parameters), so a bag of
 compressed camera frames can stay small.
 
+With `right_topic` (`--right-topic`), `topic` and `right_topic` are a stereo camera's left and right views,
+corrected as illexp_stereo_node corrects them: views paired by header.stamp (ros/node/stereo_pairing.py, exact
+or within `sync_tolerance_s`), both on one route, scaled to one shared level smoothed across pairs
+(runtime/stereo_level.py); each view's corrected frames go to `<its topic>/corrected`. A view whose partner is
+not in the bag is copied, not corrected, and counted.
+
 OUT is written inside a hidden work directory beside it and renamed into place only when complete, so an
 interrupted run (Ctrl-C, SIGTERM, SIGKILL, a crash) never leaves a half-written OUT. Work directories left
 by killed runs are removed by the next run on the same OUT.
@@ -64,6 +70,7 @@ from illexp_ros.ros.node.image_conversion import (
     JPEG_QUALITY_RANGE,
     PNG_LEVEL_RANGE,
 )
+from illexp_ros.ros.node.stereo_pairing import MAX_SYNC_TOLERANCE_S, StampPairer
 
 BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy / Kilted
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
@@ -73,6 +80,9 @@ SHOWN_REJECTIONS = 5  # frames that cannot be read are each said on stderr up to
 
 class FrameEnhancer(Protocol):
     def enhance(self, frame: Any, color_order: str = "rgb") -> Any: ...
+
+    # stereo only (--right-topic): the views of one pair on one route, as runtime.Enhancer.enhance_views
+    def enhance_views(self, frames: list[Any], color_orders: list[str]) -> list[tuple[Any, Any]]: ...
 
 
 @dataclass
@@ -84,6 +94,7 @@ class ProcessSummary:
     storage: str
     compressed: str | None = None
     rejected: int = 0  # frames of the topic that could not be read: copied as they are, not corrected
+    unpaired: int = 0  # stereo: views whose partner is not in the bag, copied as they are, not corrected
 
     @property
     def fps(self) -> float:
@@ -93,6 +104,9 @@ class ProcessSummary:
         also = f", also as {self.compressed}" if self.compressed else ""
         skipped = (f", {self.rejected} unreadable frame{'s' if self.rejected > 1 else ''} copied but not corrected"
                    if self.rejected else "")
+        if self.unpaired:
+            skipped += (f", {self.unpaired} view{'s' if self.unpaired > 1 else ''} without a partner copied but not "
+                        "corrected")
         return (f"wrote {self.out} ({self.storage}): {self.messages} messages copied, {self.frames} frames "
                 f"corrected{also}{skipped} in {self.seconds:.1f} s ({self.fps:.1f} FPS)")
 
@@ -141,14 +155,25 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                 storage: str | None = None, force: bool = False, progress: bool = True,
                 level_smoothing: float = 0.0, exposure_compensation: float = 0.0, strength: float = 1.0,
                 compressed: str | None = None,
-                jpeg_quality: int = DEFAULT_JPEG_QUALITY, png_level: int = DEFAULT_PNG_LEVEL) -> ProcessSummary:
+                jpeg_quality: int = DEFAULT_JPEG_QUALITY, png_level: int = DEFAULT_PNG_LEVEL,
+                right_topic: str | None = None, sync_tolerance_s: float = 0.0) -> ProcessSummary:
     """Copy IN to OUT adding corrected frames; raises BagError on bad input (see the module docstring)."""
     in_path, out_path = Path(in_path), Path(out_path)
-    out_topic = out_topic or f"{topic.rstrip('/')}/corrected"
-    check_topic_name(out_topic, "--out-topic")
+    if right_topic is not None:
+        if out_topic is not None:
+            raise BagError("--out-topic names one view's output; with --right-topic the corrected views go to "
+                           "<topic>/corrected and <right-topic>/corrected")
+        if right_topic.rstrip("/") == topic.rstrip("/"):
+            raise BagError(f"--right-topic must be another topic than --topic ({topic})")
+        if not 0.0 <= sync_tolerance_s <= MAX_SYNC_TOLERANCE_S:  # also refuses nan
+            raise BagError(f"--sync-tolerance must be in [0, {MAX_SYNC_TOLERANCE_S:g}] s, got {sync_tolerance_s}")
+    views = [topic] if right_topic is None else [topic, right_topic]
+    out_topics = [out_topic or f"{view.rstrip('/')}/corrected" for view in views]
+    for name in out_topics:
+        check_topic_name(name, "--out-topic")
     # rosbag2 stores full names; a relative one written as given would be another topic than its /-twin
-    out_topic = out_topic if out_topic.startswith("/") else f"/{out_topic}"
-    compressed_topic = f"{out_topic.rstrip('/')}/compressed" if compressed else None
+    out_topics = [name if name.startswith("/") else f"/{name}" for name in out_topics]
+    compressed_topics = [f"{name.rstrip('/')}/compressed" if compressed else None for name in out_topics]
     if storage is not None and storage not in STORAGES:
         raise BagError(f"--storage must be one of {', '.join(STORAGES)}, got {storage!r}")
     check_compression(compressed, jpeg_quality, png_level)
@@ -163,17 +188,18 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
     if out_path.exists() and not force:  # checked again when OUT is created; this one is before model loading
         raise BagError(f"{out_path} exists; pass --force to overwrite it")
     with open_bag(in_path) as reader:
-        image_conns = image_connections(reader, in_path, topic)
-        for new_topic in filter(None, (out_topic, compressed_topic)):
+        view_conns = [image_connections(reader, in_path, view) for view in views]
+        for new_topic in filter(None, out_topics + compressed_topics):
             if any(c.topic == new_topic for c in reader.connections):
                 raise BagError(f"bag {in_path} already has topic {new_topic}; choose another --out-topic")
         storage = storage or storage_of(in_path)
-        n_images = sum(c.msgcount for c in image_conns)
+        n_images = sum(c.msgcount for conns in view_conns for c in conns)
         # the runtime, once the bag checks out
         from illexp_ros.runtime.correction_strength import apply_strength, check_strength
         from illexp_ros.runtime.enhancer import CORRECTION_OFF, output_is_the_input
         from illexp_ros.runtime.exposure_compensation import check_stops, compensate_exposure, compensation_factor
         from illexp_ros.runtime.level_smoothing import LevelSmoother
+        from illexp_ros.runtime.stereo_level import stereo_gain_changes
 
         smoother = LevelSmoother(level_smoothing)
         try:
@@ -184,17 +210,37 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
         enhancer = make_enhancer()
         start = time.perf_counter()
         frames = messages = 0
+        pairer: StampPairer | None = StampPairer(round(sync_tolerance_s * 1e9)) if right_topic else None
+        unpaired = 0
         rejected, first_problem = 0, ""  # frames of the topic that could not be read, and why the first one
         unsaid: list[str] = []  # lines about them not printed yet
         with atomic_output(out_path, force) as staged:
             with Writer(staged, version=BAG_VERSION, storage_plugin=STORAGES[storage]) as writer:
                 copy = _copy_connections(reader, writer) if reader.is2 else _convert_connections(reader, writer)
-                qos = list(copy[image_conns[0].id][0].ext.offered_qos_profiles)
-                corrected = writer.add_connection(out_topic, IMAGE_TYPE, typestore=TYPESTORE,
-                                                  offered_qos_profiles=qos)
-                coded = writer.add_connection(compressed_topic, COMPRESSED_TYPE, typestore=TYPESTORE,
-                                              offered_qos_profiles=qos) if compressed_topic else None
-                bar = tqdm(total=n_images, unit="frame", desc=f"correcting {topic}", disable=not progress)
+                qos = list(copy[view_conns[0][0].id][0].ext.offered_qos_profiles)
+                corrected = [writer.add_connection(name, IMAGE_TYPE, typestore=TYPESTORE, offered_qos_profiles=qos)
+                             for name in out_topics]
+                coded = [writer.add_connection(name, COMPRESSED_TYPE, typestore=TYPESTORE, offered_qos_profiles=qos)
+                         if name else None for name in compressed_topics]
+
+                def write_corrected(view: int, timestamp: int, msg: Any, msgtype: str, frame: Any, out: Any,
+                                    route: str | None, change: float) -> None:
+                    """One corrected frame of view `view` (and its compressed form), as the node publishes it."""
+                    if output_is_the_input(route, compensation_factor(stops) * change) and msgtype == IMAGE_TYPE:
+                        # unchanged: the input itself, every bit (an 8-bit copy would cut 16-bit frames)
+                        writer.write(corrected[view], timestamp, serialize(msg))
+                    else:
+                        out = compensate_exposure(out, stops, gain=change)  # one pass, as the node
+                        image = frame_to_image(out, frame.color_order, output_encoding(msg, msgtype), msg.header,
+                                               alpha=frame.alpha, bigendian=bool(getattr(msg, "is_bigendian", 0)))
+                        writer.write(corrected[view], timestamp, serialize(image))
+                    if coded[view] is not None:
+                        writer.write(coded[view], timestamp, serialize(frame_to_compressed(
+                            out, frame.color_order, output_encoding(msg, msgtype), msg.header, compressed,
+                            jpeg_quality, png_level)))
+
+                bar = tqdm(total=n_images, unit="frame", desc=f"correcting {' and '.join(views)}",
+                           disable=not progress)
                 with bar:
                     for conn, timestamp, data in checked_messages(reader, in_path):
                         out_conn, to_cdr = copy[conn.id]
@@ -206,54 +252,68 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                             raise BagError(f"corrupt {conn.msgtype} message on {conn.topic} at t={timestamp} ns "
                                            f"in {in_path}: {one_line(exc)}") from exc
                         messages += 1
-                        if conn.topic != topic:
+                        if conn.topic not in views:
                             continue
+                        view = views.index(conn.topic)
                         try:
                             msg = decode_message(reader, data, conn, in_path)
                             frame = message_to_frame(msg, conn.msgtype)
+                            if pairer is not None and not (msg.header.stamp.sec or msg.header.stamp.nanosec):
+                                raise ImageFormatError("no header.stamp: the views of a pair are matched by stamp")
                         except (BagError, ImageFormatError) as exc:
                             # As the node: a bad frame is said and counted, and the next one is processed; its
                             # message is already copied, so nothing of IN is lost.
                             rejected += 1
                             first_problem = first_problem or str(exc)
                             if rejected <= SHOWN_REJECTIONS:
-                                unsaid.append(f"illexp_bag process: skipped the {topic} message at t={timestamp} "
-                                              f"ns (copied, not corrected): {exc}")
+                                unsaid.append(f"illexp_bag process: skipped the {conn.topic} message at "
+                                              f"t={timestamp} ns (copied, not corrected): {exc}")
                             if frames:  # else held back: if no frame can be read, one error line says it all
                                 _say(unsaid)
                             bar.update(1)
                             continue
-                        if strength == 0.0:  # the correction off: the network is not run, as in the node
-                            out, route = frame.pixels.copy(), CORRECTION_OFF
+                        if pairer is None:
+                            if strength == 0.0:  # the correction off: the network is not run, as in the node
+                                out, route = frame.pixels.copy(), CORRECTION_OFF
+                            else:
+                                out = apply_strength(frame.pixels, enhancer.enhance(
+                                    frame.pixels, color_order=frame.color_order), strength)
+                                route = getattr(enhancer, "last_route", None)
+                            change = smoother.gain_change(frame.pixels, out, timestamp * 1e-9, route)
+                            write_corrected(0, timestamp, msg, conn.msgtype, frame, out, route, change)
+                            frames += 1
                         else:
-                            out = apply_strength(frame.pixels, enhancer.enhance(
-                                frame.pixels, color_order=frame.color_order), strength)
-                            route = getattr(enhancer, "last_route", None)
-                        change = smoother.gain_change(frame.pixels, out, timestamp * 1e-9, route)
-                        encoding = output_encoding(msg, conn.msgtype)
-                        if (output_is_the_input(route, compensation_factor(stops) * change)
-                                and conn.msgtype == IMAGE_TYPE):
-                            # unchanged: the input itself, every bit (an 8-bit copy would cut 16-bit frames)
-                            writer.write(corrected, timestamp, serialize(msg))
-                        else:
-                            out = compensate_exposure(out, stops, gain=change)  # one pass, as the node
-                            image = frame_to_image(out, frame.color_order, encoding, msg.header,
-                                                   alpha=frame.alpha,
-                                                   bigendian=bool(getattr(msg, "is_bigendian", 0)))
-                            writer.write(corrected, timestamp, serialize(image))
-                        if coded is not None:
-                            writer.write(coded, timestamp, serialize(frame_to_compressed(
-                                out, frame.color_order, encoding, msg.header, compressed, jpeg_quality, png_level)))
-                        frames += 1
+                            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                            pairing = pairer.add(view, stamp, (timestamp, msg, conn.msgtype, frame))
+                            unpaired += pairing.unpaired
+                            if pairing.pair is not None:
+                                pair = pairing.pair
+                                pixels = [p[3].pixels for p in pair]
+                                if strength == 0.0:
+                                    outs, route = [p.copy() for p in pixels], CORRECTION_OFF
+                                else:
+                                    results = enhancer.enhance_views(pixels, [p[3].color_order for p in pair])
+                                    outs = [apply_strength(p, out, strength) for p, (out, _) in zip(pixels, results)]
+                                    route = getattr(enhancer, "last_route", None)
+                                shared = stereo_gain_changes(smoother, pixels, outs, pair[0][0] * 1e-9, route)
+                                for side, (ts, view_msg, msgtype, view_frame), out, change in zip(
+                                        (0, 1), pair, outs, shared.changes):
+                                    write_corrected(side, ts, view_msg, msgtype, view_frame, out, route, change)
+                                frames += 2
                         _say(unsaid)
                         bar.update(1)
+                if pairer is not None:
+                    unpaired += pairer.clear()
+            if pairer is not None and not frames and unpaired:
+                raise BagError(f"no pair of views on {topic} and {right_topic} in {in_path}: their header stamps "
+                               f"never match (--sync-tolerance {sync_tolerance_s:g} s)")
             if rejected and not frames:  # nothing to add: a wrong topic or encoding, not a few bad frames
-                raise BagError(f"no frame on {topic} in {in_path} could be corrected ({rejected} rejected; "
-                               f"the first: {first_problem})")
+                raise BagError(f"no frame on {' or '.join(views)} in {in_path} could be corrected ({rejected} "
+                               f"rejected; the first: {first_problem})")
         if rejected > SHOWN_REJECTIONS:
             print(f"illexp_bag process: {rejected - SHOWN_REJECTIONS} more frames skipped", file=sys.stderr)
         return ProcessSummary(Path(os.path.abspath(out_path)), frames, messages,
-                              time.perf_counter() - start, storage, compressed, rejected)
+                              time.perf_counter() - start, storage, compressed, rejected, unpaired)
 
 
 def _say(lines: list[str]) -> None:

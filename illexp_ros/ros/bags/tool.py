@@ -3,6 +3,8 @@
   illexp_bag process IN OUT --topic /cam/image_raw   # OUT = IN + corrected frames on /cam/image_raw/corrected
                                                      # (IN may be a ROS 1 .bag: OUT is its ROS 2 conversion)
                                                      # (--compressed jpeg: also .../corrected/compressed)
+                                                     # (--right-topic /right/image_raw: --topic's left view
+                                                     #  and this right one corrected together, one level)
   illexp_bag play IN --topic /cam/image_raw           # publish the images live at their recorded pace
                                                      # (--clock: and the bag's time on /clock)
   illexp_bag sheet IN --topic /cam/image_raw --out sheet.png   # before / after / exposure-map contact sheet
@@ -101,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUT", help="output bag directory (must not exist unless --force)")
     p.add_argument("--topic", required=True, help="Image or CompressedImage topic to correct")
     p.add_argument("--out-topic", help="topic of the corrected images (default: <topic>/corrected)")
+    p.add_argument("--right-topic", metavar="TOPIC",
+                   help="a stereo camera's right view (--topic is then the left one): both views corrected "
+                        "together, at one level, as illexp_stereo_node does; each to <its topic>/corrected")
+    p.add_argument("--sync-tolerance", type=float, default=0.0, metavar="S",
+                   help="with --right-topic: largest header.stamp difference in seconds of a left and a right "
+                        "view that make a pair, as the stereo node's sync_tolerance_s (default 0: identical)")
     p.add_argument("--storage", choices=("sqlite3", "mcap"),
                    help="storage of OUT (default: that of IN; mcap for a ROS 1 bag)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
@@ -176,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
                               progress=not args.no_progress, level_smoothing=args.level_smoothing,
                               strength=args.strength, exposure_compensation=args.exposure_compensation,
                               compressed=args.compressed, jpeg_quality=args.jpeg_quality,
-                              png_level=args.png_level)
+                              png_level=args.png_level, right_topic=args.right_topic,
+                              sync_tolerance_s=args.sync_tolerance)
         print(summary.line())
     elif args.command == "play":
         from illexp_ros.ros.bags.play import play_command

@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 SIDES = ("left", "right")
+MAX_SYNC_TOLERANCE_S = 1.0  # the largest stamp difference a pair may have (the node's sync_tolerance_s range)
 
 
 @dataclass
