@@ -247,3 +247,68 @@ def test_a_looping_play_keeps_the_recorded_pace_across_the_wrap(tmp_path: Path) 
                   should_stop=lambda: len(times) >= 6)
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert len(gaps) == 5 and all(0.07 < g < 0.2 for g in gaps), gaps  # 0.1 s, the wrap included
+
+
+def test_also_plays_further_topics_in_bag_order(tmp_path: Path) -> None:
+    """--also: a stereo bag's right view goes out with the left one, in bag order; a topic that is not there is
+    refused before anything is published."""
+    from test_bag_process import stereo_bag
+
+    from illexp_ros.ros.bags.source import BagError
+
+    bag = tmp_path / "stereo"
+    stereo_bag(bag, pairs=3)
+    events: list[tuple[str, int]] = []
+    count = play_messages(bag, "/stereo/left", lambda data: events.append(("left", len(data))), rate=100.0,
+                          also=[("/stereo/right", lambda data: events.append(("right", len(data))))])
+    assert count == 3 and [side for side, _ in events] == ["left", "right"] * 3
+    with pytest.raises(BagError, match="topic /nowhere not in bag"):
+        play_messages(bag, "/stereo/left", lambda data: None, also=[("/nowhere", lambda data: None)])
+
+
+def test_a_stereo_bag_replayed_through_the_stereo_node(tmp_path: Path) -> None:
+    """`illexp_bag play --also` feeds both views of a stereo bag to illexp_stereo_node over DDS: every pair comes
+    back, each view with its own header."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from test_bag_process import stereo_bag
+
+    bag = tmp_path / "stereo"
+    stereo_bag(bag, pairs=5)
+    ns = f"replay{os.getpid()}"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    node = subprocess.Popen(
+        [sys.executable, "-m", "illexp_ros.ros.node.illexp_stereo_node", "--ros-args", "--params-file",
+         str(ROOT / "config" / "illexp_stereo.yaml"), "-r", f"__ns:=/{ns}", "-p", "backend:=passthrough",
+         "-r", f"left/image:=/{ns}_rig/left", "-r", f"right/image:=/{ns}_rig/right"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    got: dict[str, list] = {"left": [], "right": []}
+    try:
+        harness = rclpy.create_node("stereo_replay_harness", context=context)
+        for side in got:
+            harness.create_subscription(Image, f"/{ns}/{side}/corrected/image", got[side].append,
+                                        QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(harness)
+        play = subprocess.Popen(
+            [sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic", "/stereo/left",
+             "--out-topic", f"/{ns}_rig/left", "--also", f"/stereo/right:=/{ns}_rig/right", "--wait", "60"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (len(got["left"]) < 5 or len(got["right"]) < 5):
+            executor.spin_once(timeout_sec=0.1)
+        out, err = play.communicate(timeout=30)
+        assert play.returncode == 0, err
+        assert "published 5 messages on" in out and f"and 5 on /{ns}_rig/right" in out, out
+        assert len(got["left"]) == len(got["right"]) == 5, ({k: [m.header.stamp.nanosec for m in v]
+                                                            for k, v in got.items()}, out, err)
+        for left, right in zip(got["left"], got["right"]):
+            assert left.header.stamp == right.header.stamp
+            assert (left.header.frame_id, right.header.frame_id) == ("left_optical", "right_optical")
+    finally:
+        rclpy.try_shutdown(context=context)
+        stop_process(node)

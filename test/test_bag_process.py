@@ -670,10 +670,13 @@ def test_main_leaves_the_callers_signal_handlers_as_they_were(tmp_path: Path) ->
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
-def stereo_bag(path: Path, pairs: int, lone_left_stamps: tuple[int, ...] = (), right_offset_ns: int = 0) -> None:
+def stereo_bag(path: Path, pairs: int, lone_left_stamps: tuple[int, ...] = (), right_offset_ns: int = 0,
+               right_logged_late_ns: int = 0, right_unreadable: bool = False,
+               more_topics: tuple[str, ...] = ()) -> None:
     """Left and right views (two windows 16 px apart of one under-exposed photograph) on /stereo/left and
-    /stereo/right, one pair per 100 ms, the right stamped `right_offset_ns` after the left; plus left frames
-    stamped `lone_left_stamps` whose right view is missing."""
+    /stereo/right, one pair per 100 ms, the right stamped `right_offset_ns` after the left and logged
+    `right_logged_late_ns` after its stamp (32FC1, which nothing reads, with `right_unreadable`); plus left frames
+    stamped `lone_left_stamps` whose right view is missing, and one left frame on each of `more_topics`."""
     from skimage import data as skdata
 
     photo = cv2.resize(skdata.astronaut(), (SIZE[1] + 16, SIZE[0]), interpolation=cv2.INTER_AREA)
@@ -686,10 +689,15 @@ def stereo_bag(path: Path, pairs: int, lone_left_stamps: tuple[int, ...] = (), r
         for i in range(pairs):
             stamp = 1_000_000_000 + i * 100_000_000
             messages.append((conns[0], stamp, make_image(left, "rgb", "rgb8", stamp, "left_optical")))
-            messages.append((conns[1], stamp + right_offset_ns,
-                             make_image(right, "rgb", "rgb8", stamp + right_offset_ns, "right_optical")))
+            view = make_image(right, "rgb", "rgb8", stamp + right_offset_ns, "right_optical")
+            if right_unreadable:
+                view.encoding = "32FC1"
+            messages.append((conns[1], stamp + right_offset_ns + right_logged_late_ns, view))
         for stamp in lone_left_stamps:
             messages.append((conns[0], stamp, make_image(left, "rgb", "rgb8", stamp, "left_optical")))
+        for topic in more_topics:
+            conn = writer.add_connection(topic, IMAGE_TYPE, typestore=TYPESTORE)
+            messages.append((conn, 1_000_000_000, make_image(left, "rgb", "rgb8", 1_000_000_000, "x")))
         for conn, stamp, msg in sorted(messages, key=lambda m: m[1]):
             writer.write(conn, stamp, bytes(TYPESTORE.serialize_cdr(msg, IMAGE_TYPE)))
 
@@ -739,3 +747,36 @@ def test_stereo_processing_errors_are_one_line(tmp_path: Path, capsys: pytest.Ca
     # within a tolerance of 25 ms the same views pair
     assert process(*base, "--right-topic", "/stereo/right", "--sync-tolerance", "0.025") == 0
     assert "4 frames corrected" in capsys.readouterr().out
+    # the stereo options mean nothing without --right-topic (were ignored, even a negative tolerance)
+    assert process(*base, "--sync-tolerance", "-5") == 2
+    assert capsys.readouterr().err.strip() == ("illexp_bag process: error: --sync-tolerance needs --right-topic "
+                                               "(a stereo pair)")
+
+
+def test_an_unreadable_view_is_named_not_blamed_on_the_stamps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every right view unreadable: the error said the stamps never match (they do), after a line per frame."""
+    src = tmp_path / "in"
+    stereo_bag(src, pairs=4, right_unreadable=True)
+    assert process(str(src), str(tmp_path / "out"), "--topic", "/stereo/left", "--right-topic", "/stereo/right",
+                   "--backend", "passthrough") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could be corrected (4 rejected; the first:" in err[0] and "32FC1" in err[0], err
+
+
+def test_a_view_logged_late_still_pairs_and_the_suffix_can_be_chosen(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """A right view logged 7 frames (0.7 s) after its stamp lost almost every pair with a queue of 5; and a bag
+    that has <view>/corrected already could not be processed at all (--out-topic is refused in stereo mode)."""
+    src = tmp_path / "in"
+    stereo_bag(src, pairs=12, right_logged_late_ns=700_000_000,
+               more_topics=("/stereo/left/corrected", "/stereo/right/corrected"))
+    base = [str(src), str(tmp_path / "out"), "--topic", "/stereo/left", "--right-topic", "/stereo/right",
+            "--backend", "passthrough"]
+    assert process(*base) == 2
+    assert "choose another --out-suffix" in capsys.readouterr().err
+    assert process(*base, "--out-suffix", "again") == 0
+    assert "24 frames corrected" in capsys.readouterr().out
+    topics = {topic for topic, _, _ in read_bag(tmp_path / "out")[1]}
+    assert {"/stereo/left/again", "/stereo/right/again"} <= topics
+    assert process(*base, "--out-suffix", "again2", "--sync-queue-size", "5", "--force") == 0
+    assert "without a partner" in capsys.readouterr().out  # the node's default queue of 5 loses pairs here

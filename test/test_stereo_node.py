@@ -340,6 +340,7 @@ def test_the_lifecycle_form_subscribes_to_both_views_only_while_active():
         assert not {s.topic_name for s in n.subscriptions} & views_in
         assert n.unpaired == 1 and n.stats.snapshot().dropped == 1  # the waiting frame, given up and counted
         assert n.trigger_activate() == R.SUCCESS
+        assert n._diagnostic_warnings() == []  # frames given up by deactivation are no stamp problem
         n._on_image(image_msg(left, "rgb8", 3), info(3, gid=1), camera=0)
         n._on_image(image_msg(right, "rgb8", 3), info(3, gid=2), camera=1)
         wait_on(cond, lambda: len(published[1]) == 2, 10, "a pair after reactivation")

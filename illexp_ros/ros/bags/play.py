@@ -1,5 +1,8 @@
 """`illexp_bag play`: publish a bag's messages on one topic over DDS at their recorded pace.
 
+`--also TOPIC[:=NAME]` (repeatable) plays further topics of the bag, of any type rclpy has installed, in bag
+order with the images: a stereo camera's second view and its camera_info, for illexp_stereo_node, or /tf.
+
 The bag's serialized bytes are published as they are (rclpy's raw publish), so what subscribers get is exactly
 what was recorded, headers included (a ROS 1 bag's messages are converted to CDR first; the header's seq, which
 ROS 2 does not have, is dropped). rclpy is imported inside the functions that need it: the rest of the bag
@@ -45,6 +48,34 @@ def message_class(msgtype: str) -> type:
         raise BagError(f"message type {msgtype} is not installed for rclpy ({exc})") from exc
 
 
+def topic_connections(reader: Any, path: Path, topic: str) -> list:
+    """The connections of a topic of any type (--also); BagError if it is not in the bag."""
+    conns = [c for c in reader.connections if c.topic == topic]
+    if not conns:
+        found = ", ".join(sorted({c.topic for c in reader.connections})) or "none"
+        raise BagError(f"topic {topic} not in bag {path}; topics there: {found}")
+    return conns
+
+
+def also_types(path: Path, topics: list[str]) -> list[str]:
+    """The message type of each --also topic; BagError for a topic that is not there or carries several types."""
+    with open_bag(path) as reader:
+        types = [sorted({c.msgtype for c in topic_connections(reader, path, topic)}) for topic in topics]
+    for topic, kinds in zip(topics, types):
+        if len(kinds) > 1:
+            raise BagError(f"{topic} in {path} carries messages of {len(kinds)} types ({', '.join(kinds)}); play "
+                           "publishes one type per topic")
+    return [kinds[0] for kinds in types]
+
+
+def parse_also(text: str) -> tuple[str, str]:
+    """'TOPIC' or 'TOPIC:=NAME' -> (the topic in the bag, the name to publish it on)."""
+    topic, sep, name = text.partition(":=")
+    if not topic or (sep and not name):
+        raise BagError(f"--also {text!r}: give TOPIC or TOPIC:=NAME")
+    return topic, name or topic
+
+
 def topic_type(path: Path, topic: str, camera_info: str | None = None) -> str:
     """The message type of the image topic; BagError if it, or the camera_info topic if given, cannot be played."""
     with open_bag(path) as reader:
@@ -70,10 +101,11 @@ def check_rate(rate: float) -> None:
 def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 1.0,
                   loop: bool = False, on_publish: OnPublish | None = None,
                   should_stop: Callable[[], bool] = lambda: False, on_clock: OnClock | None = None,
-                  clock_hz: float = DEFAULT_CLOCK_HZ, camera_info: tuple[str, Publish] | None = None) -> int:
+                  clock_hz: float = DEFAULT_CLOCK_HZ, camera_info: tuple[str, Publish] | None = None,
+                  also: list[tuple[str, Publish]] | tuple = ()) -> int:
     """Publish every message of the image topic `topic` with `publish`, paced by the bag timestamps divided
     by `rate`; with `camera_info` = (its topic in the bag, its publish), the camera's CameraInfo messages too,
-    in bag order with the images.
+    in bag order with the images; each (topic, publish) of `also` likewise, whatever its type.
 
     Returns how many images were published. The pace is held against a monotonic clock, so a slow
     publish call does not accumulate drift; a late message goes out at once. With `loop`, each pass after the
@@ -98,6 +130,10 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
                 info_conns = camera_info_connections(reader, path, camera_info[0])
                 publish_of |= {c.id: camera_info[1] for c in info_conns}
                 conns = conns + info_conns
+            for other_topic, other_publish in also:
+                other_conns = topic_connections(reader, path, other_topic)
+                publish_of |= {c.id: other_publish for c in other_conns}
+                conns = conns + other_conns
             to_cdr = {c.id: cdr_converter(reader, c) for c in conns}  # a ROS 1 bag's messages become CDR
             wall0 = bag0 = last = None
             count = 0
@@ -131,6 +167,10 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
 
 
 ACK_TIMEOUT_S = 5.0
+# After --wait saw its subscribers: this publisher knows them, but they may not know it yet (discovery runs
+# both ways), and what it sends before they do is lost (keep-last 1 history). 0.5 s covers it on this project's
+# machines (measured: the first 1-4 frames of a stereo replay into illexp_stereo_node lost without it).
+SETTLE_S = 0.5
 
 
 def wait_for_subscribers(publisher: Any, timeout: float, count: int = 1) -> bool:
@@ -159,10 +199,11 @@ def clock_publisher(node: Any) -> OnClock:
 
 def play_command(path: str | Path, topic: str, out_topic: str | None, rate: float, loop: bool, qos: str,
                  wait: float, clock_hz: float = 0.0, camera_info: str | None = None,
-                 out_camera_info: str | None = None) -> int:
+                 out_camera_info: str | None = None, also: list[str] | tuple = ()) -> int:
     """The CLI: a node 'illexp_bag_play' publishing `topic` (or `out_topic`) until the bag ends or Ctrl-C;
-    with `camera_info`, that topic's CameraInfo too (on `out_camera_info` if given); clock_hz > 0 also publishes
-    the bag's time on /clock."""
+    with `camera_info`, that topic's CameraInfo too (on `out_camera_info` if given); each `also` entry
+    ('TOPIC' or 'TOPIC:=NAME') that topic of the bag (on NAME if given); clock_hz > 0 also publishes the bag's
+    time on /clock."""
     path = Path(path)
     check_rate(rate)  # said at once, not after DDS discovery and --wait
     msgtype = topic_type(path, topic, camera_info)  # validate the bag before touching DDS
@@ -171,6 +212,11 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
     if camera_info is not None:
         check_topic_name(out_camera_info or camera_info, "--out-camera-info" if out_camera_info else "--camera-info")
         published.append((out_camera_info or camera_info, "the camera info"))
+    extras = [parse_also(text) for text in also]
+    extra_types = also_types(path, [bag_topic for bag_topic, _ in extras])
+    for bag_topic, name in extras:
+        check_topic_name(name, "--also")
+        published.append((name, f"--also {bag_topic}"))
     if clock_hz > 0:
         published.append(("/clock", "the clock"))
     full = [(name if name.startswith("/") else f"/{name}", what) for name, what in published]
@@ -183,7 +229,9 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
 
     from illexp_ros.ros.node.qos import image_qos
 
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # the tool's own handlers end it (tool.main)
+    # The tool's own handlers end it (tool.main). Its arguments are not ROS arguments: `--also A:=B` would be
+    # read as a (deprecated) remapping rule.
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = rclpy.create_node("illexp_bag_play")
         publisher = node.create_publisher(message_class(msgtype), out_topic or topic, image_qos(qos))
@@ -200,15 +248,31 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
                 info_publisher.publish(data)
                 infos += 1
             play_info = (camera_info, publish_info)
+        also_counts = [0] * len(extras)
+        also_publishers, play_also = [], []
+        for i, ((bag_topic, name), msgtype_i) in enumerate(zip(extras, extra_types)):
+            extra_publisher = node.create_publisher(message_class(msgtype_i), name, image_qos(qos))
+            also_publishers.append(extra_publisher)
+
+            def publish_extra(data: bytes, publisher=extra_publisher, i=i) -> None:
+                publisher.publish(data)
+                also_counts[i] += 1
+            play_also.append((bag_topic, publish_extra))
+        publishers += also_publishers
         on_clock = clock_publisher(node) if clock_hz > 0 else None
         if wait > 0:
             waited_until = time.monotonic() + wait
+            found = False
             for pub in publishers:
-                if not wait_for_subscribers(pub, max(0.0, waited_until - time.monotonic())):
+                if wait_for_subscribers(pub, max(0.0, waited_until - time.monotonic())):
+                    found = True
+                else:
                     print(f"illexp_bag play: no subscriber on {pub.topic_name} after {wait:.0f} s; playing anyway")
+            if found:
+                time.sleep(SETTLE_S)
         start = time.monotonic()
         count = play_messages(path, topic, publisher.publish, rate=rate, loop=loop, on_clock=on_clock,
-                              clock_hz=clock_hz, camera_info=play_info)
+                              clock_hz=clock_hz, camera_info=play_info, also=play_also)
         elapsed = time.monotonic() - start
         # Reliable subscribers may still be fetching the last message(s): leaving now would drop them (seen on a
         # loaded machine). Bounded, and immediate for best-effort QoS.
@@ -216,8 +280,10 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
 
         if not all(p.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)) for p in publishers):
             print(f"illexp_bag play: the last messages were not acknowledged within {ACK_TIMEOUT_S:g} s")
-        also = f" and {infos} on {info_publisher.topic_name}" if camera_info is not None else ""
-        print(f"published {count} messages on {publisher.topic_name}{also} in {elapsed:.1f} s "
+        more = [(infos, info_publisher.topic_name)] if camera_info is not None else []
+        more += [(n, p.topic_name) for n, p in zip(also_counts, also_publishers)]
+        also_line = "".join(f" and {n} on {name}" for n, name in more)
+        print(f"published {count} messages on {publisher.topic_name}{also_line} in {elapsed:.1f} s "
               f"({count / elapsed if elapsed > 0 else 0.0:.1f} Hz)"
               + (f", the bag's time on /clock at {clock_hz:g} Hz" if on_clock else ""))
         node.destroy_node()

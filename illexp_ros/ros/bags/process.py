@@ -16,9 +16,10 @@ compressed camera frames can stay small.
 
 With `right_topic` (`--right-topic`), `topic` and `right_topic` are a stereo camera's left and right views,
 corrected as illexp_stereo_node corrects them: views paired by header.stamp (ros/node/stereo_pairing.py, exact
-or within `sync_tolerance_s`), both on one route, scaled to one shared level smoothed across pairs
-(runtime/stereo_level.py); each view's corrected frames go to `<its topic>/corrected`. A view whose partner is
-not in the bag is copied, not corrected, and counted.
+or within `sync_tolerance_s`; up to `sync_queue_size` frames of a view wait for their partner, so a view logged
+late still pairs), both on one route, scaled to one shared level smoothed across pairs (runtime/stereo_level.py);
+each view's corrected frames go to `<its topic>/<out_suffix>` (default `corrected`), written when the pair is
+complete. A view whose partner is not in the bag is copied, not corrected, and counted.
 
 OUT is written inside a hidden work directory beside it and renamed into place only when complete, so an
 interrupted run (Ctrl-C, SIGTERM, SIGKILL, a crash) never leaves a half-written OUT. Work directories left
@@ -70,11 +71,12 @@ from illexp_ros.ros.node.image_conversion import (
     JPEG_QUALITY_RANGE,
     PNG_LEVEL_RANGE,
 )
-from illexp_ros.ros.node.stereo_pairing import MAX_SYNC_TOLERANCE_S, StampPairer
+from illexp_ros.ros.node.stereo_pairing import MAX_SYNC_QUEUE, MAX_SYNC_TOLERANCE_S, StampPairer
 
 BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy / Kilted
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 PARTIAL_TAG = ".partial-"
+DEFAULT_SYNC_QUEUE = 30  # frames of a view that wait for their partner: offline, a view logged 1 s late still pairs
 SHOWN_REJECTIONS = 5  # frames that cannot be read are each said on stderr up to this many, then counted
 
 
@@ -156,21 +158,26 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                 level_smoothing: float = 0.0, exposure_compensation: float = 0.0, strength: float = 1.0,
                 compressed: str | None = None,
                 jpeg_quality: int = DEFAULT_JPEG_QUALITY, png_level: int = DEFAULT_PNG_LEVEL,
-                right_topic: str | None = None, sync_tolerance_s: float = 0.0) -> ProcessSummary:
+                right_topic: str | None = None, sync_tolerance_s: float = 0.0,
+                sync_queue_size: int = DEFAULT_SYNC_QUEUE, out_suffix: str = "corrected") -> ProcessSummary:
     """Copy IN to OUT adding corrected frames; raises BagError on bad input (see the module docstring)."""
     in_path, out_path = Path(in_path), Path(out_path)
     if right_topic is not None:
         if out_topic is not None:
             raise BagError("--out-topic names one view's output; with --right-topic the corrected views go to "
-                           "<topic>/corrected and <right-topic>/corrected")
+                           "<topic>/SUFFIX and <right-topic>/SUFFIX (--out-suffix, default corrected)")
         if right_topic.rstrip("/") == topic.rstrip("/"):
             raise BagError(f"--right-topic must be another topic than --topic ({topic})")
         if not 0.0 <= sync_tolerance_s <= MAX_SYNC_TOLERANCE_S:  # also refuses nan
             raise BagError(f"--sync-tolerance must be in [0, {MAX_SYNC_TOLERANCE_S:g}] s, got {sync_tolerance_s}")
+        if not 1 <= sync_queue_size <= MAX_SYNC_QUEUE:
+            raise BagError(f"--sync-queue-size must be in [1, {MAX_SYNC_QUEUE}], got {sync_queue_size}")
+        if not out_suffix.strip("/"):
+            raise BagError("--out-suffix must not be empty")
     views = [topic] if right_topic is None else [topic, right_topic]
-    out_topics = [out_topic or f"{view.rstrip('/')}/corrected" for view in views]
+    out_topics = [out_topic or f"{view.rstrip('/')}/{out_suffix.strip('/')}" for view in views]
     for name in out_topics:
-        check_topic_name(name, "--out-topic")
+        check_topic_name(name, "--out-topic" if right_topic is None else "--out-suffix")
     # rosbag2 stores full names; a relative one written as given would be another topic than its /-twin
     out_topics = [name if name.startswith("/") else f"/{name}" for name in out_topics]
     compressed_topics = [f"{name.rstrip('/')}/compressed" if compressed else None for name in out_topics]
@@ -191,7 +198,8 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
         view_conns = [image_connections(reader, in_path, view) for view in views]
         for new_topic in filter(None, out_topics + compressed_topics):
             if any(c.topic == new_topic for c in reader.connections):
-                raise BagError(f"bag {in_path} already has topic {new_topic}; choose another --out-topic")
+                raise BagError(f"bag {in_path} already has topic {new_topic}; choose another "
+                               f"{'--out-topic' if right_topic is None else '--out-suffix'}")
         storage = storage or storage_of(in_path)
         n_images = sum(c.msgcount for conns in view_conns for c in conns)
         # the runtime, once the bag checks out
@@ -210,7 +218,7 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
         enhancer = make_enhancer()
         start = time.perf_counter()
         frames = messages = 0
-        pairer: StampPairer | None = StampPairer(round(sync_tolerance_s * 1e9)) if right_topic else None
+        pairer = StampPairer(round(sync_tolerance_s * 1e9), sync_queue_size) if right_topic else None
         unpaired = 0
         rejected, first_problem = 0, ""  # frames of the topic that could not be read, and why the first one
         unsaid: list[str] = []  # lines about them not printed yet
@@ -300,16 +308,17 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                                         (0, 1), pair, outs, shared.changes):
                                     write_corrected(side, ts, view_msg, msgtype, view_frame, out, route, change)
                                 frames += 2
-                        _say(unsaid)
+                        if frames:  # else held back, as above
+                            _say(unsaid)
                         bar.update(1)
                 if pairer is not None:
                     unpaired += pairer.clear()
-            if pairer is not None and not frames and unpaired:
-                raise BagError(f"no pair of views on {topic} and {right_topic} in {in_path}: their header stamps "
-                               f"never match (--sync-tolerance {sync_tolerance_s:g} s)")
             if rejected and not frames:  # nothing to add: a wrong topic or encoding, not a few bad frames
                 raise BagError(f"no frame on {' or '.join(views)} in {in_path} could be corrected ({rejected} "
                                f"rejected; the first: {first_problem})")
+            if pairer is not None and not frames and unpaired:
+                raise BagError(f"no pair of views on {topic} and {right_topic} in {in_path}: their header stamps "
+                               f"never match (--sync-tolerance {sync_tolerance_s:g} s)")
         if rejected > SHOWN_REJECTIONS:
             print(f"illexp_bag process: {rejected - SHOWN_REJECTIONS} more frames skipped", file=sys.stderr)
         return ProcessSummary(Path(os.path.abspath(out_path)), frames, messages,

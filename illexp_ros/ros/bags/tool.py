@@ -106,9 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--right-topic", metavar="TOPIC",
                    help="a stereo camera's right view (--topic is then the left one): both views corrected "
                         "together, at one level, as illexp_stereo_node does; each to <its topic>/corrected")
-    p.add_argument("--sync-tolerance", type=float, default=0.0, metavar="S",
+    p.add_argument("--sync-tolerance", type=float, default=None, metavar="S",
                    help="with --right-topic: largest header.stamp difference in seconds of a left and a right "
                         "view that make a pair, as the stereo node's sync_tolerance_s (default 0: identical)")
+    p.add_argument("--sync-queue-size", type=int, default=None, metavar="N",
+                   help="with --right-topic: frames of a view that wait for their partner, 1..100 (default 30: a "
+                        "view logged up to 30 frames after the other still pairs)")
+    p.add_argument("--out-suffix", default=None, metavar="NAME",
+                   help="with --right-topic: each view's corrected frames go to <its topic>/NAME (default corrected)")
     p.add_argument("--storage", choices=("sqlite3", "mcap"),
                    help="storage of OUT (default: that of IN; mcap for a ROS 1 bag)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
@@ -139,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also publish this sensor_msgs/CameraInfo topic of the bag, in order with the images")
     p.add_argument("--out-camera-info", metavar="NAME",
                    help="publish --camera-info under this name instead (default: the same topic)")
+    p.add_argument("--also", action="append", default=[], metavar="TOPIC[:=NAME]",
+                   help="also publish this topic of the bag (any type), in order with the images, on NAME if given; "
+                        "repeatable (a stereo camera's other view and camera_info, /tf, ...)")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
     p.add_argument("--loop", action="store_true", help="start over at the end until Ctrl-C")
     p.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable",
@@ -179,13 +187,20 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "process":
         from illexp_ros.ros.bags.process import process_bag
 
+        stereo_only = [flag for flag, value in (("--sync-tolerance", args.sync_tolerance),
+                                                ("--sync-queue-size", args.sync_queue_size),
+                                                ("--out-suffix", args.out_suffix)) if value is not None]
+        if stereo_only and args.right_topic is None:
+            raise BagError(f"{stereo_only[0]} needs --right-topic (a stereo pair)")
+        stereo = {name: value for name, value in (("sync_tolerance_s", args.sync_tolerance),
+                                                   ("sync_queue_size", args.sync_queue_size),
+                                                   ("out_suffix", args.out_suffix)) if value is not None}
         summary = process_bag(args.input, args.output, args.topic, enhancer_factory(args),
                               out_topic=args.out_topic, storage=args.storage, force=args.force,
                               progress=not args.no_progress, level_smoothing=args.level_smoothing,
                               strength=args.strength, exposure_compensation=args.exposure_compensation,
                               compressed=args.compressed, jpeg_quality=args.jpeg_quality,
-                              png_level=args.png_level, right_topic=args.right_topic,
-                              sync_tolerance_s=args.sync_tolerance)
+                              png_level=args.png_level, right_topic=args.right_topic, **stereo)
         print(summary.line())
     elif args.command == "play":
         from illexp_ros.ros.bags.play import play_command
@@ -193,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
         if args.out_camera_info and not args.camera_info:
             raise BagError("--out-camera-info needs --camera-info")
         return play_command(args.input, args.topic, args.out_topic, args.rate, args.loop, args.qos, args.wait,
-                            clock_hz=args.clock, camera_info=args.camera_info, out_camera_info=args.out_camera_info)
+                            clock_hz=args.clock, camera_info=args.camera_info, out_camera_info=args.out_camera_info,
+                            also=args.also)
     elif args.command == "sheet":
         from illexp_ros.ros.bags.sheet import sheet_command
 

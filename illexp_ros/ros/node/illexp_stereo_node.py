@@ -76,6 +76,7 @@ class StereoCorrectionMixin(ExposureCorrectionMixin):
         stopped = super()._destroy_inputs()
         waiting = self._pairer.clear()  # after the subscriptions are gone: nothing adds to it any more
         self.unpaired += waiting
+        self._unpaired_reported += waiting  # given up by deactivation: no stamp problem to warn about
         self.stats.count("dropped", waiting)
         return stopped
 

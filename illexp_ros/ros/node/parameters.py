@@ -24,7 +24,7 @@ from illexp_ros.ros.node.image_conversion import (
     SUPPORTED_ENCODINGS,
 )
 from illexp_ros.ros.node.qos import QOS_NAMES
-from illexp_ros.ros.node.stereo_pairing import MAX_SYNC_TOLERANCE_S
+from illexp_ros.ros.node.stereo_pairing import MAX_SYNC_QUEUE, MAX_SYNC_TOLERANCE_S
 from illexp_ros.runtime.correction_strength import DEFAULT_STRENGTH
 from illexp_ros.runtime.exposure_compensation import MAX_STOPS
 from illexp_ros.runtime.level_smoothing import MAX_WEIGHT
@@ -133,7 +133,6 @@ PARAMETERS: dict[str, ParameterSpec] = {
 }
 RUNTIME_PARAMETERS = tuple(name for name, spec in PARAMETERS.items() if not spec.read_only)
 
-MAX_SYNC_QUEUE = 100
 # illexp_stereo_node's own, beside all of the above (illexp_stereo_node.py; ros/node/stereo_pairing.py).
 STEREO_PARAMETERS: dict[str, ParameterSpec] = {
     **PARAMETERS,

@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 SIDES = ("left", "right")
 MAX_SYNC_TOLERANCE_S = 1.0  # the largest stamp difference a pair may have (the node's sync_tolerance_s range)
+MAX_SYNC_QUEUE = 100  # the most frames of a side that may wait (the node's sync_queue_size range)
 
 
 @dataclass
