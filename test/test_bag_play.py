@@ -264,6 +264,11 @@ def test_also_plays_further_topics_in_bag_order(tmp_path: Path) -> None:
     assert count == 3 and [side for side, _ in events] == ["left", "right"] * 3
     with pytest.raises(BagError, match="topic /nowhere not in bag"):
         play_messages(bag, "/stereo/left", lambda data: None, also=[("/nowhere", lambda data: None)])
+    result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic",
+                             "/stereo/left", "--also", "/stereo/left:=/elsewhere"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "illexp_bag play: error: --also /stereo/left: that topic is played already"], result.stderr
 
 
 def test_a_stereo_bag_replayed_through_the_stereo_node(tmp_path: Path) -> None:

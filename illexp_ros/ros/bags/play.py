@@ -169,7 +169,7 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
 ACK_TIMEOUT_S = 5.0
 # After --wait saw its subscribers: this publisher knows them, but they may not know it yet (discovery runs
 # both ways), and what it sends before they do is lost (keep-last 1 history). 0.5 s covers it on this project's
-# machines (measured: the first 1-4 frames of a stereo replay into illexp_stereo_node lost without it).
+# machines (measured: without it a stereo replay into illexp_stereo_node lost its first 1-4 pairs in 6 of 7 runs).
 SETTLE_S = 0.5
 
 
@@ -213,6 +213,11 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
         check_topic_name(out_camera_info or camera_info, "--out-camera-info" if out_camera_info else "--camera-info")
         published.append((out_camera_info or camera_info, "the camera info"))
     extras = [parse_also(text) for text in also]
+    played = [topic, *([camera_info] if camera_info is not None else [])]
+    for bag_topic, _ in extras:
+        if bag_topic in played:  # one connection, two publishers: its messages would go out on only one
+            raise BagError(f"--also {bag_topic}: that topic is played already")
+        played.append(bag_topic)
     extra_types = also_types(path, [bag_topic for bag_topic, _ in extras])
     for bag_topic, name in extras:
         check_topic_name(name, "--also")
