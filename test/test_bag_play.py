@@ -271,6 +271,42 @@ def test_also_plays_further_topics_in_bag_order(tmp_path: Path) -> None:
         "illexp_bag play: error: --also /stereo/left: that topic is played already"], result.stderr
 
 
+def test_the_loop_gap_is_the_images_interval_whatever_else_is_played(tmp_path: Path) -> None:
+    """With --also (or --camera-info) the wrap gap was the mean interval of all messages: 0.044 s instead of 0.1 s
+    with one more topic, shorter still with a 100 Hz one."""
+    from test_bag_process import stereo_bag
+
+    bag = tmp_path / "stereo"
+    stereo_bag(bag, pairs=3)  # 10 Hz
+    times: list[float] = []
+    play_messages(bag, "/stereo/left", lambda data: times.append(time.monotonic()), loop=True,
+                  also=[("/stereo/right", lambda data: None)], should_stop=lambda: len(times) >= 7)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert len(gaps) == 6 and all(0.08 < g < 0.15 for g in gaps), gaps
+
+
+def test_also_keeps_a_recorded_durable_topic_durable(tmp_path: Path) -> None:
+    """A topic recorded transient-local (/tf_static) was published volatile: tf2's listener, which subscribes
+    transient-local, never matched it."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from illexp_ros.ros.bags.images import IMAGE_TYPE, TYPESTORE
+    from illexp_ros.ros.bags.play import also_types
+
+    never = QosTime(sec=0, nsec=0)
+
+    def qos(durability: QosDurability) -> Qos:
+        return Qos(history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
+                   durability=durability, deadline=never, lifespan=never, liveliness=QosLiveliness.AUTOMATIC,
+                   liveliness_lease_duration=never, avoid_ros_namespace_conventions=False)
+    bag = tmp_path / "durable"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        for topic, durability in (("/latched", QosDurability.TRANSIENT_LOCAL), ("/plain", QosDurability.VOLATILE)):
+            writer.add_connection(topic, IMAGE_TYPE, typestore=TYPESTORE, offered_qos_profiles=[qos(durability)])
+    assert also_types(bag, ["/latched", "/plain"]) == [(IMAGE_TYPE, True), (IMAGE_TYPE, False)]
+
+
 def test_a_stereo_bag_replayed_through_the_stereo_node(tmp_path: Path) -> None:
     """`illexp_bag play --also` feeds both views of a stereo bag to illexp_stereo_node over DDS: every pair comes
     back, each view with its own header."""

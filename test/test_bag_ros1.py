@@ -246,3 +246,17 @@ def test_play_refuses_a_camera_info_topic_it_cannot_play(tmp_path: Path, args: l
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_play_also_refuses_a_ros1_type_it_cannot_convert_before_publishing(tmp_path: Path) -> None:
+    """`--also` of a ROS 1 type that is not converted here (sensor_msgs/Range gained a field in ROS 2) failed
+    half-way through the play as 'corrupt'; any type but the image ones and CameraInfo is now refused before DDS
+    starts."""
+    from illexp_ros.ros.bags.play import also_types
+    from illexp_ros.ros.bags.source import BagError
+
+    bag = tmp_path / "r1.bag"
+    write_ros1_bag(bag)
+    assert also_types(bag, ["/cam/camera_info"]) == [("sensor_msgs/msg/CameraInfo", False)]
+    with pytest.raises(BagError, match="sensor_msgs/msg/Imu messages of a ROS 1 bag are not converted here"):
+        also_types(bag, ["/imu"])

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rosbags.interfaces import QosDurability
+
 from illexp_ros.ros.bags.source import (
     BagError,
     cdr_converter,
@@ -57,15 +59,33 @@ def topic_connections(reader: Any, path: Path, topic: str) -> list:
     return conns
 
 
-def also_types(path: Path, topics: list[str]) -> list[str]:
-    """The message type of each --also topic; BagError for a topic that is not there or carries several types."""
+# What a ROS 1 bag's messages can be converted to: types whose Kilted definitions match ROS 1's apart from the
+# header (source.cdr_converter); others (sensor_msgs/Range gained a field) would fail half-way through the play.
+ROS1_PLAYABLE = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", CAMERA_INFO_TYPE})
+
+
+def also_types(path: Path, topics: list[str]) -> list[tuple[str, bool]]:
+    """(message type, whether it was recorded durable) of each --also topic; BagError for a topic that is not
+    there, carries several types, or (a ROS 1 bag) has a type that cannot be converted. Durable: offered
+    transient-local in a ROS 2 bag, latched in a ROS 1 bag (/tf_static): tf2's listener subscribes
+    transient-local, and a volatile publisher never matches it."""
     with open_bag(path) as reader:
-        types = [sorted({c.msgtype for c in topic_connections(reader, path, topic)}) for topic in topics]
-    for topic, kinds in zip(topics, types):
+        conns = [topic_connections(reader, path, topic) for topic in topics]
+        ros2 = reader.is2
+    found = []
+    for topic, topic_conns in zip(topics, conns):
+        kinds = sorted({c.msgtype for c in topic_conns})
         if len(kinds) > 1:
             raise BagError(f"{topic} in {path} carries messages of {len(kinds)} types ({', '.join(kinds)}); play "
                            "publishes one type per topic")
-    return [kinds[0] for kinds in types]
+        if not ros2 and kinds[0] not in ROS1_PLAYABLE:
+            raise BagError(f"--also {topic}: {kinds[0]} messages of a ROS 1 bag are not converted here (only "
+                           f"{', '.join(sorted(ROS1_PLAYABLE))}); convert the bag with rosbags-convert first")
+        durable = any(getattr(c.ext, "latching", 0) for c in topic_conns) or any(
+            q.durability == QosDurability.TRANSIENT_LOCAL for c in topic_conns
+            for q in (getattr(c.ext, "offered_qos_profiles", None) or []) if hasattr(q, "durability"))
+        found.append((kinds[0], durable))
+    return found
 
 
 def parse_also(text: str) -> tuple[str, str]:
@@ -109,8 +129,8 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
 
     Returns how many images were published. The pace is held against a monotonic clock, so a slow
     publish call does not accumulate drift; a late message goes out at once. With `loop`, each pass after the
-    first starts one mean message interval (the bag's duration / (messages - 1); 1 s for a one-message bag)
-    after the last message of the pass before, divided by `rate`, as if the recording went on: a bag's first
+    first starts one mean image interval (the images' span / (images - 1); 1 s for a one-image bag) after the
+    last message of the pass before, divided by `rate`, as if the recording went on: a bag's first
     and last frames do not go out back to back, and a one-message bag is not published as fast as the loop
     runs. `on_clock`, if given, gets the bag's current time at least `clock_hz` times a second while waiting,
     and each message's timestamp just before it is published (the time never lags a message).
@@ -135,8 +155,8 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
                 publish_of |= {c.id: other_publish for c in other_conns}
                 conns = conns + other_conns
             to_cdr = {c.id: cdr_converter(reader, c) for c in conns}  # a ROS 1 bag's messages become CDR
-            wall0 = bag0 = last = None
-            count = 0
+            wall0 = bag0 = last = first_image = last_image = None
+            images = 0
             for conn, timestamp, raw in checked_messages(reader, path, conns):
                 data = to_cdr[conn.id](raw)
                 if should_stop():
@@ -154,15 +174,19 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
                 if on_clock is not None:
                     on_clock(timestamp)
                 publish_of[conn.id](bytes(data))
-                last, count = timestamp, count + 1
+                last = timestamp
                 if conn.id in image_ids:
+                    first_image = timestamp if first_image is None else first_image
+                    last_image, images = timestamp, images + 1
                     published += 1
                     if on_publish is not None:
                         on_publish(timestamp, bytes(data))
         if not loop or should_stop():
             return published
-        if count:
-            interval_s = (last - bag0) / 1e9 / (count - 1) if count > 1 and last > bag0 else 1.0
+        if last is not None:
+            # the images' mean interval: camera_info or --also topics (a 100 Hz /tf) must not shorten the gap
+            interval_s = ((last_image - first_image) / 1e9 / (images - 1)
+                          if images > 1 and last_image > first_image else 1.0)
             next_pass = wall0 + ((last - bag0) / 1e9 + interval_s) / rate
 
 
@@ -230,6 +254,7 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
             if name == other_name:  # two types on one topic: DDS refuses the second, or its subscribers get both
                 raise BagError(f"{what} and {other} would both go out on {name}: give them different topics")
     import rclpy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
 
     from illexp_ros.ros.node.qos import image_qos
@@ -255,8 +280,12 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
             play_info = (camera_info, publish_info)
         also_counts = [0] * len(extras)
         also_publishers, play_also = [], []
-        for i, ((bag_topic, name), msgtype_i) in enumerate(zip(extras, extra_types)):
-            extra_publisher = node.create_publisher(message_class(msgtype_i), name, image_qos(qos))
+        for i, ((bag_topic, name), (msgtype_i, durable)) in enumerate(zip(extras, extra_types)):
+            extra_qos = image_qos(qos)
+            if durable:  # as recorded: late subscribers (tf2's /tf_static listener) get what was sent
+                extra_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            extra_publisher = node.create_publisher(message_class(msgtype_i), name, extra_qos)
             also_publishers.append(extra_publisher)
 
             def publish_extra(data: bytes, publisher=extra_publisher, i=i) -> None:
