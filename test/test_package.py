@@ -48,15 +48,17 @@ def test_node_help_lists_the_parameters_and_starts_no_node():
     """`illexp_node --help` ignored the flag and started a node (it ran until stopped); now it prints the usage,
     the topics and every parameter with its default, and exits 0."""
     from illexp_ros.ros.node.console_scripts import wants_help
-    from illexp_ros.ros.node.parameters import PARAMETERS
+    from illexp_ros.ros.node.parameters import PARAMETERS, STEREO_PARAMETERS
 
-    for program in ("illexp_node", "illexp_lifecycle_node"):
+    for program in ("illexp_node", "illexp_lifecycle_node", "illexp_stereo_node", "illexp_stereo_lifecycle_node"):
         script = (f"import sys; sys.argv = ['{program}', '--help']; "
                   f"from illexp_ros.ros.node.console_scripts import {program}; sys.exit({program}())")
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and result.stdout.startswith(f"usage: {program} "), result.stderr
-        assert all(f"  {name} (" in result.stdout for name in PARAMETERS)
+        specs = STEREO_PARAMETERS if "stereo" in program else PARAMETERS
+        assert all(f"  {name} (" in result.stdout for name in specs)
         assert "enhancer ready" not in result.stdout + result.stderr
+        assert "rclpy" not in result.stderr
     assert wants_help(["illexp_node", "-h"]) and not wants_help(["illexp_node", "--ros-args", "-p", "--help"])
     # as the demo and the benchmarks start the node: python -m, through run_node
     for module in ("illexp_node", "illexp_lifecycle_node"):

@@ -8,10 +8,12 @@ initialises ROS (a stop during the model load is one line too; once the node run
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
 import textwrap
+from collections.abc import Callable
 from types import FrameType
 
 TOPICS = ("in: image (sensor_msgs/Image; image/compressed with input_transport: compressed), camera_info; "
@@ -78,37 +80,19 @@ def stop_while_importing(program: str) -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def illexp_node() -> int:
-    if wants_help(sys.argv):
-        return print_help("illexp_node")
-    stop_while_importing("illexp_node")
-    from illexp_ros.ros.node.illexp_node import main
-
-    return main()
-
-
-def illexp_lifecycle_node() -> int:
-    if wants_help(sys.argv):
-        return print_help("illexp_lifecycle_node")
-    stop_while_importing("illexp_lifecycle_node")
-    from illexp_ros.ros.node.illexp_lifecycle_node import main
-
-    return main()
+def console_script(program: str) -> Callable[[], int]:
+    """The console script `program`: --help without importing rclpy or torch, else the quiet stop handler, then
+    the node module of the same name (illexp_ros/ros/node/<program>.py) and its main()."""
+    def run() -> int:
+        if wants_help(sys.argv):
+            return print_help(program)
+        stop_while_importing(program)
+        return importlib.import_module(f"illexp_ros.ros.node.{program}").main()
+    run.__name__ = run.__qualname__ = program
+    return run
 
 
-def illexp_stereo_node() -> int:
-    if wants_help(sys.argv):
-        return print_help("illexp_stereo_node")
-    stop_while_importing("illexp_stereo_node")
-    from illexp_ros.ros.node.illexp_stereo_node import main
-
-    return main()
-
-
-def illexp_stereo_lifecycle_node() -> int:
-    if wants_help(sys.argv):
-        return print_help("illexp_stereo_lifecycle_node")
-    stop_while_importing("illexp_stereo_lifecycle_node")
-    from illexp_ros.ros.node.illexp_stereo_lifecycle_node import main
-
-    return main()
+illexp_node = console_script("illexp_node")
+illexp_lifecycle_node = console_script("illexp_lifecycle_node")
+illexp_stereo_node = console_script("illexp_stereo_node")
+illexp_stereo_lifecycle_node = console_script("illexp_stereo_lifecycle_node")
