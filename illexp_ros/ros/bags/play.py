@@ -193,7 +193,7 @@ def play_messages(path: str | Path, topic: str, publish: Publish, rate: float = 
 ACK_TIMEOUT_S = 5.0
 # After --wait saw its subscribers: this publisher knows them, but they may not know it yet (discovery runs
 # both ways), and what it sends before they do is lost (keep-last 1 history). 0.5 s covers it on this project's
-# machines (measured: without it a stereo replay into illexp_stereo_node lost its first 1-4 pairs in 6 of 7 runs).
+# machines (measured: without it a stereo replay into illexp_stereo_node lost its first 1-4 pairs in 6 of 8 runs).
 SETTLE_S = 0.5
 
 
