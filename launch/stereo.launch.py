@@ -12,22 +12,13 @@ as illexp.launch.py does. FASTDDS_BUILTIN_TRANSPORTS defaults to LARGE_DATA for 
 """
 
 from launch import LaunchDescription
-from launch.actions import (
-    DeclareLaunchArgument,
-    EmitEvent,
-    OpaqueFunction,
-    RegisterEventHandler,
-    SetEnvironmentVariable,
-)
-from launch.events import matches_action
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
-from launch_ros.event_handlers import OnStateTransition
-from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
-from lifecycle_msgs.msg import Transition
 
-from illexp_ros.launch_arguments import flag, parameter_overrides, typed
+from illexp_ros.launch_actions import autostarted, node_parameters
+from illexp_ros.launch_arguments import flag
 
 # Launch argument -> node parameter of the same name, with its type; empty argument = keep the params file.
 PARAMETER_ARGUMENTS = {"model": str, "mode": str, "backend": str, "fast": bool, "qos": str,
@@ -38,11 +29,7 @@ TOPIC_ARGUMENTS = {"left_image": "left/image", "right_image": "right/image",
 
 
 def launch_node(context):
-    arguments = {name: LaunchConfiguration(name).perform(context) for name in PARAMETER_ARGUMENTS}
-    parameters = [LaunchConfiguration("params_file"), parameter_overrides(arguments, PARAMETER_ARGUMENTS)]
-    sim_time = LaunchConfiguration("use_sim_time").perform(context).strip()
-    if sim_time:
-        parameters.append({"use_sim_time": typed(sim_time, bool)})
+    parameters = node_parameters(context, PARAMETER_ARGUMENTS)
     remappings = [(topic, LaunchConfiguration(argument)) for argument, topic in TOPIC_ARGUMENTS.items()]
     if not flag("lifecycle", LaunchConfiguration("lifecycle").perform(context)):
         return [Node(package="illexp_ros", executable="illexp_stereo_node", name="illexp_stereo_node",
@@ -51,16 +38,7 @@ def launch_node(context):
     node = LifecycleNode(package="illexp_ros", executable="illexp_stereo_lifecycle_node", name="illexp_stereo_node",
                          namespace=LaunchConfiguration("namespace"), parameters=parameters, remappings=remappings,
                          output="screen", emulate_tty=True)
-    if not flag("autostart", LaunchConfiguration("autostart").perform(context)):
-        return [node]
-    # As illexp.launch.py: configure at launch, activate once *configuring* ended (a later deactivate stays).
-    activate = RegisterEventHandler(OnStateTransition(
-        target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
-        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                              transition_id=Transition.TRANSITION_ACTIVATE))]))
-    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                            transition_id=Transition.TRANSITION_CONFIGURE))
-    return [node, activate, configure]
+    return autostarted(node, context)  # configured and activated at launch unless autostart:=false
 
 
 def generate_launch_description() -> LaunchDescription:

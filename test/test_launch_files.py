@@ -16,6 +16,7 @@ from illexp_ros.ros.node.parameters import PARAMETERS, STEREO_PARAMETERS, valida
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
+LAUNCH_ACTIONS = ROOT / "illexp_ros" / "launch_actions.py"  # what the node launch files share
 REQUIRED_ARGS = {"image", "camera_info", "namespace", "params_file", "model", "mode", "backend", "fast"}
 ROS_PARAMETERS = {"use_sim_time"}  # every rclpy node has it
 # Each of our executables: the node name its params file's key names, and the parameters it declares.
@@ -84,10 +85,17 @@ def test_there_are_the_four_launch_files():
                                               "stereo.launch.py"}
 
 
+def shared_function(name: str) -> ast.FunctionDef:
+    return next(f for f in tree_of(LAUNCH_ACTIONS).body if isinstance(f, ast.FunctionDef) and f.name == name)
+
+
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
 def test_every_used_launch_argument_is_declared(path):
     tree = tree_of(path)
     used = {first_str_arg(c) for c in calls(tree, "LaunchConfiguration")} - {None}
+    for name in ("node_parameters", "autostarted"):  # the arguments the shared functions read count as used
+        if calls(tree, name):
+            used |= {first_str_arg(c) for c in calls(shared_function(name), "LaunchConfiguration")} - {None}
     assert used, "a launch file that reads no argument is suspicious"
     assert used <= declared_args(tree), f"used but not declared: {sorted(used - declared_args(tree))}"
     conditions = {first_str_arg(c) for c in calls(tree, "LaunchConfigurationEquals")} - {None}
@@ -143,6 +151,9 @@ def test_launch_autostarts_the_lifecycle_node_once(name):
     deactivate (also ending in inactive) is not undone by the launch file."""
     tree = tree_of(ROOT / "launch" / name)
     assert {"lifecycle", "autostart"} <= declared_args(tree)
+    (call,) = calls(tree, "autostarted")
+    assert ast.unparse(call.args[0]) == "node" and calls(tree, "LifecycleNode")
+    tree = shared_function("autostarted")
     transitions = {ast.unparse(keyword(c, "transition_id")) for c in calls(tree, "ChangeState")}
     assert transitions == {"Transition.TRANSITION_CONFIGURE", "Transition.TRANSITION_ACTIVATE"}
     (handler,) = calls(tree, "OnStateTransition")
@@ -157,7 +168,8 @@ def test_illexp_launch_passes_use_sim_time_to_the_node():
     default = next(keyword(c, "default_value").value for c in calls(tree, "DeclareLaunchArgument")
                    if first_str_arg(c) == "use_sim_time")
     assert default == "", "a default would override a params file's use_sim_time"
-    launch_node = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "launch_node")
+    assert calls(tree, "node_parameters")
+    launch_node = shared_function("node_parameters")  # the launch files' parameters are built there
     (entry,) = [d for d in ast.walk(launch_node) if isinstance(d, ast.Dict)]
     assert [k.value for k in entry.keys] == ["use_sim_time"]
     assert ast.unparse(entry.values[0]) == "typed(sim_time, bool)"  # a bool, not a string
@@ -228,7 +240,8 @@ def test_launch_arguments_reach_the_node_with_its_parameter_types():
                      and any(getattr(t, "id", "") == "PARAMETER_ARGUMENTS" for t in a.targets))
         for key, kind in zip(kinds.keys, kinds.values, strict=True):
             assert kind.id == type(STEREO_PARAMETERS[key.value].default).__name__, (path.name, key.value)
-        assert "parameter_overrides(arguments, PARAMETER_ARGUMENTS)" in ast.unparse(tree), path.name
+        assert "node_parameters(context, PARAMETER_ARGUMENTS)" in ast.unparse(tree), path.name
+    assert "parameter_overrides(arguments, kinds)" in ast.unparse(shared_function("node_parameters"))
     assert typed("0.5", float) == 0.5 and typed("0", float) == 0.0
     assert validate("level_smoothing", typed("0.5", float)) is None
     assert typed("lots", float) == "lots" and "must be a number" in validate("level_smoothing", "lots")
