@@ -234,18 +234,18 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
                 def write_corrected(view: int, timestamp: int, msg: Any, msgtype: str, frame: Any, out: Any,
                                     route: str | None, change: float) -> None:
                     """One corrected frame of view `view` (and its compressed form), as the node publishes it."""
+                    encoding = output_encoding(msg, msgtype)
                     if output_is_the_input(route, compensation_factor(stops) * change) and msgtype == IMAGE_TYPE:
                         # unchanged: the input itself, every bit (an 8-bit copy would cut 16-bit frames)
                         writer.write(corrected[view], timestamp, serialize(msg))
                     else:
                         out = compensate_exposure(out, stops, gain=change)  # one pass, as the node
-                        image = frame_to_image(out, frame.color_order, output_encoding(msg, msgtype), msg.header,
-                                               alpha=frame.alpha, bigendian=bool(getattr(msg, "is_bigendian", 0)))
+                        image = frame_to_image(out, frame.color_order, encoding, msg.header, alpha=frame.alpha,
+                                               bigendian=bool(getattr(msg, "is_bigendian", 0)))
                         writer.write(corrected[view], timestamp, serialize(image))
                     if coded[view] is not None:
                         writer.write(coded[view], timestamp, serialize(frame_to_compressed(
-                            out, frame.color_order, output_encoding(msg, msgtype), msg.header, compressed,
-                            jpeg_quality, png_level)))
+                            out, frame.color_order, encoding, msg.header, compressed, jpeg_quality, png_level)))
 
                 bar = tqdm(total=n_images, unit="frame", desc=f"correcting {' and '.join(views)}",
                            disable=not progress)
