@@ -92,6 +92,13 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         proc.wait()
 
 
+def node_output(proc: subprocess.Popen) -> str:
+    """Stop a node started with stdout=PIPE (stderr merged, text=True) and return what it printed: for a
+    failure message, so that a lost frame says where it was lost."""
+    stop_process(proc)
+    return "node output:\n" + (proc.stdout.read() if proc.stdout else "")
+
+
 def play_and_collect(bag: Path, topic: str, out_topic: str, expected: int, raw: bool = False,
                      timeout: float = 60.0, camera_info: tuple[str, str, list] | None = None
                      ) -> tuple[list, subprocess.CompletedProcess]:

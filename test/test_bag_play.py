@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dds_helpers import play_and_collect, stop_process, wait_on
+from dds_helpers import node_output, play_and_collect, stop_process, wait_on
 from rosbags.rosbag2 import Reader
 
 from illexp_ros.ros.bags.play import play_messages
@@ -330,11 +330,17 @@ def test_a_stereo_bag_replayed_through_the_stereo_node(tmp_path: Path) -> None:
     got: dict[str, list] = {"left": [], "right": []}
     try:
         harness = rclpy.create_node("stereo_replay_harness", context=context)
-        for side in got:
-            harness.create_subscription(Image, f"/{ns}/{side}/corrected/image", got[side].append,
-                                        QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        subscriptions = [harness.create_subscription(Image, f"/{ns}/{side}/corrected/image", got[side].append,
+                                                     QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+                         for side in got]
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(harness)
+        # play waits for its own subscriber (the node), not for the node's subscriber (this harness): on a loaded
+        # machine the node -> harness match came after all 5 pairs had gone out (CI, 2026-11-29: none arrived).
+        matched = time.monotonic() + 60
+        while time.monotonic() < matched and not all(s.get_publisher_count() for s in subscriptions):
+            executor.spin_once(timeout_sec=0.1)
+        assert all(s.get_publisher_count() for s in subscriptions), node_output(node)
         play = subprocess.Popen(
             [sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic", "/stereo/left",
              "--out-topic", f"/{ns}_rig/left", "--also", f"/stereo/right:=/{ns}_rig/right", "--wait", "60"],
@@ -345,8 +351,9 @@ def test_a_stereo_bag_replayed_through_the_stereo_node(tmp_path: Path) -> None:
         out, err = play.communicate(timeout=30)
         assert play.returncode == 0, err
         assert "published 5 messages on" in out and f"and 5 on /{ns}_rig/right" in out, out
-        assert len(got["left"]) == len(got["right"]) == 5, ({k: [m.header.stamp.nanosec for m in v]
-                                                            for k, v in got.items()}, out, err)
+        if not len(got["left"]) == len(got["right"]) == 5:
+            raise AssertionError(({k: [m.header.stamp.nanosec for m in v] for k, v in got.items()}, out, err,
+                                  node_output(node)))
         for left, right in zip(got["left"], got["right"]):
             assert left.header.stamp == right.header.stamp
             assert (left.header.frame_id, right.header.frame_id) == ("left_optical", "right_optical")
