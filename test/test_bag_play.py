@@ -10,8 +10,9 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from dds_helpers import node_output, play_and_collect, stop_process, wait_on
+from dds_helpers import image_msg, node_output, play_and_collect, stamp_of, stop_process, wait_on
 from rosbags.rosbag2 import Reader
 
 from illexp_ros.ros.bags.play import play_messages
@@ -314,7 +315,7 @@ def test_a_stereo_bag_replayed_through_the_stereo_node(tmp_path: Path) -> None:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
-    from test_bag_process import stereo_bag
+    from test_bag_process import SIZE, stereo_bag
 
     bag = tmp_path / "stereo"
     stereo_bag(bag, pairs=5)
@@ -330,25 +331,41 @@ def test_a_stereo_bag_replayed_through_the_stereo_node(tmp_path: Path) -> None:
     got: dict[str, list] = {"left": [], "right": []}
     try:
         harness = rclpy.create_node("stereo_replay_harness", context=context)
-        subscriptions = [harness.create_subscription(Image, f"/{ns}/{side}/corrected/image", got[side].append,
-                                                     QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-                         for side in got]
+        for side in got:
+            harness.create_subscription(Image, f"/{ns}/{side}/corrected/image", got[side].append,
+                                        QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        probes = {side: harness.create_publisher(Image, f"/{ns}_rig/{side}",
+                                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+                  for side in got}
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(harness)
-        # play waits for its own subscriber (the node), not for the node's subscriber (this harness): on a loaded
-        # machine the node -> harness match came after all 5 pairs had gone out (CI, 2026-11-29: none arrived).
-        matched = time.monotonic() + 60
-        while time.monotonic() < matched and not all(s.get_publisher_count() for s in subscriptions):
-            executor.spin_once(timeout_sec=0.1)
-        assert all(s.get_publisher_count() for s in subscriptions), node_output(node)
+        # play waits for its own subscriber (the node), not for the node's publishers to match this harness: on a
+        # loaded machine all 5 pairs once went out before that (CI, 2026-11-29: none arrived). So a probe pair,
+        # stamped before the bag's, goes through the node first, again until it comes back.
+        pixels = np.zeros((*SIZE, 3), np.uint8)
+        for probe_ns in range(1, 61):
+            for side, publisher in probes.items():
+                publisher.publish(image_msg(pixels, "rgb8", probe_ns, f"{side}_optical"))
+            answered = time.monotonic() + 1.0
+            while time.monotonic() < answered and not all(any(stamp_of(m) == probe_ns for m in got[side])
+                                                          for side in got):
+                executor.spin_once(timeout_sec=0.05)
+            if all(any(stamp_of(m) == probe_ns for m in got[side]) for side in got):
+                break
+        else:
+            raise AssertionError("no probe pair came back through the node\n" + node_output(node))
+        bag_stamps = {1_000_000_000 + i * 100_000_000 for i in range(5)}
         play = subprocess.Popen(
             [sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic", "/stereo/left",
              "--out-topic", f"/{ns}_rig/left", "--also", f"/stereo/right:=/{ns}_rig/right", "--wait", "60"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        def replayed() -> dict[str, list]:  # late probe replies left out
+            return {side: [m for m in got[side] if stamp_of(m) in bag_stamps] for side in got}
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and (len(got["left"]) < 5 or len(got["right"]) < 5):
+        while time.monotonic() < deadline and min(map(len, replayed().values())) < 5:
             executor.spin_once(timeout_sec=0.1)
         out, err = play.communicate(timeout=30)
+        got = replayed()
         assert play.returncode == 0, err
         assert "published 5 messages on" in out and f"and 5 on /{ns}_rig/right" in out, out
         if not len(got["left"]) == len(got["right"]) == 5:

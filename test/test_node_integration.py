@@ -91,10 +91,11 @@ class Harness:
                                           lambda m, k=key: self._store(self.frames[k], (time.monotonic(), m)),
                                           deep)
         self.maps: list[Image] = []
-        self.node.create_subscription(Image, "/illexp_main_ns/exposure_map", lambda m: self._store(self.maps, m),
-                                      deep)
-        self.node.create_subscription(CameraInfo, "/illexp_main_ns/corrected/camera_info",
-                                      lambda m: self._store(self.infos, m), deep)
+        self.outputs = [  # the node outputs a test may wait for a first message of
+            self.node.create_subscription(Image, "/illexp_main_ns/exposure_map",
+                                          lambda m: self._store(self.maps, m), deep),
+            self.node.create_subscription(CameraInfo, "/illexp_main_ns/corrected/camera_info",
+                                          lambda m: self._store(self.infos, m), deep)]
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, deep)
         self.param_client = self.node.create_client(SetParameters, "/illexp_main_ns/illexp_node/set_parameters")
         self.spin = BackgroundSpin(self.node, self.context)
@@ -154,6 +155,16 @@ def nodes():
             harness.wait_for(lambda p=pub, pr=proc: p.get_subscription_count() > 0 or pr.poll() is not None,
                              NODE_START_S, f"the {key} node to subscribe")
             assert proc.poll() is None, f"{key} node exited: {proc.stdout.read()}"
+        # Every link matched before a test runs, so that a test run alone (-k, --lf) can send one frame and wait
+        # for it: a frame published before the node's publisher matched the harness is never delivered.
+        send_until_answered(harness, "main", lambda s: image_msg(under_exposed(reference_frame()), "rgb8", s),
+                            harness.image_pub.publish)
+        send_until_answered(harness, "comp", lambda s: compressed_msg(under_exposed(reference_frame()), s),
+                            harness.compressed_pub.publish)
+        harness.wait_for(lambda: all(sub.get_publisher_count() for sub in harness.outputs), NODE_START_S,
+                         "the nodes' exposure map and camera_info to match")
+        harness.wait_for(lambda: harness.diags["main"] and harness.diags["comp"], NODE_START_S,
+                         "diagnostics from both nodes")
         yield harness, {"main": main, "comp": comp}
     finally:
         for proc in (main, comp):
@@ -161,6 +172,15 @@ def nodes():
                 proc.kill()
                 proc.wait(5)
         harness.close()
+
+
+def compressed_msg(bgr: np.ndarray, stamp: int, payload: bytes | None = None) -> CompressedImage:
+    """A CompressedImage of `bgr` as png (format says jpeg: decoders go by the bytes), or of `payload`."""
+    msg = CompressedImage(format="jpeg")
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+    msg.header.frame_id = "cam_optical"
+    msg.data = array.array("B", payload if payload is not None else cv2.imencode(".png", bgr)[1].tobytes())
+    return msg
 
 
 def send_until_answered(harness: Harness, key: str, make_msg, publish, tries: int = 40):
@@ -218,10 +238,9 @@ def test_camera_info_is_republished_unchanged(nodes):
     info.header.frame_id = "cam_optical"
     info.k = [300.0, 0.0, 160.0, 0.0, 300.0, 120.0, 0.0, 0.0, 1.0]
     harness.wait_for(lambda: harness.info_pub.get_subscription_count() > 0, REPLY_S, "camera_info subscriber")
-    for _ in range(20):
+    deadline = time.monotonic() + REPLY_S  # the first messages after discovery may be lost: until one is back
+    while not harness.infos and time.monotonic() < deadline:
         harness.info_pub.publish(info)
-        if harness.infos:
-            break
         time.sleep(0.1)
     got = harness.wait_for(lambda: harness.infos and harness.infos[-1], REPLY_S, "corrected/camera_info")
     assert got.header.frame_id == "cam_optical" and list(got.k) == list(info.k) and got.width == W
@@ -280,11 +299,7 @@ def test_compressed_frames_that_do_not_decode_are_rejected(nodes):
     good = under_exposed(reference_frame())[..., ::-1]
 
     def compressed(stamp, payload=None):
-        msg = CompressedImage(format="jpeg")
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-        msg.header.frame_id = "cam_optical"
-        msg.data = array.array("B", payload if payload is not None else cv2.imencode(".png", good)[1].tobytes())
-        return msg
+        return compressed_msg(good, stamp, payload)
 
     send_until_answered(harness, "comp", compressed, harness.compressed_pub.publish)
     before = harness.settled_counters("comp")

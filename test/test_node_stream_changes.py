@@ -195,6 +195,8 @@ def stream(tmp_path_factory):
                 break
             except AssertionError:
                 continue
+        else:
+            raise AssertionError("no corrected frame after 100 tries:\n" + "".join(log))
         yield harness, proc, log
     finally:
         harness.close()
