@@ -694,3 +694,32 @@ def test_a_thread_that_outlived_its_join_stops_on_its_own_event():
             thread.join(timeout=2.0)
             assert not thread.is_alive(), f"{thread_name} kept running on the new event"
             setattr(n, event_name, event)
+
+
+@pytest.mark.parametrize("node_class,name,value,expected", [
+    ("illexp_stereo_node.IllExpStereoNode", "sync_queue_size", 0, "sync_queue_size must be in [1, 100] (got 0)"),
+    ("illexp_node.IllExpNode", "threads", -1, "threads must be in [0, 256] (got -1)"),
+    ("illexp_node.IllExpNode", "threads", "abc", "threads must be an integer (got 'abc')"),
+    ("illexp_lifecycle_node.IllExpLifecycleNode", "jpeg_quality", 300, "jpeg_quality must be in [1, 100] (got 300)"),
+    ("illexp_node.IllExpNode", "fast", "maybe", "fast must be true or false (got 'maybe')"),
+])
+def test_a_value_the_parameter_descriptor_refuses_is_a_startup_error_in_the_nodes_words(node_class, name, value,
+                                                                                         expected):
+    """rclpy refuses an integer out of its descriptor's range (or a value of another type) when the node declares
+    it, in words of its own ("Invalid parameter value (0) for parameter. Reason: Parameter sync_queue_size out of
+    range. Min: 1, Max: 100, value: 0"); the node says it as it does for every other parameter."""
+    import importlib
+
+    from illexp_ros.ros.node.illexp_node import StartupError
+
+    module, cls = node_class.rsplit(".", 1)
+    node_type = getattr(importlib.import_module(f"illexp_ros.ros.node.{module}"), cls)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(StartupError) as raised:
+            node_type(context=context, parameter_overrides=[Parameter("backend", value="passthrough"),
+                                                            Parameter(name, value=value)])
+        assert str(raised.value) == f"parameter {expected}"
+    finally:
+        rclpy.try_shutdown(context=context)

@@ -26,7 +26,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -133,8 +133,17 @@ class ExposureCorrectionMixin:
     PARAMETER_SPECS: dict[str, ParameterSpec] = PARAMETERS
 
     def _declare_parameters(self) -> None:
+        """StartupError in the node's own words for a value its descriptor refuses (an integer out of range, a
+        string for a number): rclpy's reads "Invalid parameter value (0) for parameter. Reason: ... Min: 1, ..."."""
         for name, spec in self.PARAMETER_SPECS.items():
-            self.declare_parameter(name, spec.default, spec.descriptor())
+            try:
+                self.declare_parameter(name, spec.default, spec.descriptor())
+            except (InvalidParameterTypeException, InvalidParameterValueException):
+                override = self._parameter_overrides.get(name)  # rclpy keeps no public copy of the overrides
+                reason = validate(name, override.value, self.PARAMETER_SPECS) if override is not None else None
+                if reason is None:
+                    raise
+                raise StartupError(f"parameter {reason}") from None
 
     def _validated_parameters(self) -> dict:
         """The parameters' values; StartupError names the first invalid one."""
