@@ -138,9 +138,12 @@ fi
 #    lamps: 16.6-17.5 at crops of 96-256 px). While training (CPU, 2026-11-27, mixed from mixed.pt with the fast
 #    net's data recipe, models/MODEL_CARD.md "Paper-sized mixed on the CPU"): weight average + precise BN gave a
 #    smooth validation curve instead of one moving by up to 3 dB, but no higher best (21.39 vs 21.77 dB).
+#    mixed at a third of the others' learning rate: at 3e-4 its two 8-minute continuations from the shipped file
+#    gained nothing (18.84 after repair on 2026-11-26; 2026-11-29: 18.77 at step 250, best = the shipped file's own
+#    18.87), while under and over, which dip as far at step 250, came back above theirs by step 750-1000.
 #    name  config  warm-start (a shipped model)  batch  crop  amp (bf16)  extra train.py arguments
 #    (GPU sizes; the dry run overrides them)
-RUN_TABLE="mixed mixed mixed 12 256 1
+RUN_TABLE="mixed mixed mixed 12 256 1 --lr 0.0001
 under under under 12 256 1
 over over over 12 256 1"
 pack() {  # atomic: a command stopped at its time limit never returns half a tar; a temporary name per process,
