@@ -343,7 +343,7 @@ def test_a_stereo_bag_replayed_through_the_stereo_node(tmp_path: Path) -> None:
         # loaded machine all 5 pairs once went out before that (CI, 2026-11-29: none arrived). So a probe pair,
         # stamped before the bag's, goes through the node first, again until it comes back.
         pixels = np.zeros((*SIZE, 3), np.uint8)
-        for probe_ns in range(1, 61):
+        for probe_ns in range(1, 31):
             for side, publisher in probes.items():
                 publisher.publish(image_msg(pixels, "rgb8", probe_ns, f"{side}_optical"))
             answered = time.monotonic() + 1.0
@@ -361,7 +361,7 @@ def test_a_stereo_bag_replayed_through_the_stereo_node(tmp_path: Path) -> None:
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         def replayed() -> dict[str, list]:  # late probe replies left out
             return {side: [m for m in got[side] if stamp_of(m) in bag_stamps] for side in got}
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 60  # with the probes and the node's start, inside the 180 s test limit
         while time.monotonic() < deadline and min(map(len, replayed().values())) < 5:
             executor.spin_once(timeout_sec=0.1)
         out, err = play.communicate(timeout=30)

@@ -702,6 +702,7 @@ def test_a_thread_that_outlived_its_join_stops_on_its_own_event():
     ("illexp_node.IllExpNode", "threads", "abc", "threads must be an integer (got 'abc')"),
     ("illexp_lifecycle_node.IllExpLifecycleNode", "jpeg_quality", 300, "jpeg_quality must be in [1, 100] (got 300)"),
     ("illexp_node.IllExpNode", "fast", "maybe", "fast must be true or false (got 'maybe')"),
+    ("illexp_node.IllExpNode", "threads", None, "threads has no value (an empty list?)"),  # `threads: []`
 ])
 def test_a_value_the_parameter_descriptor_refuses_is_a_startup_error_in_the_nodes_words(node_class, name, value,
                                                                                          expected):

@@ -26,7 +26,12 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException, ParameterException
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterException,
+    ParameterUninitializedException,
+)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -147,7 +152,12 @@ class ExposureCorrectionMixin:
 
     def _validated_parameters(self) -> dict:
         """The parameters' values; StartupError names the first invalid one."""
-        p = {name: self.get_parameter(name).value for name in self.PARAMETER_SPECS}
+        p = {}
+        for name in self.PARAMETER_SPECS:
+            try:
+                p[name] = self.get_parameter(name).value
+            except ParameterUninitializedException:  # `threads: []` in a params file declares it without a value
+                raise StartupError(f"parameter {name} has no value (an empty list?)") from None
         for name, value in p.items():
             reason = validate(name, value, self.PARAMETER_SPECS)
             if reason:
