@@ -343,14 +343,16 @@ def test_a_stereo_bag_replayed_through_the_stereo_node(tmp_path: Path) -> None:
         # loaded machine all 5 pairs once went out before that (CI, 2026-11-29: none arrived). So a probe pair,
         # stamped before the bag's, goes through the node first, again until it comes back.
         pixels = np.zeros((*SIZE, 3), np.uint8)
+
+        def came_back(stamp_ns: int) -> bool:
+            return all(any(stamp_of(m) == stamp_ns for m in got[side]) for side in got)
         for probe_ns in range(1, 31):
             for side, publisher in probes.items():
                 publisher.publish(image_msg(pixels, "rgb8", probe_ns, f"{side}_optical"))
             answered = time.monotonic() + 1.0
-            while time.monotonic() < answered and not all(any(stamp_of(m) == probe_ns for m in got[side])
-                                                          for side in got):
+            while time.monotonic() < answered and not came_back(probe_ns):
                 executor.spin_once(timeout_sec=0.05)
-            if all(any(stamp_of(m) == probe_ns for m in got[side]) for side in got):
+            if came_back(probe_ns):
                 break
         else:
             raise AssertionError("no probe pair came back through the node\n" + node_output(node))
@@ -359,6 +361,7 @@ def test_a_stereo_bag_replayed_through_the_stereo_node(tmp_path: Path) -> None:
             [sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic", "/stereo/left",
              "--out-topic", f"/{ns}_rig/left", "--also", f"/stereo/right:=/{ns}_rig/right", "--wait", "60"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
         def replayed() -> dict[str, list]:  # late probe replies left out
             return {side: [m for m in got[side] if stamp_of(m) in bag_stamps] for side in got}
         deadline = time.monotonic() + 60  # with the probes and the node's start, inside the 180 s test limit

@@ -140,7 +140,7 @@ fi
 #    smooth validation curve instead of one moving by up to 3 dB, but no higher best (21.39 vs 21.77 dB).
 #    mixed at a third of the others' learning rate: at 3e-4 its two 8-minute continuations from the shipped file
 #    gained nothing (18.84 after repair on 2026-11-26; 2026-11-29: 18.77 at step 250, best = the shipped file's own
-#    18.87), while under and over, which dip as far at step 250, came back above theirs by step 750-1000.
+#    18.87), while under and over, which also dip at step 250, came back above theirs by step 750-1000.
 #    name  config  warm-start (a shipped model)  batch  crop  amp (bf16)  extra train.py arguments
 #    (GPU sizes; the dry run overrides them)
 RUN_TABLE="mixed mixed mixed 12 256 1 --lr 0.0001
