@@ -148,6 +148,51 @@ def test_ctrl_c_stops_after_the_step_and_resume_equals_an_uninterrupted_run(tmp_
     assert [r["loss_enh"] for r in read_log(out_a / "tiny")] == [r["loss_enh"] for r in read_log(out_b / "tiny")]
 
 
+def test_a_paused_leg_resumed_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    """--pause-after (training in legs on a borrowed GPU): the run's clock passes the pause during step 7, so the leg
+    ends there with an exact checkpoint, no closing validation and no export; resumed, it ends as a run never
+    paused."""
+    import types
+
+    import training.train as train_module
+
+    cfg = load_config(tiny_config(tmp_path, max_steps=16))
+    real_step, real_time, calls, offset = train_module.training_step, train_module.time.time, [], [0.0]
+
+    def step_then_an_hour_passes(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:
+            offset[0] = 3600.0
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "training_step", step_then_an_hour_passes)
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(time=lambda: real_time() + offset[0]))
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    export = tmp_path / "exported.pt"
+    summary = train(cfg, "cpu", out_a, seed=0, resume=False, export=export, progress=False, pause_after=30.0)
+    assert summary["steps"] == 7 and summary["stop"].startswith("paused at 30 min"), summary
+    assert "exported" not in summary and not export.exists()  # the run is not over: its last leg exports
+    assert torch.load(out_a / "tiny" / "checkpoint.pt", weights_only=False)["step"] == 7
+    assert [int(r["step"]) for r in read_log(out_a / "tiny")] == list(range(1, 8))  # no closing validation row
+    monkeypatch.undo()
+    summary = train(cfg, "cpu", out_a, seed=0, resume=True, export=export, progress=False)
+    assert summary["steps"] == 16 and "exported" in summary
+    train(cfg, "cpu", out_b, seed=0, resume=False, export=None, progress=False)
+    a = torch.load(out_a / "tiny" / "checkpoint.pt", weights_only=False)
+    b = torch.load(out_b / "tiny" / "checkpoint.pt", weights_only=False)
+    for key in b["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-5, rtol=1e-5)
+    assert [r["loss_enh"] for r in read_log(out_a / "tiny")] == [r["loss_enh"] for r in read_log(out_b / "tiny")]
+
+
+@pytest.mark.parametrize("minutes", ["0", "-1", "nan", "inf"])
+def test_a_pause_that_is_not_a_positive_time_is_refused(tmp_path, capsys, minutes):
+    config = tiny_config(tmp_path, max_steps=2)
+    assert train_main(["--config", str(config), "--out", str(tmp_path / "runs"), "--pause-after", minutes]) == 2
+    assert "--pause-after must be a finite number of minutes > 0" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_resume_of_a_run_logged_before_a_validation_kind_was_added_keeps_its_columns(tmp_path):
     cfg = load_config(tiny_config(tmp_path, max_steps=20))
     train(cfg, "cpu", tmp_path / "runs", seed=0, resume=False, export=None, max_steps=10, progress=False)

@@ -4,6 +4,7 @@ fast specialists' configs."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -285,9 +286,10 @@ def test_warmup_ramps_the_first_steps_then_leaves_the_schedule_alone():
 
 
 def test_gpu_run_dry_run_brings_back_weights_logs_and_bench(tmp_path):
-    """training/gpu_run.sh --dry-run: the prepared GPU run, end to end, on this CPU with a tiny model."""
+    """training/gpu_run.sh --dry-run: the prepared GPU run, end to end, on this CPU with a tiny model; then its
+    second leg (--continue), which resumes the same runs from their checkpoints."""
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "GPU_RUNS_DIR": str(tmp_path / "runs")}
     proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh"), "--dry-run"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -312,11 +314,45 @@ def test_gpu_run_dry_run_brings_back_weights_logs_and_bench(tmp_path):
     assert "./mixed/log.csv" in names and "./mixed/curves.png" in names
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back
 
+    out2 = tmp_path / "out2"
+    proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh"), "--dry-run", "--continue"],
+                          env={**env, "OUT": str(out2)}, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = (out2 / "summary.txt").read_text()
+    for name in ("mixed", "under", "over"):
+        assert f"train {name}: ok (steps 4;" in summary, summary
+        with (tmp_path / "runs" / name / "log.csv").open() as f:  # resumed, not started again: one step 0 row
+            assert [int(r["step"]) for r in csv.DictReader(f)] == [0, 1, 2, 3, 4]
+    assert "bench: measured by the first leg" in summary and "FAILED" not in summary
+    with tarfile.open(out2 / "models.tar") as tar:
+        assert sorted(n for n in tar.getnames() if n.endswith(".pt")) == ["./mixed.pt", "./over.pt", "./under.pt"]
+    with tarfile.open(out2 / "logs.tar.gz") as tar:
+        assert {"./under.stdout", "./under.leg2.stdout", "./bench.log"} <= set(tar.getnames())
+
+
+def test_gpu_run_continue_without_a_first_leg_is_one_line(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
+           "GPU_RUNS_DIR": str(tmp_path / "runs")}
+    proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh"), "--dry-run", "--continue"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: nothing to continue in {tmp_path / 'runs'} (no first leg here, or the machine was given back "
+        "between the calls)"]
+
 
 def test_gpu_run_rejects_unknown_arguments():
     proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh"), "--wet-run"], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+@pytest.mark.parametrize("minutes", ["5", "-1", "three"])
+def test_gpu_run_refuses_a_second_leg_the_lease_cannot_hold(tmp_path, minutes):
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CONTINUE_MINUTES": minutes}
+    proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh")], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2 and "GPU_CONTINUE_MINUTES must be a whole number of minutes in 0..4" in proc.stderr
 
 
 @pytest.mark.parametrize("minutes", ["9", "0", "eight"])

@@ -2,7 +2,17 @@
 # The prepared GPU run: everything a borrowed NVIDIA GPU is for, in one command of about 9.5 minutes.
 #
 #   on the device machine (README "Training on a GPU" has the exact call):  bash training/gpu_run.sh
+#   then, on the same machine while it is still warm, if device time is left: bash training/gpu_run.sh --continue
 #   here, on the CPU, with a tiny model and budget (make test runs this):     bash training/gpu_run.sh --dry-run
+#                                                                  [then:     bash training/gpu_run.sh --dry-run --continue]
+#
+# Two legs: one command may run 10 minutes, a lease holds 15, and the first command leaves ~290 s. The runs'
+# cosine spans GPU_TRAIN_MINUTES + GPU_CONTINUE_MINUTES (8 + 3); the first command pauses them after
+# GPU_TRAIN_MINUTES (train.py --pause-after: an exact checkpoint, kept in .gpu_runs/, which is git-ignored and so
+# stays on a warm machine between calls); --continue resumes them to the schedule's end with their optimiser
+# state (a fresh warm start would first fall back for ~250 steps: models/MODEL_CARD.md, 2026-11-29), then
+# returns their best weights and runs the CUDA tests on them. Without a second leg the first command's best.pt
+# files stand (validated every 250 steps). GPU_CONTINUE_MINUTES=0: one leg, the cosine over GPU_TRAIN_MINUTES.
 #
 # Steps: 1. machine facts and the wheels brought in .whl/; 2. trains the paper-sized mixed, under and over
 # concurrently on the one GPU (bf16 autocast, channels_last, batches synthesised on the GPU) for
@@ -20,14 +30,27 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 DRY=0
-if [ "${1:-}" = "--dry-run" ]; then DRY=1; elif [ -n "${1:-}" ]; then echo "usage: $0 [--dry-run]" >&2; exit 2; fi
+LEG=1
+for arg in "$@"; do
+    case $arg in
+        --dry-run) DRY=1 ;;
+        --continue) LEG=2 ;;
+        *) echo "usage: $0 [--dry-run] [--continue]" >&2; exit 2 ;;
+    esac
+done
+CONTINUE_MINUTES=${GPU_CONTINUE_MINUTES:-3}
+if ! [[ "$CONTINUE_MINUTES" =~ ^[0-9]+$ ]] || [ "$CONTINUE_MINUTES" -gt 4 ]; then
+    echo "GPU_CONTINUE_MINUTES must be a whole number of minutes in 0..4 (what a lease has left after the first leg)" >&2
+    exit 2
+fi
 
 if [ "$DRY" = 1 ]; then
     PY=${PYTHON:-$REPO/.venv/bin/python}
     OUT=${OUT:-$(mktemp -d)}
     DEVICE=cpu
     MINUTES=${GPU_TRAIN_MINUTES:-5}
-    TRAIN_ARGS=(--max-steps 2 --batch-size 2 --crop 64 --val-every 1 --checkpoint-every 1 --threads 1)
+    TRAIN_ARGS=(--batch-size 2 --crop 64 --val-every 1 --checkpoint-every 1 --threads 1)
+    LEG_ARGS=(--max-steps $((2 * LEG)))  # steps, not minutes, end the dry run's legs: 2, then 2 more
     BENCH_ARGS=(--backend torch_cpu --both --sizes 96x64 --frames 2 --warmup 1 --threads 1 --no-floors)
     TRAIN_DIR=${TRAIN_DIR:-$REPO/../shared/data/train}
 else
@@ -43,13 +66,31 @@ else
     fi
     # From the shipped weights: a lower peak learning rate than a fresh start (the cosine still decays it).
     TRAIN_ARGS=(--lr 0.0003 --val-every 250 --checkpoint-every 2000 --stop none --threads 2)
+    LEG_ARGS=()
     BENCH_ARGS=(--backend torch_cuda --both --sizes 640x480,1280x720,1920x1080 --frames 50)
     TRAIN_DIR=${TRAIN_DIR:-$REPO/.gpu_data/train}
 fi
+# The runs' folders outlive the command (the second leg resumes them); their model files are not packed into logs.
+RUNS=${GPU_RUNS_DIR:-$REPO/.gpu_runs}
+SCHEDULE_FILE=$RUNS/schedule_minutes
+if [ "$LEG" = 1 ]; then
+    SCHEDULE=$((MINUTES + CONTINUE_MINUTES))
+    rm -rf "$RUNS"
+    mkdir -p "$RUNS"
+    echo "$SCHEDULE" >"$SCHEDULE_FILE"
+    [ "$CONTINUE_MINUTES" -gt 0 ] && LEG_ARGS+=(--pause-after "$MINUTES")
+    RUN_MINUTES=$MINUTES  # how long this command's runs train
+else
+    if ! SCHEDULE=$(cat "$SCHEDULE_FILE" 2>/dev/null) || ! ls "$RUNS"/*/checkpoint.pt >/dev/null 2>&1; then
+        echo "error: nothing to continue in $RUNS (no first leg here, or the machine was given back between the calls)" >&2
+        exit 2
+    fi
+    LEG_ARGS+=(--resume)
+    RUN_MINUTES=$CONTINUE_MINUTES
+fi
 WORK=$(mktemp -d)
-RUNS=$WORK/runs
 NEW_MODELS=$WORK/models
-mkdir -p "$OUT" "$RUNS" "$NEW_MODELS"
+mkdir -p "$OUT" "$NEW_MODELS"
 SUMMARY=$OUT/summary.txt
 : >"$SUMMARY"
 note() { echo "$*" | tee -a "$SUMMARY"; }
@@ -159,7 +200,13 @@ collect() {  # each run's best.pt so far: only trained files, never a shipped on
     done
 }
 pids=()
+STDOUT_NAME=stdout
+[ "$LEG" = 2 ] && STDOUT_NAME=leg2.stdout
 while read -r name config init batch crop amp extra; do
+    if [ "$LEG" = 2 ] && [ ! -f "$RUNS/$name/checkpoint.pt" ]; then
+        note "continue $name: no checkpoint from the first leg"
+        continue
+    fi
     sizes=(--batch-size "$batch" --crop "$crop")
     [ "$amp" = 1 ] && sizes+=(--amp)
     if [ "$DRY" = 1 ]; then  # tiny rgb-head starts (made above), so the body-only warm start runs too
@@ -167,10 +214,11 @@ while read -r name config init batch crop amp extra; do
         init=$WORK/init/mixed.pt
     fi
     # shellcheck disable=SC2086 # extra is a list of arguments
-    # timeout: a run that hangs must not hold the others' weights back (train.py stops itself at --minutes)
-    timeout $((MINUTES * 60 + 90)) "$PY" training/train.py --config "$CONFIGS/$config.yaml" --name "$name" --device "$DEVICE" --out "$RUNS" \
-        --minutes "$MINUTES" --init-from "$init" --train-dir "$TRAIN_DIR" --no-progress \
-        "${sizes[@]}" "${TRAIN_ARGS[@]}" $extra >"$RUNS/$name.stdout" 2>&1 &
+    # timeout: a run that hangs must not hold the others' weights back (train.py stops itself at --minutes or
+    # --pause-after). The second leg resumes with the same arguments (a --resume ignores --init-from).
+    timeout $((RUN_MINUTES * 60 + 90)) "$PY" training/train.py --config "$CONFIGS/$config.yaml" --name "$name" --device "$DEVICE" --out "$RUNS" \
+        --minutes "$SCHEDULE" --init-from "$init" --train-dir "$TRAIN_DIR" --no-progress \
+        "${sizes[@]}" "${TRAIN_ARGS[@]}" "${LEG_ARGS[@]}" $extra >"$RUNS/$name.$STDOUT_NAME" 2>&1 &
     pids+=("$!:$name")
 done <<<"$RUN_TABLE"
 # While they train, the best weights so far are packed every minute: a command stopped at the device's time
@@ -185,17 +233,17 @@ for entry in "${pids[@]}"; do
     name=${entry#*:}
     if wait "$pid"; then
         trained=$((trained + 1))
-        note "train $name: ok ($(grep -E '^(steps|best_val_psnr|last_val_by_kind) ' "$RUNS/$name.stdout" | tr -s ' ' |
-            tr '\n' ';'))"
+        note "train $name: ok ($(grep -E '^(steps|best_val_psnr|stop|last_val_by_kind) ' "$RUNS/$name.$STDOUT_NAME" |
+            tr -s ' ' | tr '\n' ';'))"
     else
-        note "train $name: FAILED, last lines: $(tail -3 "$RUNS/$name.stdout" | tr '\n' ' ')"
+        note "train $name: FAILED, last lines: $(tail -3 "$RUNS/$name.$STDOUT_NAME" | tr '\n' ' ')"
     fi
 done
 kill "$PACKER" 2>/dev/null
 wait "$PACKER" 2>/dev/null
 collect
 pack  # the weights come back even if a later step runs past the time limit
-note "training done at $(elapsed) s: $trained of 3 runs ok; models.tar holds $(ls "$NEW_MODELS" | tr '\n' ' ')"
+note "leg $LEG of training done at $(elapsed) s: $trained of ${#pids[@]} runs ok; models.tar holds $(ls "$NEW_MODELS" | tr '\n' ' ')"
 
 # 3. CUDA tests on the new models (skipped with a reason where there is no GPU). The runtime's default set needs
 # mixed, under, over and mixed_fast: gaps are filled with the shipped files in a folder of their own, so
@@ -214,8 +262,11 @@ else
     note "cuda tests: FAILED: $(tail -1 "$OUT/cuda_tests.log")"
 fi
 
-# 4. Latency of the torch_cuda backend (and torch_cpu in the dry run) with the new models.
-if "$PY" -m illexp_ros.bench_cli "${BENCH_ARGS[@]}" --json "$OUT/bench.json" >"$WORK/bench.log" 2>&1; then
+# 4. Latency of the torch_cuda backend (and torch_cpu in the dry run) with the new models; once a lease (the
+# weights do not change it, and the second leg has no time to spare).
+if [ "$LEG" = 2 ]; then
+    note "bench: measured by the first leg"
+elif "$PY" -m illexp_ros.bench_cli "${BENCH_ARGS[@]}" --json "$OUT/bench.json" >"$WORK/bench.log" 2>&1; then
     note "bench: ok"
     tail -12 "$WORK/bench.log" >>"$SUMMARY"
 else

@@ -5,6 +5,7 @@
                              [--out runs/] [--seed 0] [--threads N] [--max-steps N] [--minutes M]
                              [--export models/mixed.pt] [--init-from mixed] [--lr 3e-4] [--batch-size B]
                              [--crop C] [--val-every N] [--checkpoint-every N] [--stop RULE] [--train-dir DIR]
+                             [--pause-after M]
 
 Writes to OUT/NAME/: checkpoint.pt (model + optimizer + data-generator state, what --resume continues from),
 best.pt (weights only, in the shipped model format, best validation score so far), log.csv and curves.png.
@@ -18,6 +19,10 @@ is the mean of the per-kind PSNRs (each capped at 35 dB). Stopping (train.stop):
 without a better score), `paper` (the smoothed loss has not improved by min_delta for `patience` batches: the
 paper's rule) or `none`. With --export, best.pt is copied there at the end if its validation score beats the
 file already there (evaluated on the same validation pairs).
+
+A run may train in legs (a borrowed GPU allows 10 minutes per command): --pause-after M ends this leg when the run's
+clock reaches M minutes, with an exact checkpoint and without the closing validation, and --resume (with the same
+--minutes) continues it on the same cosine, as if it had not paused.
 """
 
 from __future__ import annotations
@@ -290,7 +295,8 @@ def training_step(model, opt, source, cfg: RunConfig, fast: int | None, amp: boo
 
 
 def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, export: Path | None,
-          max_steps: int | None = None, progress: bool = True, amp: bool = False) -> dict:
+          max_steps: int | None = None, progress: bool = True, amp: bool = False,
+          pause_after: float | None = None) -> dict:
     from tqdm import tqdm
 
     t0 = time.time()
@@ -417,7 +423,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
     bar = tqdm(total=limit, initial=step, desc=cfg.name, disable=not progress, dynamic_ncols=True)
     # Ctrl-C / SIGTERM end the run like the stopping rule does, between two steps: checkpoint, curves, summary and
     # export.
-    stopped_at_once = diverged = False
+    stopped_at_once = diverged = paused = False
     with StopRequest() as stop:
         try:
             if init_note is not None and step == 0:
@@ -440,6 +446,9 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                 elapsed = time.time() - t0
                 if cfg.train.minutes > 0 and elapsed >= 60.0 * cfg.train.minutes:
                     stop_reason = f"time budget ({cfg.train.minutes:g} min)"
+                    break
+                if pause_after is not None and elapsed >= 60.0 * pause_after:
+                    stop_reason, paused = f"paused at {pause_after:g} min (--resume continues the run)", True
                     break
                 lr = learning_rate(cfg, step, elapsed)
                 for group in opt.param_groups:
@@ -472,10 +481,10 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                     plot_curves(log_path, run_dir / "curves.png")
             if not diverged and not weights_finite():  # the last steps' weights: neither validated nor saved
                 stop_reason, diverged = f"diverged: non-finite weights at step {step}", True
-            # A run ended by its time budget: its last weights are validated too. Not an interrupted one: that
-            # validation would count towards the plateau rule and could write best.pt, which the resumed run's
-            # uninterrupted twin does not do.
-            if stop_reason != "interrupted" and not diverged and step > max(last_val_step, 0):
+            # A run ended by its time budget: its last weights are validated too. Not an interrupted or paused
+            # one: that validation would count towards the plateau rule and could write best.pt, which the resumed
+            # run's uninterrupted twin does not do.
+            if stop_reason != "interrupted" and not paused and not diverged and step > max(last_val_step, 0):
                 writer.writerow(validation_only_row())
         except KeyboardInterrupt:  # the second signal: mid-step, so the state is not one to resume from
             stop_reason, stopped_at_once = "interrupted at once", True
@@ -493,7 +502,7 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                "run_dir": str(run_dir)}
     if last_val:
         summary["last_val_by_kind"] = " ".join(f"{k} {v:.2f}" for k, v in last_val.items() if k != "score")
-    if export is not None and not diverged and (run_dir / "best.pt").exists():
+    if export is not None and not diverged and not paused and (run_dir / "best.pt").exists():  # the last leg exports
         summary["exported"] = maybe_export(run_dir / "best.pt", export, val_sets, device, fast)
     return summary
 
@@ -537,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=None, help="override train.lr (e.g. lower, to fine-tune)")
     p.add_argument("--minutes", type=float, default=None,
                    help="override train.minutes: wall-clock budget (the cosine schedule spans it)")
+    p.add_argument("--pause-after", type=float, default=None, metavar="M",
+                   help="end this leg when the run has trained M minutes (all legs together), leaving a checkpoint "
+                        "that --resume continues on the same schedule (the cosine still spans --minutes)")
     p.add_argument("--batch-size", type=int, default=None, help="override train.batch_size")
     p.add_argument("--crop", type=int, default=None, help="override data.crop (multiple of 8)")
     p.add_argument("--val-every", type=int, default=None, help="override train.val_every")
@@ -565,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --lr must be a finite number > 0, got {args.lr}", file=sys.stderr)
             return 2
         cfg.train.lr = args.lr
+    if args.pause_after is not None and not 0 < args.pause_after < math.inf:
+        print(f"error: --pause-after must be a finite number of minutes > 0, got {args.pause_after}",
+              file=sys.stderr)
+        return 2
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda asked for, but torch sees no CUDA GPU", file=sys.stderr)
         return 2
@@ -595,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.export).parent.mkdir(parents=True, exist_ok=True)  # an unwritable one said before training
         summary = train(cfg, args.device, Path(args.out), args.seed, args.resume,
                         Path(args.export) if args.export else None, args.max_steps, not args.no_progress,
-                        amp=args.amp)
+                        amp=args.amp, pause_after=args.pause_after)
     except (FileNotFoundError, ValueError, EnhancerError) as exc:  # EnhancerError: a bad init_from model
         print(f"error: {exc}", file=sys.stderr)
         return 2
