@@ -156,6 +156,26 @@ def test_sequence_gaps_count_as_transport_drops_per_publisher(node):
     assert node.stats.snapshot().dropped_in_transport == 4  # unsupported by the RMW: nothing counted
 
 
+def test_without_publisher_gids_gaps_count_only_while_one_publisher_feeds_the_topic(node):
+    """Jazzy's rclpy (7.x) passes no publisher GID in the message info, only the sequence number: on Jazzy the
+    node counted no frame lost in transport at all. Without a GID, numbers are compared while the topic has one
+    publisher (the graph read at most once a second); with two, their numbers interleave and nothing is counted."""
+    def count(seq: int, now: float) -> int:
+        node._count_transport_gap({"publication_sequence_number": seq, "reception_sequence_number": None}, 0, now)
+        return node.stats.snapshot().dropped_in_transport
+
+    topic = node.cameras[0].image_sub.topic_name
+    assert count(1, 0.0) == 0 and count(5, 0.1) == 0  # no publisher on the graph: nothing to compare
+    first = node.create_publisher(Image, topic, 1)
+    assert count(6, 0.5) == 0  # the count read at 0.0 is reused for a second
+    assert count(7, 2.0) == 0 and count(10, 2.1) == 2  # one publisher: 8 and 9 were lost
+    second = node.create_publisher(Image, topic, 1)
+    assert count(1, 4.0) == 2 and count(11, 4.1) == 2  # two publishers: no gap can be told
+    node.destroy_publisher(second)
+    assert count(12, 6.0) == 2 and count(14, 6.1) == 3  # one again: compared afresh from 12
+    node.destroy_publisher(first)
+
+
 def test_max_rate_drops_extra_frames(node):
     node.stop()
     assert node.set_parameters([Parameter("max_rate_hz", value=5.0)])[0].successful

@@ -11,6 +11,7 @@ Run:  illexp_node --ros-args --params-file config/illexp.yaml -r image:=/camera/
 from __future__ import annotations
 
 import functools
+import math
 import os
 import signal
 import sys
@@ -71,6 +72,7 @@ ERROR_THROTTLE_S = 5.0
 JOIN_TIMEOUT_S = 1.5
 SWITCH_INTERVAL_S = 0.0005
 MAX_TRACKED_PUBLISHERS = 32  # sequence-number state kept per publisher GID (publishers come and go)
+PUBLISHER_COUNT_PERIOD_S = 1.0  # how long a topic's publisher count is reused (read only where no GID comes)
 COMPRESSION_PARAMETERS = ("compressed_format", "jpeg_quality", "png_level")  # frame_to_compressed's order
 # What rclpy raises for a QoS override it cannot apply: a value that is not a policy name (RuntimeError), one of
 # the wrong type (ParameterException), one our check refuses (InvalidQosOverridesError).
@@ -203,7 +205,8 @@ class ExposureCorrectionMixin:
         self._compression = tuple(p[name] for name in COMPRESSION_PARAMETERS)
         self.compressed_published = 0
         self.stats = FrameStats()
-        self._last_seq: dict[bytes, int] = {}
+        self._last_seq: dict[tuple[int, bytes | None], int] = {}  # (camera, publisher GID) -> last number
+        self._publisher_counts: dict[int, tuple[float, int]] = {}  # camera -> (when read, publishers)
         # The (size, encoding)s seen lately, as many as the runtime keeps buffers for (least recent first).
         self._recent_shapes: OrderedDict[tuple, None] = OrderedDict()
 
@@ -275,6 +278,7 @@ class ExposureCorrectionMixin:
         # Sequence gaps count frames lost on the way to a subscribed node: frames a camera sent while the
         # lifecycle node was inactive (not subscribed) are not such losses.
         self._last_seq.clear()
+        self._publisher_counts.clear()
         # Rates count from now: the inactive time is no period of this stream (fps 5 for a 30 Hz camera after
         # a 6 s deactivation).
         self.stats.restart_period()
@@ -340,7 +344,7 @@ class ExposureCorrectionMixin:
     def _on_image(self, msg: Image | CompressedImage, info: dict, camera: int = 0) -> None:
         now = time.monotonic()
         self.stats.count("received")
-        self._count_transport_gap(info)
+        self._count_transport_gap(info, camera, now)
         if not self._rate_limit.accept(now):
             self.stats.count("dropped")
             return
@@ -354,20 +358,37 @@ class ExposureCorrectionMixin:
             self._slot = item
             self._slot_cond.notify()
 
-    def _count_transport_gap(self, info: dict) -> None:
+    def _count_transport_gap(self, info: dict, camera: int, now: float) -> None:
         """Frames the publisher sent that never reached this callback (DDS history overwritten, lost
         best-effort fragments) show up as gaps in that publisher's sequence numbers."""
         seq = info.get("publication_sequence_number") if isinstance(info, dict) else None
-        gid = info.get("publisher_gid") if isinstance(info, dict) else None
-        if not seq or seq >= 2**63 or gid is None:  # the RMW does not report it
+        if not seq or seq >= 2**63:  # the RMW does not report it
             return
-        key = bytes(gid.get("data", b"")) if isinstance(gid, dict) else bytes(gid)
+        gid = info.get("publisher_gid")
+        if gid is not None:
+            key = (camera, bytes(gid.get("data", b"")) if isinstance(gid, dict) else bytes(gid))
+        elif self._publisher_count(camera, now) == 1:
+            # Jazzy's rclpy (7.x) passes no publisher GID: numbers stay comparable while one publisher feeds the
+            # topic (a driver restarted in between only starts again at 1, which is no gap).
+            key = (camera, None)
+        else:  # several publishers' numbers interleave: no gap can be told from them
+            self._last_seq.pop((camera, None), None)
+            return
         last = self._last_seq.pop(key, None)
         self._last_seq[key] = seq  # most recent publisher last: a restarted camera driver is a new GID
         while len(self._last_seq) > MAX_TRACKED_PUBLISHERS:
             del self._last_seq[next(iter(self._last_seq))]
         if last is not None and seq > last + 1:
             self.stats.count("dropped_in_transport", seq - last - 1)
+
+    def _publisher_count(self, camera: int, now: float) -> int:
+        """Publishers on a camera's image topic, read from the ROS graph at most once per PUBLISHER_COUNT_PERIOD_S."""
+        when, count = self._publisher_counts.get(camera, (-math.inf, 0))
+        sub = self.cameras[camera].image_sub
+        if now - when >= PUBLISHER_COUNT_PERIOD_S and sub is not None:
+            count = self.count_publishers(sub.topic_name)
+            self._publisher_counts[camera] = (now, count)
+        return count
 
     def _invalid_value_reasons(self, params: list[Parameter]) -> list[str]:
         """Why each of the node's own parameters in `params` may not take its value (others are not ours)."""

@@ -84,7 +84,7 @@ class StereoCorrectionMixin(ExposureCorrectionMixin):
     def _on_image(self, msg: Image | CompressedImage, info: dict, camera: int = 0) -> None:
         now = time.monotonic()
         self.stats.count("received")
-        self._count_transport_gap(info)
+        self._count_transport_gap(info, camera, now)
         stamp = msg.header.stamp
         if not (stamp.sec or stamp.nanosec):
             self.stats.count("rejected")
