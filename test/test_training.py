@@ -150,8 +150,8 @@ def test_ctrl_c_stops_after_the_step_and_resume_equals_an_uninterrupted_run(tmp_
 
 def test_a_paused_leg_resumed_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     """--pause-after (training in legs on a borrowed GPU): the run's clock passes the pause during step 7, so the leg
-    ends there with an exact checkpoint, no closing validation and no export; resumed, it ends as a run never
-    paused."""
+    ends there with an exact checkpoint and its last weights validated, and no export; resumed, it ends with the
+    weights and training losses of a run never paused."""
     import types
 
     import training.train as train_module
@@ -173,7 +173,10 @@ def test_a_paused_leg_resumed_equals_an_uninterrupted_run(tmp_path, monkeypatch)
     assert summary["steps"] == 7 and summary["stop"].startswith("paused at 30 min"), summary
     assert "exported" not in summary and not export.exists()  # the run is not over: its last leg exports
     assert torch.load(out_a / "tiny" / "checkpoint.pt", weights_only=False)["step"] == 7
-    assert [int(r["step"]) for r in read_log(out_a / "tiny")] == list(range(1, 8))  # no closing validation row
+    rows = read_log(out_a / "tiny")
+    assert [int(r["step"]) for r in rows] == [*range(1, 8), 7]  # and a closing validation row
+    assert rows[-1]["val_psnr"] and not rows[-1]["loss_enh"]
+    assert summary["best_val_psnr"] >= float(rows[-1]["val_psnr"]) - 1e-3
     monkeypatch.undo()
     summary = train(cfg, "cpu", out_a, seed=0, resume=True, export=export, progress=False)
     assert summary["steps"] == 16 and "exported" in summary
@@ -182,7 +185,8 @@ def test_a_paused_leg_resumed_equals_an_uninterrupted_run(tmp_path, monkeypatch)
     b = torch.load(out_b / "tiny" / "checkpoint.pt", weights_only=False)
     for key in b["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-5, rtol=1e-5)
-    assert [r["loss_enh"] for r in read_log(out_a / "tiny")] == [r["loss_enh"] for r in read_log(out_b / "tiny")]
+    losses = [[r["loss_enh"] for r in read_log(out) if r["loss_enh"]] for out in (out_a / "tiny", out_b / "tiny")]
+    assert len(losses[0]) == 16 and losses[0] == losses[1]
 
 
 @pytest.mark.parametrize("minutes", ["0", "-1", "nan", "inf"])

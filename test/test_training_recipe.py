@@ -347,12 +347,37 @@ def test_gpu_run_rejects_unknown_arguments():
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
-@pytest.mark.parametrize("minutes", ["5", "-1", "three"])
+@pytest.mark.parametrize("minutes", ["4", "-1", "three"])
 def test_gpu_run_refuses_a_second_leg_the_lease_cannot_hold(tmp_path, minutes):
     env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CONTINUE_MINUTES": minutes}
     proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh")], env=env, capture_output=True, text=True,
                           timeout=30)
-    assert proc.returncode == 2 and "GPU_CONTINUE_MINUTES must be a whole number of minutes in 0..4" in proc.stderr
+    assert proc.returncode == 2 and "GPU_CONTINUE_MINUTES must be a whole number of minutes in 0..3" in proc.stderr
+
+
+def test_gpu_run_empties_only_a_runs_folder_of_its_own(tmp_path):
+    """The first leg starts from an empty runs folder: GPU_RUNS_DIR set to anything else (the repository, runs/)
+    must not be wiped."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_RUNS_DIR": "precious", "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh"), "--dry-run"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and (precious / "notes.txt").read_text() == "keep me"
+    assert proc.stderr.strip() == (f"error: {precious} is not empty and was not made by gpu_run.sh: not emptied "
+                                   "(set GPU_RUNS_DIR to a new folder)")
+
+
+def test_gpu_run_has_no_second_leg_after_a_first_that_trained_its_whole_schedule(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "under").mkdir(parents=True)
+    (runs / "under" / "checkpoint.pt").write_bytes(b"")
+    (runs / "schedule_minutes").write_text("8 8\n")  # what GPU_CONTINUE_MINUTES=0 leaves
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_RUNS_DIR": str(runs), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh"), "--dry-run", "--continue"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "the first leg trained its whole schedule" in proc.stderr
 
 
 @pytest.mark.parametrize("minutes", ["9", "0", "eight"])

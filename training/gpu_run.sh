@@ -27,6 +27,7 @@
 # $TRAIN_DIR (default .gpu_data/train, a copy of ../shared/data/train: ../shared does not travel). Wheels in
 # .whl/, if any, are installed first (none is needed since the SSIM loss no longer uses pytorch-msssim).
 set -uo pipefail
+CALLER_DIR=$PWD
 cd "$(dirname "$0")/.."
 REPO=$PWD
 DRY=0
@@ -39,8 +40,9 @@ for arg in "$@"; do
     esac
 done
 CONTINUE_MINUTES=${GPU_CONTINUE_MINUTES:-3}
-if ! [[ "$CONTINUE_MINUTES" =~ ^[0-9]+$ ]] || [ "$CONTINUE_MINUTES" -gt 4 ]; then
-    echo "GPU_CONTINUE_MINUTES must be a whole number of minutes in 0..4 (what a lease has left after the first leg)" >&2
+if ! [[ "$CONTINUE_MINUTES" =~ ^[0-9]+$ ]] || [ "$CONTINUE_MINUTES" -gt 3 ]; then
+    # 3 minutes of training make a second command of ~240 s; a lease has ~280 s left after the first.
+    echo "GPU_CONTINUE_MINUTES must be a whole number of minutes in 0..3 (what a lease has left after the first leg)" >&2
     exit 2
 fi
 
@@ -71,22 +73,32 @@ else
     TRAIN_DIR=${TRAIN_DIR:-$REPO/.gpu_data/train}
 fi
 # The runs' folders outlive the command (the second leg resumes them); their model files are not packed into logs.
+# The first leg empties the folder, so it must be one this script made (its schedule file in it) or a new one.
 RUNS=${GPU_RUNS_DIR:-$REPO/.gpu_runs}
-SCHEDULE_FILE=$RUNS/schedule_minutes
+[[ "$RUNS" = /* ]] || RUNS=$CALLER_DIR/$RUNS
+SCHEDULE_FILE=$RUNS/schedule_minutes  # "SCHEDULE PAUSE": the cosine's minutes, the first leg's minutes
 if [ "$LEG" = 1 ]; then
+    if [ -e "$RUNS" ] && [ ! -f "$SCHEDULE_FILE" ] && [ -n "$(ls -A "$RUNS" 2>/dev/null)" ]; then
+        echo "error: $RUNS is not empty and was not made by gpu_run.sh: not emptied (set GPU_RUNS_DIR to a new folder)" >&2
+        exit 2
+    fi
     SCHEDULE=$((MINUTES + CONTINUE_MINUTES))
     rm -rf "$RUNS"
     mkdir -p "$RUNS"
-    echo "$SCHEDULE" >"$SCHEDULE_FILE"
+    echo "$SCHEDULE $MINUTES" >"$SCHEDULE_FILE"
     [ "$CONTINUE_MINUTES" -gt 0 ] && LEG_ARGS+=(--pause-after "$MINUTES")
     RUN_MINUTES=$MINUTES  # how long this command's runs train
 else
-    if ! SCHEDULE=$(cat "$SCHEDULE_FILE" 2>/dev/null) || ! ls "$RUNS"/*/checkpoint.pt >/dev/null 2>&1; then
+    if ! read -r SCHEDULE PAUSE 2>/dev/null <"$SCHEDULE_FILE" || ! ls "$RUNS"/*/checkpoint.pt >/dev/null 2>&1; then
         echo "error: nothing to continue in $RUNS (no first leg here, or the machine was given back between the calls)" >&2
         exit 2
     fi
+    if [ "$SCHEDULE" -le "$PAUSE" ]; then
+        echo "error: nothing to continue: the first leg trained its whole schedule ($SCHEDULE min; GPU_CONTINUE_MINUTES was 0)" >&2
+        exit 2
+    fi
     LEG_ARGS+=(--resume)
-    RUN_MINUTES=$CONTINUE_MINUTES
+    RUN_MINUTES=$((SCHEDULE - PAUSE))  # the first leg's choice, whatever GPU_CONTINUE_MINUTES says now
 fi
 WORK=$(mktemp -d)
 NEW_MODELS=$WORK/models

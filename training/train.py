@@ -21,8 +21,9 @@ paper's rule) or `none`. With --export, best.pt is copied there at the end if it
 file already there (evaluated on the same validation pairs).
 
 A run may train in legs (a borrowed GPU allows 10 minutes per command): --pause-after M ends this leg when the run's
-clock reaches M minutes, with an exact checkpoint and without the closing validation, and --resume (with the same
---minutes) continues it on the same cosine, as if it had not paused.
+clock reaches M minutes, validating its last weights (a leg that is never resumed keeps its best) and leaving an
+exact checkpoint, but exporting nothing; --resume with the same --minutes (and no --pause-after, or a later one)
+continues it on the same cosine: the same weights as a run that did not pause.
 """
 
 from __future__ import annotations
@@ -481,10 +482,11 @@ def train(cfg: RunConfig, device: str, out_root: Path, seed: int, resume: bool, 
                     plot_curves(log_path, run_dir / "curves.png")
             if not diverged and not weights_finite():  # the last steps' weights: neither validated nor saved
                 stop_reason, diverged = f"diverged: non-finite weights at step {step}", True
-            # A run ended by its time budget: its last weights are validated too. Not an interrupted or paused
-            # one: that validation would count towards the plateau rule and could write best.pt, which the resumed
-            # run's uninterrupted twin does not do.
-            if stop_reason != "interrupted" and not paused and not diverged and step > max(last_val_step, 0):
+            # A run ended by its time budget: its last weights are validated too. Not an interrupted one: that
+            # validation would count towards the plateau rule and could write best.pt, which the resumed run's
+            # uninterrupted twin does not do. A paused leg is validated all the same: the leg after it may never
+            # come (a GPU lease that ran out), and validation changes no weights.
+            if stop_reason != "interrupted" and not diverged and step > max(last_val_step, 0):
                 writer.writerow(validation_only_row())
         except KeyboardInterrupt:  # the second signal: mid-step, so the state is not one to resume from
             stop_reason, stopped_at_once = "interrupted at once", True
