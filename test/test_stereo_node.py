@@ -226,6 +226,18 @@ def test_the_node_pairs_views_and_publishes_both_at_one_level():
         assert n._more_diagnostics()["unpaired"] == 1
 
 
+def test_each_views_subscription_keeps_sync_queue_size_frames_and_the_rest_keep_one():
+    """With depth 1 a busy executor let a view be overwritten before it was taken: its pair was torn, counted
+    unpaired and warned about as a stamp problem (measured under overload: 87-127 of 600 frames unpaired at depth
+    1, 5-48 at depth 5). The mono node keeps only the newest frame."""
+    with own_node(Parameter("sync_queue_size", value=7), node_class=IllExpStereoNode) as n:
+        assert [c.image_sub.qos_profile.depth for c in n.cameras] == [7, 7]
+        assert [c.info_sub.qos_profile.depth for c in n.cameras if c.info_sub is not None] in ([], [1, 1])
+        assert {pub.qos_profile.depth for c in n.cameras for pub in c.publishers() if pub is not None} == {1}
+    with own_node() as n:
+        assert n.cameras[0].image_sub.qos_profile.depth == 1
+
+
 def test_a_bad_view_loses_its_pair_and_is_counted():
     with own_node(node_class=IllExpStereoNode) as n:
         cond, published = published_to(n)

@@ -266,8 +266,9 @@ class ExposureCorrectionMixin:
                         f"a publisher on {topic} offers an incompatible QoS (policy "
                         f"{policy_name(info.last_policy_kind)}); no frames from it will arrive: {hint}"))
                 camera.image_sub = self.create_subscription(
-                    msg_type, camera.input_topic, functools.partial(self._on_image, camera=index), image_qos(p["qos"]),
-                    event_callbacks=sub_events, qos_overriding_options=QOS_OVERRIDES)
+                    msg_type, camera.input_topic, functools.partial(self._on_image, camera=index),
+                    image_qos(p["qos"], self._input_depth(p)), event_callbacks=sub_events,
+                    qos_overriding_options=QOS_OVERRIDES)
                 if camera.info_pub is not None:
                     camera.info_sub = self.create_subscription(
                         CameraInfo, camera.prefix + "camera_info", camera.info_pub.publish, image_qos(p["qos"]),
@@ -293,6 +294,10 @@ class ExposureCorrectionMixin:
             f"{', '.join(self.resolve_topic_name(c.prefix + 'corrected/image') for c in self.cameras)} "
             f"(backend {self.backend_name}, model {self.model_name}, mode {self.enhancer.mode}, "
             f"fast {self.enhancer.fast}, qos {p['qos']}, level smoothing {self._level.weight})")
+
+    def _input_depth(self, p: dict) -> int:
+        """How many frames an image subscription keeps until the executor takes them: the newest only."""
+        return 1
 
     def _destroy_inputs(self) -> bool:
         """Undo _create_inputs: no more frames are taken; one waiting in the mailbox is dropped (and counted).

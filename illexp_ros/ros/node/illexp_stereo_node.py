@@ -72,6 +72,13 @@ class StereoCorrectionMixin(ExposureCorrectionMixin):
             round(float(p["sync_tolerance_s"]) * 1e9), p["sync_queue_size"])
         super()._create_inputs(p)
 
+    def _input_depth(self, p: dict) -> int:
+        """Each view's subscription keeps sync_queue_size frames, not only the newest: with depth 1 a busy executor
+        (the worker holding the GIL) let a view be overwritten before it was taken, which tore its pair, counted it
+        `unpaired` and warned about stamps when the node was only loaded (measured, README "Stereo cameras"). The
+        worker's one-slot mailbox still keeps only the newest pair, so the queue adds no latency."""
+        return p["sync_queue_size"]
+
     def _destroy_inputs(self) -> bool:
         stopped = super()._destroy_inputs()
         waiting = self._pairer.clear()  # after the subscriptions are gone: nothing adds to it any more

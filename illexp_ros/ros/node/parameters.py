@@ -142,7 +142,8 @@ STEREO_PARAMETERS: dict[str, ParameterSpec] = {
         "say to half a frame period, for two free-running cameras.",
         read_only=True, float_range=(0.0, MAX_SYNC_TOLERANCE_S)),
     "sync_queue_size": ParameterSpec(
-        5, "Frames of each side kept waiting for their partner; older ones are dropped and counted as unpaired.",
+        5, "Frames of each side kept waiting for their partner; older ones are dropped and counted as unpaired. "
+        "Also each view's subscription depth, so a busy node does not tear pairs.",
         read_only=True, int_range=(1, MAX_SYNC_QUEUE)),
 }
 

@@ -1,6 +1,7 @@
 """QoS profiles for image topics: `reliable` (the default) or `sensor_data`, both keep-last depth 1.
 
-Depth 1 everywhere: a live corrector only ever wants the newest frame; a deeper queue only adds latency.
+Depth 1 everywhere: a live corrector only ever wants the newest frame; a deeper queue only adds latency. One
+exception: the stereo node's image subscriptions keep `sync_queue_size` frames (illexp_stereo_node.py says why).
 
 Why `reliable` is the default (measured with Fast DDS, the Kilted default RMW, 640x480 bgr8 at 30 Hz between
 two processes):
@@ -28,7 +29,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 QOS_NAMES = ("reliable", "sensor_data")
 
 
-def image_qos(name: str) -> QoSProfile:
+def image_qos(name: str, depth: int = 1) -> QoSProfile:
     """The QoS profile for image, camera_info and corrected topics; ValueError for an unknown name."""
     if name == "reliable":
         reliability = ReliabilityPolicy.RELIABLE
@@ -36,7 +37,7 @@ def image_qos(name: str) -> QoSProfile:
         reliability = ReliabilityPolicy.BEST_EFFORT
     else:
         raise ValueError(f"qos must be one of {', '.join(QOS_NAMES)} (got {name!r})")
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability,
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability,
                       durability=DurabilityPolicy.VOLATILE)
 
 
