@@ -35,7 +35,8 @@ test: $(STAMP)
 
 # The ROS layer again on ROS 2 Jazzy (rclpy 7, Fast DDS 2.14) in a virtualenv of its own, .venv-jazzy: the node,
 # its lifecycle and stereo forms over DDS, the bag tools and the demo. Not part of `make test` (a second install
-# of torch and the rest: ~1.5 min, then ~4 min of tests); run it when the ROS layer changes.
+# of torch and the rest: ~1.5 min, then ~5 min of tests); run it when the ROS layer changes. Without a sourced
+# ROS 2: its PYTHONPATH would put that rclpy before the wheels' (the first line checks).
 JAZZY_VENV := .venv-jazzy
 JAZZY_STAMP := $(JAZZY_VENV)/.installed
 JAZZY_TESTS ?= test/test_node_units.py test/test_node_integration.py test/test_node_stream_changes.py \
@@ -52,8 +53,9 @@ $(JAZZY_STAMP): requirements.txt requirements-dev.txt requirements-ros-jazzy.txt
 	touch $(JAZZY_STAMP)
 
 test-jazzy: $(JAZZY_STAMP)
-	$(JAZZY_VENV)/bin/python -c 'import rclpy.qos; from importlib.metadata import version; \
-		print("rclpy", version("ros-jazzy-rclpy"), "(Jazzy)")'
+	$(JAZZY_VENV)/bin/python -c 'import sys, rclpy; from importlib.metadata import version; \
+		sys.exit(f"error: rclpy comes from {rclpy.__file__}, not $(JAZZY_VENV) (a sourced ROS 2?)") \
+		if "/$(JAZZY_VENV)/" not in rclpy.__file__ else print("rclpy", version("ros-jazzy-rclpy"), "(Jazzy)")'
 	$(JAZZY_VENV)/bin/python -m pytest $(PYTEST_ARGS) $(JAZZY_TESTS)
 
 demo: $(STAMP)

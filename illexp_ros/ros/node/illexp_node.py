@@ -383,7 +383,11 @@ class ExposureCorrectionMixin:
         self._last_seq[key] = seq  # most recent publisher last: a restarted camera driver is a new GID
         while len(self._last_seq) > MAX_TRACKED_PUBLISHERS:
             del self._last_seq[next(iter(self._last_seq))]
-        if last is not None and seq > last + 1:
+        if last is not None and seq <= last and gid is None:
+            # Numbers going back with no GID: a restarted publisher, or a second one the cached count has not
+            # seen yet (their numbers would then be compared with each other): read the graph again.
+            self._publisher_counts.pop(camera, None)
+        elif last is not None and seq > last + 1:
             self.stats.count("dropped_in_transport", seq - last - 1)
 
     def _publisher_count(self, camera: int, now: float) -> int:

@@ -1,4 +1,4 @@
-"""QoS profiles for image topics: `reliable` (the default) or `sensor_data`, both keep-last depth 1.
+"""QoS profiles for image topics: `reliable` (the default) or `sensor_data`, keep-last (depth 1 unless said).
 
 Depth 1 everywhere: a live corrector only ever wants the newest frame; a deeper queue only adds latency. One
 exception: the stereo node's image subscriptions keep `sync_queue_size` frames (illexp_stereo_node.py says why).
