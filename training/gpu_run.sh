@@ -12,7 +12,8 @@
 # stays on a warm machine between calls); --continue resumes them to the schedule's end with their optimiser
 # state (a fresh warm start would first fall back for ~250 steps: models/MODEL_CARD.md, 2026-11-29), then
 # returns their best weights and runs the CUDA tests on them. Without a second leg the first command's best.pt
-# files stand (validated every 250 steps). GPU_CONTINUE_MINUTES=0: one leg, the cosine over GPU_TRAIN_MINUTES.
+# files stand (validated every 250 steps and at the pause, though at ~a fifth of the peak learning rate, not the
+# cosine's floor). GPU_CONTINUE_MINUTES=0: one leg, the cosine over GPU_TRAIN_MINUTES.
 #
 # Steps: 1. machine facts and the wheels brought in .whl/; 2. trains the paper-sized mixed, under and over
 # concurrently on the one GPU (bf16 autocast, channels_last, batches synthesised on the GPU) for
