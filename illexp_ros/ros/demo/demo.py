@@ -9,11 +9,12 @@
 
 Topics live under /illexp_demo_<pid> (recorded as /illexp_demo/...), the node as /illexp_demo_<pid>/illexp_node:
 the demo never mixes with a real camera or node, or with another demo, on the same ROS domain.
-Fast DDS: the node and the demo ask for the LARGE_DATA transport and localhost-only discovery (so that the demo
-works on a machine without a network and stays off the one it has), unless the environment says otherwise. With
-localhost-only discovery LARGE_DATA brings nothing (measured, README "QoS and Fast DDS"): the latency printed is
-that path's (p50 44 ms here, 21 with ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET). The first ~1.5 s after discovery can
-be lost, so the demo sends warm-up frames until one comes back before it starts counting.
+Fast DDS: the node and the demo use localhost-only discovery unless ROS_AUTOMATIC_DISCOVERY_RANGE says otherwise
+(so that the demo works on a machine without a network and stays off the one it has), and the LARGE_DATA
+transport only with another range: localhost-only discovery cancels it (measured, README "QoS and Fast DDS"). The
+latency printed is the localhost path's (p50 44 ms here, 21 with ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET, where
+LARGE_DATA is used). With LARGE_DATA the first ~1.5 s after discovery can be lost, so the demo sends warm-up
+frames until one comes back before it starts counting.
 """
 
 from __future__ import annotations
@@ -366,9 +367,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_demo(args: argparse.Namespace, start: float) -> int:
-    # Set before rclpy creates its participant; the node process inherits them.
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # Set before rclpy creates its participant; the node process inherits them. LARGE_DATA only where it can help:
+    # localhost-only discovery cancels it (README "QoS and Fast DDS"; the node would say so in node.log).
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"].upper() != "LOCALHOST":
+        os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     out = Path(args.out)
     n_frames = args.frames or (20 if args.quick else 60)
     overrides = {name: value for name in ("model", "backend", "mode") if (value := getattr(args, name))}

@@ -56,7 +56,7 @@ from illexp_ros.ros.node.image_conversion import (
     image_to_frame,
 )
 from illexp_ros.ros.node.parameters import MODES, PARAMETERS, RUNTIME_PARAMETERS, ParameterSpec, validate
-from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, QOS_OVERRIDES, image_qos, policy_name
+from illexp_ros.ros.node.qos import DIAGNOSTICS_QOS, QOS_OVERRIDES, image_qos, large_data_note, policy_name
 from illexp_ros.ros.node.rate_limit import RateLimiter
 from illexp_ros.runtime import Enhancer, EnhancerError
 from illexp_ros.runtime.correction_strength import apply_strength
@@ -294,6 +294,9 @@ class ExposureCorrectionMixin:
             f"{', '.join(self.resolve_topic_name(c.prefix + 'corrected/image') for c in self.cameras)} "
             f"(backend {self.backend_name}, model {self.model_name}, mode {self.enhancer.mode}, "
             f"fast {self.enhancer.fast}, qos {p['qos']}, level smoothing {self._level.weight})")
+        note = large_data_note(os.environ)
+        if note:
+            self.get_logger().info(note)
 
     def _input_depth(self, p: dict) -> int:
         """How many frames an image subscription keeps until the executor takes them: the newest only."""
