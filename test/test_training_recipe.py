@@ -347,14 +347,6 @@ def test_gpu_run_rejects_unknown_arguments():
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
-@pytest.mark.parametrize("minutes", ["4", "-1", "three"])
-def test_gpu_run_refuses_a_second_leg_the_lease_cannot_hold(tmp_path, minutes):
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CONTINUE_MINUTES": minutes}
-    proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh")], env=env, capture_output=True, text=True,
-                          timeout=30)
-    assert proc.returncode == 2 and "GPU_CONTINUE_MINUTES must be a whole number of minutes in 0..3" in proc.stderr
-
-
 def test_gpu_run_empties_only_a_runs_folder_of_its_own(tmp_path):
     """The first leg starts from an empty runs folder: GPU_RUNS_DIR set to anything else (the repository, runs/)
     must not be wiped."""
@@ -380,13 +372,17 @@ def test_gpu_run_has_no_second_leg_after_a_first_that_trained_its_whole_schedule
     assert proc.returncode == 2 and "the first leg trained its whole schedule" in proc.stderr
 
 
-@pytest.mark.parametrize("minutes", ["9", "0", "eight"])
-def test_gpu_run_refuses_a_training_budget_the_device_cannot_hold(tmp_path, minutes):
-    """A device command runs 10 minutes at most: more than 8 of training would lose the run's weights."""
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_TRAIN_MINUTES": minutes}
+@pytest.mark.parametrize("variable,minutes,allowed", [
+    *(("GPU_TRAIN_MINUTES", m, "1..8") for m in ("9", "0", "eight")),
+    *(("GPU_CONTINUE_MINUTES", m, "0..3") for m in ("4", "-1", "three")),
+])
+def test_gpu_run_refuses_a_training_budget_the_device_cannot_hold(tmp_path, variable, minutes, allowed):
+    """A device command runs 10 minutes at most: more than 8 of training would lose the run's weights; a lease has
+    ~280 s left after the first command, too few for more than 3 minutes of a second leg."""
+    env = {**os.environ, "OUT": str(tmp_path / "out"), variable: minutes}
     proc = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh")], env=env, capture_output=True, text=True,
                           timeout=30)
-    assert proc.returncode == 2 and "GPU_TRAIN_MINUTES must be a whole number of minutes in 1..8" in proc.stderr
+    assert proc.returncode == 2 and f"{variable} must be a whole number of minutes in {allowed}" in proc.stderr
 
 
 

@@ -325,9 +325,11 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
         more = [(infos, info_publisher.topic_name)] if camera_info is not None else []
         more += [(n, p.topic_name) for n, p in zip(also_counts, also_publishers)]
         also_line = "".join(f" and {n} on {name}" for n, name in more)
+        qos_used = publisher.qos_profile  # as rclpy made it: what the subscribers were offered
         print(f"published {count} messages on {publisher.topic_name}{also_line} in {elapsed:.1f} s "
               f"({count / elapsed if elapsed > 0 else 0.0:.1f} Hz)"
-              + (f", the bag's time on /clock at {clock_hz:g} Hz" if on_clock else ""))
+              + (f", the bag's time on /clock at {clock_hz:g} Hz" if on_clock else "")
+              + f"; QoS {qos_used.reliability.name.lower()}, keep-last {qos_used.depth}")
         node.destroy_node()
     finally:
         rclpy.try_shutdown()
