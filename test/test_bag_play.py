@@ -98,6 +98,18 @@ def test_play_rejects_bad_arguments_in_one_line(tmp_path: Path, extra: list[str]
     assert "no subscriber" not in result.stdout  # said before any DDS work (--rate came after --wait's wait)
 
 
+def test_play_says_when_wait_found_no_subscriber(tmp_path: Path) -> None:
+    """It said "after 0 s" for --wait 0.4, and "after S s" also for a topic the shared deadline left no time."""
+    bag = tmp_path / "bag"
+    write_sample_bag(bag, frames=1, size=(16, 24))
+    result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic",
+                             IMAGE_TOPIC, "--out-topic", "/nobody_listens", "--wait", "0.4"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "no subscriber on /nobody_listens within --wait 0.4 s; playing anyway" in result.stdout, result.stdout
+    assert "published 1 messages on /nobody_listens" in result.stdout
+
+
 def test_play_refuses_a_topic_of_two_types(tmp_path: Path) -> None:
     """Image and CompressedImage on one topic: play made one Image publisher and sent the compressed messages'
     bytes through it as Image messages (garbage to every subscriber)."""

@@ -309,7 +309,9 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
                 if wait_for_subscribers(pub, max(0.0, waited_until - time.monotonic())):
                     found = True
                 else:
-                    print(f"illexp_bag play: no subscriber on {pub.topic_name} after {wait:.0f} s; playing anyway")
+                    # one deadline for all the topics: a topic after one that used it up was not waited for
+                    print(f"illexp_bag play: no subscriber on {pub.topic_name} within --wait {wait:g} s; "
+                          f"playing anyway")
             if found:
                 time.sleep(SETTLE_S)
         start = time.monotonic()

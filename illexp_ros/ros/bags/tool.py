@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable",
                    help="publisher QoS (default reliable: serves reliable and best-effort subscribers)")
     p.add_argument("--wait", type=float, default=0.0, metavar="S",
-                   help="wait up to S seconds for a subscriber (on each topic played) before starting")
+                   help="wait up to S seconds in all for a subscriber on each topic played before starting")
     p.add_argument("--clock", type=clock_rate, nargs="?", const=DEFAULT_CLOCK_HZ, default=0.0, metavar="HZ",
                    help="also publish the bag's time on /clock, HZ times a second (default "
                         f"{DEFAULT_CLOCK_HZ:g}), for nodes run with use_sim_time:=true (as ros2 bag play --clock)")
