@@ -30,11 +30,12 @@ START_S = 30.0
 REPLY_S = 10.0
 
 
-def start_lifecycle_node(ns: str, *extra: str) -> subprocess.Popen:
+def start_lifecycle_node(ns: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """extra: ROS arguments after the params file (a later -p wins); env: added to the environment."""
     cmd = [sys.executable, "-m", "illexp_ros.ros.node.illexp_lifecycle_node", "--ros-args", "--params-file",
            str(ROOT / "config" / "illexp.yaml"), "-r", f"__ns:=/{ns}", "-r", f"image:=/{ns}_cam/image_raw",
            "-p", "backend:=torch_cpu", *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -217,3 +218,37 @@ def test_sigterm_ends_an_idle_lifecycle_node_at_once():
             assert proc.wait(timeout=3) == 0, f"try {i}: SIGTERM did not end the unconfigured node within 3 s"
         finally:
             stop_process(proc)
+
+
+def test_sigterm_during_configure_abandons_the_model_load(tmp_path):
+    """The load runs in the configure callback, after rclpy's handlers took over: SIGTERM 1 s into a configure
+    that preloads (ONNX exports into an empty cache, ~18 s here; minutes for TensorRT engines) waited for the
+    whole load, then failed configure on the closed context ("cannot configure: QoS override: Failed to publish")
+    with a "Failed to publish log message to rosout" line per log line."""
+    proc = start_lifecycle_node("lc_stop", "-p", "backend:=onnxruntime", "-p", "preload:=true",
+                                env={"ILLEXP_CACHE_DIR": str(tmp_path)})
+    h = LifecycleHarness("lc_stop")
+    lines: list[str] = []
+    loading = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:  # to EOF: the pipe never fills
+            lines.append(line)
+            if "loaded " in line:
+                loading.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert h.change.wait_for_service(timeout_sec=START_S), "no change_state service"
+        h.change.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CONFIGURE)))
+        assert loading.wait(START_S), "configure did not start loading: " + "".join(lines)
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        stop_process(proc)
+        h.close()
+    time.sleep(0.2)  # the reader's last lines
+    log = "".join(lines)
+    assert "illexp_node: stopped during configure; the model load was abandoned" in log, log
+    assert "preloaded the models" not in log and "cannot configure" not in log, log
+    assert "Failed to publish log message" not in log and "Traceback" not in log, log

@@ -93,6 +93,13 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
             p = self._validated_parameters()
             self._load(p)
             self._create_outputs(p)
+        except KeyboardInterrupt:  # SIGINT / SIGTERM during the load (run_node): the process is stopping
+            # stderr, not the logger: rclpy's signal handler has shut the context down, so rosout is gone.
+            print(f"{self.get_name()}: stopped during configure; the model load was abandoned", file=sys.stderr)
+            if self.enhancer is not None:
+                self.enhancer.close()
+                self.enhancer = None
+            raise
         except (StartupError, EnhancerError) as exc:
             self.get_logger().error(f"cannot configure: {exc}")
             if self.enhancer is not None:

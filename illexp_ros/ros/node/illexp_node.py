@@ -166,20 +166,28 @@ class ExposureCorrectionMixin:
                 raise StartupError(f"parameter {reason}")
         return p
 
+    loading_models = False  # run_node abandons the load on SIGINT / SIGTERM while this is set
+
     def _load(self, p: dict) -> None:
         """The Enhancer (the model files of the configured mode; all of them with `preload`). EnhancerError on a
-        missing or corrupt model, an unavailable backend."""
-        self.enhancer = Enhancer.from_model(
-            model=p["model"], backend=p["backend"], mode=p["mode"], fast=p["fast"],
-            internal_short_side=p["internal_short_side"], logger=self.get_logger().info, threads=p["threads"])
-        if p["preload"]:
-            # Everything a later `mode` / `fast` change can ask for, now: no loading while the camera runs.
-            start = time.monotonic()
-            for mode in MODES:
-                for fast in (False, True):
-                    self.enhancer.prepare(mode, fast)
-            self.get_logger().info(f"preloaded the models of every mode, fast and full "
-                                   f"({time.monotonic() - start:.1f} s)")
+        missing or corrupt model, an unavailable backend; KeyboardInterrupt when stopped meanwhile (run_node)."""
+        # Seconds on a CPU (ONNX exports), minutes for TensorRT engines: a stop must not wait for it. The
+        # lifecycle node loads in its configure callback, after run_node's signal handlers took over.
+        self.loading_models = True
+        try:
+            self.enhancer = Enhancer.from_model(
+                model=p["model"], backend=p["backend"], mode=p["mode"], fast=p["fast"],
+                internal_short_side=p["internal_short_side"], logger=self.get_logger().info, threads=p["threads"])
+            if p["preload"]:
+                # Everything a later `mode` / `fast` change can ask for, now: no loading while the camera runs.
+                start = time.monotonic()
+                for mode in MODES:
+                    for fast in (False, True):
+                        self.enhancer.prepare(mode, fast)
+                self.get_logger().info(f"preloaded the models of every mode, fast and full "
+                                       f"({time.monotonic() - start:.1f} s)")
+        finally:
+            self.loading_models = False
         self.backend_name = self.enhancer.backend_name
         self.model_name = self.enhancer.model_name
 
@@ -741,8 +749,12 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
             rclpy.try_shutdown()
             return 2
         if in_main_thread:
+            def on_signal(signum: int, frame: object) -> None:
+                stop_requested.set()
+                if node.loading_models:  # a lifecycle configure: leave the load (run in this thread) at once
+                    raise KeyboardInterrupt
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda signum, frame: stop_requested.set())
+                signal.signal(sig, on_signal)
     except KeyboardInterrupt:  # stopped while starting: as asked, in one line (was a traceback)
         if in_main_thread:  # a repeated signal must not interrupt this either
             signal.signal(signal.SIGINT, signal.SIG_IGN)
