@@ -22,7 +22,7 @@ from test_node_units import info, own_node
 from illexp_ros.core import degrade
 from illexp_ros.ros.node.illexp_stereo_node import IllExpStereoNode, PendingPair
 from illexp_ros.ros.node.parameters import PARAMETERS, STEREO_PARAMETERS, validate
-from illexp_ros.ros.node.stereo_pairing import MAX_SYNC_QUEUE, StampPairer
+from illexp_ros.ros.node.stereo_pairing import StampPairer
 from illexp_ros.runtime import Enhancer
 from illexp_ros.runtime.level_smoothing import LevelSmoother, frame_level
 from illexp_ros.runtime.stereo_level import stereo_gain_changes
@@ -90,32 +90,6 @@ def test_the_queue_is_bounded_and_tolerance_picks_the_nearest_partner():
         StampPairer(tolerance_ns=-1)
     with pytest.raises(ValueError):
         StampPairer(queue_size=0)
-
-
-def test_a_jump_back_in_stamps_gives_up_the_frames_from_before_it():
-    """A looping bag: frames of the pass before waited until a full queue pushed them out, and one could pair with
-    the next pass's frame of its stamp. A view that lags the other by seconds is no jump."""
-    s = 1_000_000_000
-    pairer = StampPairer()
-    assert pairer.add(0, 10 * s, "L10").pair is None and pairer.add(1, 10 * s, "R10").pair == ("L10", "R10")
-    pairer.add(0, 11 * s, "L11")  # its right view is still on the way when the bag starts again
-    result = pairer.add(0, 5, "L0")
-    assert (result.jumped_back_ns, result.given_up_at_jump, result.unpaired) == (11 * s - 5, 1, 1)
-    assert result.pair is None and pairer.waiting() == 1  # L0 waits for R0
-    assert pairer.add(1, 11 * s, "R11").pair is None  # the late right view of the last pass: no jump on its side yet
-    result = pairer.add(1, 5, "R0")
-    assert result.pair == ("L0", "R0") and (result.given_up_at_jump, result.unpaired) == (1, 1)
-    assert pairer.waiting() == 0
-    # the next pass reaches the stamps of the last one: its own frames pair, with nothing from before
-    assert pairer.add(1, 11 * s, "R11'").pair is None and pairer.add(0, 11 * s, "L11'").pair == ("L11'", "R11'")
-    # a right view 3 s behind the left one (and a queue that holds it): stamps grow on each side, no jump
-    pairer = StampPairer(queue_size=MAX_SYNC_QUEUE)
-    results = [pairer.add(side, (i + 30 * (1 - side)) * s // 10, i) for i in range(60) for side in (0, 1)]
-    assert not any(r.jumped_back_ns for r in results)
-    assert [r.pair for r in results if r.pair] == [(i - 30, i) for i in range(30, 60)]
-    # clear() (a deactivation) forgets the stamps: a new stream from an earlier time is no jump
-    pairer.clear()
-    assert pairer.add(0, 5, "L").jumped_back_ns == 0
 
 
 # --- one level for both views ----------------------------------------------------------------------------------
@@ -322,13 +296,6 @@ def test_diagnostics_warn_while_frames_find_no_partner():
                                   warnings).status[0]
         assert status.level == DiagnosticStatus.WARN and "without a partner" in status.message
         assert n._diagnostic_warnings() == []  # none new since
-        # a looping bag: the frame that waited from the pass before is given up, with no warning for it
-        n._pairer.clear()
-        n._on_image(image_msg(left, "rgb8", 3_000_000_000), info(8, gid=1), camera=0)
-        unpaired = n.unpaired
-        n._on_image(image_msg(left, "rgb8", 1), info(9, gid=1), camera=0)
-        assert n.unpaired == unpaired + 1 and n._pairer.waiting() == 1
-        assert n._diagnostic_warnings() == []
 
 
 def test_a_view_that_fails_on_the_way_out_takes_its_pair_with_it():

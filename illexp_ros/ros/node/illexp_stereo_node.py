@@ -102,14 +102,6 @@ class StereoCorrectionMixin(ExposureCorrectionMixin):
         if pairing.unpaired:
             self.unpaired += pairing.unpaired
             self.stats.count("dropped", pairing.unpaired)
-        if pairing.jumped_back_ns:
-            # Not a stamp problem of the cameras (no WARN status for it), as frames given up at deactivation.
-            self._unpaired_reported += pairing.given_up_at_jump
-            self.get_logger().info(
-                f"stamps on {self.cameras[camera].input_topic} jumped back by {pairing.jumped_back_ns / 1e9:.1f} s "
-                f"(a looping bag, a restarted simulation?): gave up the {pairing.given_up_at_jump} frames waiting "
-                f"from before", throttle_duration_sec=ERROR_THROTTLE_S)
-        if pairing.unpaired > pairing.given_up_at_jump:
             self.get_logger().warning(
                 f"frames without a partner of the same stamp are dropped ({self.unpaired} so far): do the two "
                 f"streams share their stamps? (sync_tolerance_s {self._pairer.tolerance_ns / 1e9:g} s)",

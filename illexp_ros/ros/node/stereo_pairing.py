@@ -9,16 +9,13 @@ stereo_image_proc (its `approximate_sync` is off by default).
 
 Every frame ends in exactly one of: a pair; unpaired (pushed out of a full queue, or stamped before a pair
 that was made: its partner cannot come any more from a camera whose stamps grow). Frames that arrive out of
-order are paired by stamp all the same. A stamp more than 1 s before the newest of its side is a jump back in
-time (a looping bag, a restarted simulation): the frames waiting from before the jump (stamped more than 1 s after
-the new stamp) are given up at once, counted unpaired, and the Pairing says so; otherwise they would stay queued,
-or pair with a frame of the next pass that carries their stamp.
+order are paired by stamp all the same. After a jump back in time (a looping bag), frames of the earlier
+stamps wait until the queue pushes them out.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -26,17 +23,12 @@ Item = TypeVar("Item")
 SIDES = ("left", "right")
 MAX_SYNC_TOLERANCE_S = 1.0  # the largest stamp difference a pair may have (the node's sync_tolerance_s range)
 MAX_SYNC_QUEUE = 100  # the most frames of a side that may wait (the node's sync_queue_size range)
-# A jump back: checked per side, so a view that lags the other by seconds is none; within one camera's stream,
-# transport reorders frames by milliseconds, not by a second.
-JUMP_BACK_NS = 1_000_000_000
 
 
 @dataclass
 class Pairing(Generic[Item]):
     pair: tuple[Item, Item] | None  # (left, right) when this frame completed a pair
-    unpaired: int  # frames given up on by this call (either side), those of a jump back included
-    jumped_back_ns: int = 0  # > 0: this frame's stamp jumped back this far from its side's newest (see above)
-    given_up_at_jump: int = 0  # of `unpaired`, the frames from before that jump
+    unpaired: int  # frames given up on by this call (either side)
 
 
 class StampPairer(Generic[Item]):
@@ -48,30 +40,9 @@ class StampPairer(Generic[Item]):
         self.tolerance_ns = int(tolerance_ns)
         self.queue_size = int(queue_size)
         self._waiting: tuple[deque, deque] = (deque(), deque())  # (stamp_ns, item), oldest first, per side
-        self._newest: list[int | None] = [None, None]  # the newest stamp offered per side since its last jump
 
     def add(self, side: int, stamp_ns: int, item: Item) -> Pairing[Item]:
         """Offer a frame of `side` (0 left, 1 right) stamped `stamp_ns`."""
-        jumped_back_ns, stale = self._check_jump_back(side, stamp_ns)
-        pairing = self._pair(side, stamp_ns, item)
-        if jumped_back_ns:
-            return Pairing(pairing.pair, pairing.unpaired + stale, jumped_back_ns, stale)
-        return pairing
-
-    def _check_jump_back(self, side: int, stamp_ns: int) -> tuple[int, int]:
-        """(how far `stamp_ns` jumped back, frames from before the jump given up); (0, 0) without a jump."""
-        newest = self._newest[side]
-        if newest is None or stamp_ns >= newest - JUMP_BACK_NS:
-            self._newest[side] = stamp_ns if newest is None else max(newest, stamp_ns)
-            return 0, 0
-        self._newest[side] = stamp_ns
-        # Both sides: the other side's frames from before the jump would otherwise wait for partners that come only
-        # with the next pass. Frames near the new stamps (the other side may have jumped first) stay.
-        stale = sum(self._give_up(queue, lambda stamp: stamp > stamp_ns + JUMP_BACK_NS)
-                    for queue in self._waiting)
-        return newest - stamp_ns, stale
-
-    def _pair(self, side: int, stamp_ns: int, item: Item) -> Pairing[Item]:
         own, other = self._waiting[side], self._waiting[1 - side]
         best = None
         for i, (stamp, _) in enumerate(other):
@@ -90,15 +61,13 @@ class StampPairer(Generic[Item]):
         # Frames stamped before the pair, on either side, cannot be paired any more: their partners would have
         # come before this pair's frames (a camera's stamps grow). Frames stamped after it stay, whatever order
         # they arrived in.
-        unpaired = (self._give_up(other, lambda stamp: stamp < partner_stamp)
-                    + self._give_up(own, lambda stamp: stamp < stamp_ns))
+        unpaired = self._give_up_before(other, partner_stamp) + self._give_up_before(own, stamp_ns)
         pair = (item, partner) if side == 0 else (partner, item)
         return Pairing(pair, unpaired)
 
     @staticmethod
-    def _give_up(queue: deque, stale: Callable[[int], bool]) -> int:
-        """Remove the frames whose stamp is `stale`; returns how many."""
-        kept = [entry for entry in queue if not stale(entry[0])]
+    def _give_up_before(queue: deque, stamp_ns: int) -> int:
+        kept = [entry for entry in queue if entry[0] >= stamp_ns]
         given_up = len(queue) - len(kept)
         if given_up:
             queue.clear()
@@ -110,10 +79,8 @@ class StampPairer(Generic[Item]):
         return len(self._waiting[0]) + len(self._waiting[1])
 
     def clear(self) -> int:
-        """Give up on every waiting frame and forget the newest stamps (a new stream starts afresh); returns how many
-        frames there were."""
+        """Give up on every waiting frame; returns how many there were."""
         n = self.waiting()
         for queue in self._waiting:
             queue.clear()
-        self._newest = [None, None]
         return n
