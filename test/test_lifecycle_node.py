@@ -252,3 +252,26 @@ def test_sigterm_during_configure_abandons_the_model_load(tmp_path):
     assert "illexp_node: stopped during configure; the model load was abandoned" in log, log
     assert "preloaded the models" not in log and "cannot configure" not in log, log
     assert "Failed to publish log message" not in log and "Traceback" not in log, log
+
+
+def test_repeated_sigterms_still_end_the_node_with_status_0():
+    """A supervisor that repeats SIGTERM: one landing after the teardown, while Python had put the default
+    handlers back and torch was still shutting down, killed the process (status -15)."""
+    proc = start_lifecycle_node("lc_repeat")
+    up = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:  # to EOF: the pipe never fills
+            if "waiting for configure" in line:
+                up.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert up.wait(START_S), "the node did not come up"
+        deadline = time.monotonic() + 20.0
+        while proc.poll() is None and time.monotonic() < deadline:
+            proc.terminate()
+            time.sleep(0.02)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        stop_process(proc)

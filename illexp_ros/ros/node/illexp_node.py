@@ -752,6 +752,7 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
             def on_signal(signum: int, frame: object) -> None:
                 stop_requested.set()
                 if node.loading_models:  # a lifecycle configure: leave the load (run in this thread) at once
+                    node.loading_models = False  # once: a second signal must not interrupt the teardown
                     raise KeyboardInterrupt
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, on_signal)
@@ -779,6 +780,12 @@ def run_node(program: str, make_node: Callable[[], Node], argv: list[str] | None
         executor.shutdown(timeout_sec=0.5)
         node.destroy_node()
         rclpy.try_shutdown()
+        if in_main_thread:
+            # Python puts the default handlers back at exit while torch still shuts down (hundreds of ms): a
+            # second SIGTERM / SIGINT then killed the process (status -15 / -2 instead of 0). Ignored handlers
+            # are left alone.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return 0
 
 
