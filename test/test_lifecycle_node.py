@@ -39,6 +39,28 @@ def start_lifecycle_node(ns: str, *extra: str, env: dict[str, str] | None = None
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+class NodeOutput:
+    """A node process's output, read to EOF in a thread (so the pipe never fills); `seen` is set at the first line
+    that contains `marker`."""
+
+    def __init__(self, proc: subprocess.Popen, marker: str) -> None:
+        self.lines: list[str] = []
+        self.seen = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(proc, marker), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen, marker: str) -> None:
+        for line in proc.stdout:
+            self.lines.append(line)
+            if marker in line:
+                self.seen.set()
+
+    def text(self) -> str:
+        """Everything, once the process has exited."""
+        self._thread.join(timeout=5.0)
+        return "".join(self.lines)
+
+
 class LifecycleHarness:
     """Publishes frames to one lifecycle node, collects its output, calls its lifecycle services."""
 
@@ -200,19 +222,11 @@ def test_sigterm_ends_an_idle_lifecycle_node_at_once():
     signal. A few tries: a node that never exits fails at once, one that misses now and then likely."""
     for i in range(3):
         proc = start_lifecycle_node(f"lc_idle{i}")
-        up = threading.Event()
-        hints = []
-
-        def read(p: subprocess.Popen = proc, flag: threading.Event = up, seen: list = hints) -> None:
-            for line in p.stdout:  # to EOF: the pipe never fills
-                if "waiting for configure" in line:
-                    seen.append(line)
-                    flag.set()
-
-        threading.Thread(target=read, daemon=True).start()
+        output = NodeOutput(proc, "waiting for configure")
         try:
-            assert up.wait(START_S), f"try {i}: the node did not come up"
-            assert f"(ros2 lifecycle set /lc_idle{i}/illexp_node configure)" in hints[0]  # its own namespace
+            assert output.seen.wait(START_S), f"try {i}: the node did not come up"
+            hint = next(line for line in output.lines if "waiting for configure" in line)
+            assert f"(ros2 lifecycle set /lc_idle{i}/illexp_node configure)" in hint  # its own namespace
             time.sleep(1.0)  # spinning
             proc.terminate()
             assert proc.wait(timeout=3) == 0, f"try {i}: SIGTERM did not end the unconfigured node within 3 s"
@@ -228,27 +242,17 @@ def test_sigterm_during_configure_abandons_the_model_load(tmp_path):
     proc = start_lifecycle_node("lc_stop", "-p", "backend:=onnxruntime", "-p", "preload:=true",
                                 env={"ILLEXP_CACHE_DIR": str(tmp_path)})
     h = LifecycleHarness("lc_stop")
-    lines: list[str] = []
-    loading = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:  # to EOF: the pipe never fills
-            lines.append(line)
-            if "loaded " in line:
-                loading.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    output = NodeOutput(proc, "loaded ")
     try:
         assert h.change.wait_for_service(timeout_sec=START_S), "no change_state service"
         h.change.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CONFIGURE)))
-        assert loading.wait(START_S), "configure did not start loading: " + "".join(lines)
+        assert output.seen.wait(START_S), "configure did not start loading: " + "".join(output.lines)
         proc.terminate()
         assert proc.wait(timeout=30) == 0
     finally:
         stop_process(proc)
         h.close()
-    time.sleep(0.2)  # the reader's last lines
-    log = "".join(lines)
+    log = output.text()
     assert "illexp_node: stopped during configure; the model load was abandoned" in log, log
     assert "preloaded the models" not in log and "cannot configure" not in log, log
     assert "Failed to publish log message" not in log and "Traceback" not in log, log
@@ -258,16 +262,9 @@ def test_repeated_sigterms_still_end_the_node_with_status_0():
     """A supervisor that repeats SIGTERM: one landing after the teardown, while Python had put the default
     handlers back and torch was still shutting down, killed the process (status -15)."""
     proc = start_lifecycle_node("lc_repeat")
-    up = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:  # to EOF: the pipe never fills
-            if "waiting for configure" in line:
-                up.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    output = NodeOutput(proc, "waiting for configure")
     try:
-        assert up.wait(START_S), "the node did not come up"
+        assert output.seen.wait(START_S), "the node did not come up"
         deadline = time.monotonic() + 20.0
         while proc.poll() is None and time.monotonic() < deadline:
             proc.terminate()
