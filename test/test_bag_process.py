@@ -307,19 +307,38 @@ def test_compressed_output_errors(tmp_path: Path, tiny_model: Path, extra: list[
     assert not out.exists()
 
 
-def test_existing_output_needs_force(tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture) -> None:
+def test_existing_output_needs_force_and_force_replaces_only_a_bag(tmp_path: Path, tiny_model: Path,
+                                                                  capsys: pytest.CaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """--force replaced whatever OUT was: a folder of notes, a file, `.` (the working folder: deleted, then the run
+    failed on it)."""
     src, out = tmp_path / "in", tmp_path / "out"
     write_sample_bag(src, frames=2, size=SIZE)
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    args = [str(src), str(out), "--topic", IMAGE_TOPIC, "--backend", "passthrough", "--model", str(tiny_model)]
-    assert process(*args) == 2
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    args = ["--topic", IMAGE_TOPIC, "--backend", "passthrough", "--model", str(tiny_model)]
+    assert process(str(src), str(out), *args) == 2
     assert "--force" in capsys.readouterr().err
-    assert (out / "keep.txt").exists()
-    assert process(*args, "--force") == 0
-    assert not (out / "keep.txt").exists()
-    assert len(read_bag(out)[1]) == 2 + 2 + 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # no work directory left over
+    for target in (out, note):
+        assert process(str(src), str(target), *args, "--force") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"illexp_bag process: error: {target} exists and is not a bag (a folder with metadata.yaml); "
+                       f"--force replaces only a bag"], err
+    assert (out / "keep.txt").read_text() == "x" and note.read_text() == "x"
+    monkeypatch.chdir(out)
+    assert process(str(src), ".", *args, "--force") == 2
+    assert capsys.readouterr().err.strip().endswith("OUT (.) is the working folder or holds it; not replaced")
+    assert (out / "keep.txt").read_text() == "x"
+    monkeypatch.chdir(tmp_path)
+    bag = tmp_path / "bag"
+    assert process(str(src), str(bag), *args) == 0
+    assert process(str(src), str(bag), *args, "--force") == 0  # a bag is replaced
+    assert len(read_bag(bag)[1]) == 2 + 2 + 2
+    (tmp_path / "empty").mkdir()
+    assert process(str(src), str(tmp_path / "empty"), *args, "--force") == 0  # and so is an empty folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "empty", "in", "note.txt", "out"]  # no work folder
 
 
 def test_out_that_contains_in_is_refused_even_with_force(tmp_path: Path, tiny_model: Path,

@@ -131,12 +131,26 @@ def remove_stale_work_dirs(out: Path) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def check_replaceable(out: Path, force: bool) -> None:
+    """BagError unless OUT is free to write: absent or, with --force, a bag (a folder with metadata.yaml) or an
+    empty folder, and neither the working folder nor one above it. --force once replaced whatever it was given:
+    `.` (then failed on the vanished working folder), a folder of notes, a file."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
+        raise BagError(f"{out} exists; pass --force to overwrite it")
+    resolved, cwd = out.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise BagError(f"OUT ({out}) is the working folder or holds it; not replaced")
+    if not (resolved.is_dir() and ((resolved / "metadata.yaml").is_file() or not any(resolved.iterdir()))):
+        raise BagError(f"{out} exists and is not a bag (a folder with metadata.yaml); --force replaces only a bag")
+
+
 @contextmanager
 def atomic_output(out: Path, force: bool) -> Iterator[Path]:
     """Yields a path to write the bag to; on success it becomes `out`, on any exception nothing is left."""
     out = Path(os.path.abspath(out))
-    if out.exists() and not force:
-        raise BagError(f"{out} exists; pass --force to overwrite it")
+    check_replaceable(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_work_dirs(out)
     work = out.parent / f".{out.name}{PARTIAL_TAG}{os.getpid()}"
@@ -192,8 +206,7 @@ def process_bag(in_path: str | Path, out_path: str | Path, topic: str,
             raise BagError(f"OUT ({out_path}) must not contain IN ({in_path})")
         if resolved_in in resolved_out.parents:  # with --force, one of IN's own files would be replaced
             raise BagError(f"OUT ({out_path}) must not be inside IN ({in_path})")
-    if out_path.exists() and not force:  # checked again when OUT is created; this one is before model loading
-        raise BagError(f"{out_path} exists; pass --force to overwrite it")
+    check_replaceable(out_path, force)  # checked again when OUT is created; this one is before model loading
     with open_bag(in_path) as reader:
         view_conns = [image_connections(reader, in_path, view) for view in views]
         for new_topic in filter(None, out_topics + compressed_topics):

@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --right-topic: each view's corrected frames go to <its topic>/NAME (default corrected)")
     p.add_argument("--storage", choices=("sqlite3", "mcap"),
                    help="storage of OUT (default: that of IN; mcap for a ROS 1 bag)")
-    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--force", action="store_true", help="replace OUT if it is a bag (or an empty folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--strength", type=correction_strength, default=DEFAULT_STRENGTH, metavar="S",
                    help="how much of the correction to write, 0..1, as the node's strength parameter (default "
