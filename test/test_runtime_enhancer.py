@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,6 +152,23 @@ def test_an_unknown_model_name_lists_the_shipped_ones():
 
     with pytest.raises(ModelLoadError, match=r"shipped names are .*mixed_fast.*under_fast"):
         resolve_model_path("mixed_fasst")
+
+
+def test_a_folder_or_file_named_like_a_shipped_model_does_not_shadow_it(tmp_path, monkeypatch):
+    """`illexp_bag process` run beside a bag named `mixed` said "model file not found: mixed" (and a text file of
+    that name was read as a corrupt model): the default routes looked in the working folder first."""
+    from illexp_ros.runtime.model_io import resolve_model_path
+
+    shipped = {name: resolve_model_path(name) for name in ("mixed", "under_fast")}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "under_fast").write_text("notes")
+    assert {name: resolve_model_path(name) for name in shipped} == shipped
+    enh = Enhancer.from_model("default", backend="torch_cpu", mode="auto", fast=True)
+    out = enh.enhance(random_frame(32, 48))
+    assert out.shape == (32, 48, 3) and set(enh.model_name.split("+")) == {"mixed_fast", "under_fast", "over_fast"}
+    (tmp_path / "own").write_bytes(shipped["mixed"].read_bytes())  # a model file without a suffix, by name
+    assert resolve_model_path("own") == Path("own")
 
 
 def test_passthrough_copies_without_a_model():

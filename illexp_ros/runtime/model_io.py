@@ -43,10 +43,12 @@ def models_dirs() -> list[Path]:
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
-    """A shipped name ('mixed') or a path to a model file -> an existing file, else ModelLoadError."""
+    """A shipped name ('mixed') or a path to a model file -> an existing file, else ModelLoadError. A bare name
+    (no suffix, no folder) is a shipped model first: a folder or file named `mixed` in the working folder was
+    taken for the model (`model file not found: mixed`), for the runtime's own routes too."""
     text = str(name_or_path)
     candidate = Path(text).expanduser()
-    if candidate.suffix or os.sep in text or candidate.exists():
+    if candidate.suffix or os.sep in text:
         if not candidate.is_file():
             raise ModelLoadError(f"model file not found: {candidate}")
         return candidate
@@ -56,6 +58,8 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
         searched.append(str(path))
         if path.is_file():
             return path
+    if candidate.is_file():  # a model file without a suffix, named as it is
+        return candidate
     # the names there are (the fast variants too), else the paper's three
     found = sorted({p.stem for d in models_dirs() if d.is_dir() for p in d.glob("*.pt")}) or list(SHIPPED_NAMES)
     raise ModelLoadError(
