@@ -153,6 +153,18 @@ def test_export_errors_are_one_line_with_status_2(tmp_path, tiny_path, capsys, a
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing half-written left
 
 
+def test_export_refuses_to_write_over_its_model(tmp_path, tiny_path, capsys):
+    """--out equal to --model replaced the model file with its TorchScript export (status 0)."""
+    model = tmp_path / "m.pt"
+    model.write_bytes(tiny_path.read_bytes())
+    (tmp_path / "link.pt").symlink_to(model)
+    for out in (model, tmp_path / "link.pt"):
+        assert export_main(["--model", str(model), "--format", "torchscript", "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip() == (f"illexp_export: error: --out {out} is the model file itself: "
+                                                   "give another file to write")
+    assert model.read_bytes() == tiny_path.read_bytes()
+
+
 @pytest.mark.skipif(trt_unavailable_reason() is None, reason="TensorRT is available here: the error path is moot")
 def test_export_tensorrt_without_cuda_fails_clearly(tmp_path, tiny_path, capsys):
     rc = export_main(["--model", str(tiny_path), "--format", "tensorrt", "--fp16", "--out", str(tmp_path / "t.ep")])
