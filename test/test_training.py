@@ -592,6 +592,28 @@ def test_export_replaces_the_target_only_with_a_better_file_and_whole(tmp_path, 
     assert sorted(p.name for p in target.parent.iterdir()) == ["tiny.pt"]
 
 
+def test_a_new_run_does_not_replace_an_earlier_one_or_a_file_that_is_not_a_model(tmp_path, capsys):
+    """Run twice under one name, the second (3 s) run deleted the first's best.pt and checkpoint; --export at a
+    file that is not a model (the config itself) wrote the model over it."""
+    config = tiny_config(tmp_path, max_steps=2)
+    base = ["--config", str(config), "--out", str(tmp_path / "runs"), "--no-progress"]
+    assert train_main(base) == 0
+    run = tmp_path / "runs" / "tiny"
+    best = (run / "best.pt").read_bytes()
+    capsys.readouterr()
+    assert train_main(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {run} holds an earlier run (checkpoint.pt, best.pt): --resume continues it, "
+                   "--overwrite starts afresh (deleting it), --name picks another folder"], err
+    assert (run / "best.pt").read_bytes() == best
+    config_text = config.read_text()
+    assert train_main([*base, "--overwrite", "--export", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --export {config} exists and is not a model file ("), err
+    assert config.read_text() == config_text and (run / "best.pt").read_bytes() == best
+    assert train_main([*base, "--resume"]) == 0 and train_main([*base, "--overwrite"]) == 0
+
+
 @pytest.mark.parametrize("ending", ["max_steps", "val_plateau", "paper"])
 def test_resuming_a_run_that_ended_changes_nothing(tmp_path, ending):
     """Its last step was validated already: each resume validated it again, logged a duplicate row and moved the

@@ -5,10 +5,11 @@
                              [--out runs/] [--seed 0] [--threads N] [--max-steps N] [--minutes M]
                              [--export models/mixed.pt] [--init-from mixed] [--lr 3e-4] [--batch-size B]
                              [--crop C] [--val-every N] [--checkpoint-every N] [--stop RULE] [--train-dir DIR]
-                             [--pause-after M]
+                             [--pause-after M] [--overwrite]
 
 Writes to OUT/NAME/: checkpoint.pt (model + optimizer + data-generator state, what --resume continues from),
-best.pt (weights only, in the shipped model format, best validation score so far), log.csv and curves.png.
+best.pt (weights only, in the shipped model format, best validation score so far), log.csv and curves.png. A
+folder that holds an earlier run is refused unless --resume (continue it) or --overwrite (start afresh).
 
 The recipe: Adam with a cosine learning rate from train.lr down to lr * lr_min_ratio over max_steps or the
 wall-clock budget (--minutes), whichever ends first (after a linear ramp over train.warmup_steps, 0 = none);
@@ -533,6 +534,22 @@ def maybe_export(best: Path, target: Path, val_sets: dict, device: str, fast: in
     return f"wrote {target} ({new_score:.2f} dB on validation)"
 
 
+def output_problem(run_dir: Path, may_replace_run: bool, export: Path | None) -> str | None:
+    """What would make this run destroy a file it should not, said before training: an earlier run in run_dir
+    (a fresh run deletes its files: a 3-second run replaced a long run's best.pt), an --export target that is not a
+    model file (it was taken for nothing to beat: the run's own config was written over)."""
+    earlier = [name for name in ("checkpoint.pt", "best.pt") if (run_dir / name).exists()]
+    if earlier and not may_replace_run:
+        return (f"{run_dir} holds an earlier run ({', '.join(earlier)}): --resume continues it, --overwrite starts "
+                f"afresh (deleting it), --name picks another folder")
+    if export is not None and export.exists():
+        try:
+            load_model(export)
+        except Exception as exc:  # noqa: BLE001 - whatever the file is, it is not one to replace
+            return f"--export {export} exists and is not a model file ({error_line(exc)}); not replaced"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)
@@ -540,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs", help="output root (default runs/)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/NAME/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in OUT/NAME even if it holds an earlier run (its files are deleted)")
     p.add_argument("--threads", type=int_at_least(0), default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--max-steps", type=int_at_least(1), default=None, help="override train.max_steps")
     p.add_argument("--export", default=None, help="copy best weights here if they beat the file there")
@@ -605,6 +624,11 @@ def main(argv: list[str] | None = None) -> int:
         apply_overrides(cfg, overrides + args.set)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    problem = output_problem(Path(args.out) / cfg.name, args.resume or args.overwrite,
+                             Path(args.export) if args.export else None)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
