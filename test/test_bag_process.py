@@ -681,6 +681,9 @@ def test_threads_caps_the_cpu_backends_as_the_node_parameter(tmp_path: Path, tin
     with pytest.raises(SystemExit) as exc:
         process(str(src), str(tmp_path / "out2"), "--topic", IMAGE_TOPIC, "--threads", "-1")
     assert exc.value.code == 2 and "--threads: must be >= 0, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # 100000 started 22,000 threads that ignored SIGTERM
+        process(str(src), str(tmp_path / "out2"), "--topic", IMAGE_TOPIC, "--threads", "100000")
+    assert exc.value.code == 2 and "--threads: must be in 0..256, got 100000" in capsys.readouterr().err
 
 
 def test_main_leaves_the_callers_signal_handlers_as_they_were(tmp_path: Path) -> None:

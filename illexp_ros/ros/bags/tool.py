@@ -69,6 +69,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int:
+    """--threads: 0..MAX_THREADS, the node's `threads` range (100000 started 22,000 threads that ignored SIGTERM)."""
+    from illexp_ros.ros.node.parameters import MAX_THREADS  # here: --help stays free of the ROS imports
+
+    value = non_negative_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_THREADS}, got {text}")
+    return value
+
+
 def correction_strength(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -88,7 +98,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="run the network at reduced resolution and apply the correction at full resolution "
                         "(default, as the node); --no-fast runs the paper-sized network at full resolution")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
-    p.add_argument("--threads", type=non_negative_int, default=0, metavar="N",
+    p.add_argument("--threads", type=thread_count, default=0, metavar="N",
                    help="cap the CPU backends' threads, as the node's threads parameter (default 0: the "
                         "libraries' own, all cores)")
 
