@@ -402,6 +402,7 @@ def test_model_card_runs_without_the_model_files(tmp_path, capsys, monkeypatch):
     (["--sheet", "{tmp}/sheet"], "must be a .png or .jpg file name"),
     (["--json", "{tmp}"], "is a folder"),
     (["--threads", "-1"], "must be an integer >= 0"),
+    (["--threads", "100000"], "must be an integer in 0..256, got 100000"),
 ])
 def test_bad_arguments_are_one_line_before_anything_runs(tmp_path, capsys, args, expected):
     data = make_set(tmp_path / "set")

@@ -398,7 +398,7 @@ def test_bad_init_from_or_lr_is_one_clear_error(tmp_path, capsys, args, expected
 
 
 @pytest.mark.parametrize("args", [["--device", "gpu"], ["--max-steps", "0"], ["--threads", "-3"],
-                                  ["--export", "."]])
+                                  ["--threads", "257"], ["--export", "."]])
 def test_bad_train_arguments_are_refused_before_anything_runs(tmp_path, capsys, args):
     with pytest.raises(SystemExit) as exit_:
         train_main(["--config", str(tiny_config(tmp_path, max_steps=5)), "--out", str(tmp_path / "runs"), *args])

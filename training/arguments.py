@@ -24,6 +24,16 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+MAX_THREADS = 256  # as the node's `threads` parameter: 100000 started 22,000 threads in one tool
+
+
+def thread_count(text: str) -> int:
+    """An argparse type for --threads: 0 (torch's default) .. MAX_THREADS."""
+    value = int_at_least(0)(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_THREADS}, got {value}")
+    return value
+
 
 def fraction(text: str) -> float:
     """An argparse type: a number in (0, 1) (NaN or inf would pass a plain float silently)."""

@@ -61,7 +61,7 @@ sys.path.insert(0, str(REPO))
 from illexp_ros.core.baselines import BASELINES  # noqa: E402
 from illexp_ros.core.metrics import METRIC_NAMES, all_metrics  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError, error_line  # noqa: E402
-from training.arguments import int_at_least, output_file  # noqa: E402
+from training.arguments import int_at_least, output_file, thread_count  # noqa: E402
 
 MODEL_METHODS = ("under", "over", "mixed", "auto", "mixed_fast", "auto_fast", "default")
 ALL_METHODS = ("none", *BASELINES, *MODEL_METHODS)
@@ -591,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--identity", action="store_true",
                    help="feed each target as the input and score method(target) against the target "
                         "(sets reported as SET:identity)")
-    p.add_argument("--threads", type=int_at_least(0), default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     from illexp_ros.runtime.backends import BACKEND_NAMES

@@ -42,7 +42,7 @@ from illexp_ros.core.fast import DEFAULT_FIT, GuidedFit, run_network  # noqa: E4
 from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
-from training.arguments import cannot_write, int_at_least, output_file  # noqa: E402
+from training.arguments import cannot_write, int_at_least, output_file, thread_count  # noqa: E402
 from training.config import ConfigError, apply_overrides, load_config  # noqa: E402
 from training.data import config_confirmation_sets, config_photos, config_validation_sets  # noqa: E402
 from training.train import PSNR_CAP, validation_score  # noqa: E402
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set data.flat_prob=0.1 (adds the flat kind)")
     p.add_argument("--png", default=None, type=output_file, help="write the level-error scatter here (a .png)")
-    p.add_argument("--threads", type=int_at_least(0), default=0)
+    p.add_argument("--threads", type=thread_count, default=0)
     args = p.parse_args(argv)
     if args.png and args.png.suffix.lower() != ".png":  # matplotlib would write FILE.png and we say FILE
         p.error(f"--png {args.png} must be a .png file name")

@@ -51,7 +51,7 @@ from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.level_smoothing import LevelSmoother, frame_level  # noqa: E402
 from illexp_ros.runtime.model_io import load_model  # noqa: E402
 from illexp_ros.runtime.stereo_level import stereo_gain_changes  # noqa: E402
-from training.arguments import int_at_least  # noqa: E402
+from training.arguments import int_at_least, thread_count  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.data import config_photos, confirmation_photos, read_reference, validation_photos  # noqa: E402
 from training.level_diagnosis import stops_between  # noqa: E402
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                         "they are)")
     p.add_argument("--stereo", action="store_true",
                    help="with --frames 2: the two views of a stereo pair at one shared level (illexp_stereo_node)")
-    p.add_argument("--threads", type=int_at_least(0), default=0)
+    p.add_argument("--threads", type=thread_count, default=0)
     args = p.parse_args(argv)
     try:
         stops = [float(s) for s in args.stops.split(",")]

@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from training.arguments import thread_count  # noqa: E402
 from training.config import ConfigError, apply_overrides, load_config, named_overrides  # noqa: E402
 from training.data import TensorPatchSource, config_photos  # noqa: E402
 from training.train import StepTimer, training_model, training_step  # noqa: E402
@@ -30,7 +31,7 @@ from training.train import StepTimer, training_model, training_step  # noqa: E40
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=thread_count, default=2)
     p.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--crop", type=int, default=None)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
-from training.arguments import cannot_write, int_at_least, output_file  # noqa: E402
+from training.arguments import cannot_write, int_at_least, output_file, thread_count  # noqa: E402
 from training.config import ConfigError, apply_overrides, load_config  # noqa: E402
 from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
 from training.precise_bn import batchnorm_names, recalibrate  # noqa: E402
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int_at_least(1), default=8)
     p.add_argument("--crop", type=int, default=None, help="default: the config's data.crop")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--threads", type=int_at_least(0), default=0)
+    p.add_argument("--threads", type=thread_count, default=0)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value as the run did, e.g. --set data.scene_prob=0.5 (the draws "
                         "measured and the validation pairs follow it)")

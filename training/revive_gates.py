@@ -31,7 +31,7 @@ from illexp_ros.core.fast import run_network  # noqa: E402
 from illexp_ros.core.networks import ACAB  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
-from training.arguments import cannot_write, fraction, int_at_least, output_file  # noqa: E402
+from training.arguments import cannot_write, fraction, int_at_least, output_file, thread_count  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.data import TensorPatchSource, config_photos  # noqa: E402
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=fraction, default=1e-3,
                    help="a gate whose largest value stays below is shut (in (0, 1); a gate's values are in 0..1)")
     p.add_argument("--seed", type=int, default=4321)
-    p.add_argument("--threads", type=int_at_least(0), default=0)
+    p.add_argument("--threads", type=thread_count, default=0)
     args = p.parse_args(argv)
     try:
         if args.threads:

@@ -53,7 +53,7 @@ from illexp_ros.core.metrics import psnr  # noqa: E402
 from illexp_ros.core.networks import build_model, parameter_count  # noqa: E402
 from illexp_ros.runtime.errors import EnhancerError, error_line  # noqa: E402
 from illexp_ros.runtime.model_io import guided_fit_meta, load_model, save_model  # noqa: E402
-from training.arguments import int_at_least  # noqa: E402
+from training.arguments import int_at_least, thread_count  # noqa: E402
 from training.config import (  # noqa: E402
     VAL_KINDS,
     ConfigError,
@@ -559,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from OUT/NAME/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in OUT/NAME even if it holds an earlier run (its files are deleted)")
-    p.add_argument("--threads", type=int_at_least(0), default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--max-steps", type=int_at_least(1), default=None, help="override train.max_steps")
     p.add_argument("--export", default=None, help="copy best weights here if they beat the file there")
     p.add_argument("--init-from", default=None,

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from illexp_ros.runtime.errors import EnhancerError  # noqa: E402
 from illexp_ros.runtime.model_io import load_model, save_model  # noqa: E402
-from training.arguments import cannot_write, int_at_least, output_file  # noqa: E402
+from training.arguments import cannot_write, int_at_least, output_file, thread_count  # noqa: E402
 from training.config import ConfigError, RunConfig, load_config  # noqa: E402
 from training.data import TensorPatchSource, config_photos, config_validation_sets  # noqa: E402
 from training.precise_bn import batchnorm_names, recalibrate  # noqa: E402
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int_at_least(1), default=128)
     p.add_argument("--batch-size", type=int_at_least(1), default=8)
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--threads", type=int_at_least(0), default=0)
+    p.add_argument("--threads", type=thread_count, default=0)
     args = p.parse_args(argv)
     try:
         if len(args.models) < 2:
