@@ -3,6 +3,8 @@ rows; with the passthrough backend "after" must show the same pixels as "before"
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -73,6 +75,19 @@ def test_sheet_with_bad_output_name_is_one_line(tmp_path: Path, tiny_model: Path
                           "--backend", "passthrough", "--model", str(tiny_model)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write" in err[0]
+
+
+def test_sheet_into_a_folder_it_cannot_write_is_one_line_with_the_reason(tmp_path: Path, tiny_model: Path) -> None:
+    """cv2.imwrite printed its own "[ WARN:0@...] global loadsave.cpp ... imwrite_" line before ours, and ours did
+    not say why."""
+    bag = tmp_path / "bag"
+    write_sample_bag(bag, frames=2, size=(48, 64))
+    result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "sheet", str(bag), "--topic",
+                             IMAGE_TOPIC, "--out", "/proc/illexp_sheet.png", "--backend", "passthrough",
+                             "--model", str(tiny_model)], capture_output=True, text=True, timeout=120)
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1, result.stderr
+    assert err[0].startswith("illexp_bag sheet: error: cannot write /proc/illexp_sheet.png: "), err
 
 
 def test_sheet_applies_exposure_compensation_to_the_after_row(tmp_path: Path, tiny_model: Path) -> None:

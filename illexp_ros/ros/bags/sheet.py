@@ -95,12 +95,18 @@ def render_sheet(rows: Sequence[tuple[str, Sequence[np.ndarray]]], out: str | Pa
             sheet[y + dy:y + dy + h, x + dx:x + dx + w] = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Encoded here and written by Python: cv2.imwrite into a folder it cannot write printed its own WARN line
+    # before ours, and said nothing of why.
     try:
-        written = cv2.imwrite(str(out), sheet[..., ::-1])
+        encoded, data = cv2.imencode(out.suffix, sheet[..., ::-1])
     except cv2.error:
-        written = False
-    if not written:
-        raise BagError(f"cannot write {out} (use a .png or .jpg name in a writable directory)")
+        encoded = False
+    if not encoded:
+        raise BagError(f"cannot write {out} (use a .png or .jpg name)")
+    try:
+        out.write_bytes(data.tobytes())
+    except OSError as exc:
+        raise BagError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
 
 
