@@ -24,11 +24,10 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-MAX_THREADS = 256  # as the node's `threads` parameter: 100000 started 22,000 threads in one tool
-
-
 def thread_count(text: str) -> int:
-    """An argparse type for --threads: 0 (torch's default) .. MAX_THREADS."""
+    """An argparse type for --threads: 0 (torch's default) .. MAX_THREADS, as the node's `threads` parameter."""
+    from illexp_ros.runtime.backends.base import MAX_THREADS  # here: importing this module stays free of torch
+
     value = int_at_least(0)(text)
     if value > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_THREADS}, got {value}")

@@ -70,8 +70,8 @@ def non_negative_int(text: str) -> int:
 
 
 def thread_count(text: str) -> int:
-    """--threads: 0..MAX_THREADS, the node's `threads` range (100000 started 22,000 threads that ignored SIGTERM)."""
-    from illexp_ros.ros.node.parameters import MAX_THREADS  # here: --help stays free of the ROS imports
+    """--threads: 0..MAX_THREADS, the node's `threads` range."""
+    from illexp_ros.runtime.backends.base import MAX_THREADS  # here: --help stays free of torch
 
     value = non_negative_int(text)
     if value > MAX_THREADS:

@@ -25,6 +25,7 @@ from illexp_ros.ros.node.image_conversion import (
 )
 from illexp_ros.ros.node.qos import QOS_NAMES
 from illexp_ros.ros.node.stereo_pairing import MAX_SYNC_QUEUE, MAX_SYNC_TOLERANCE_S
+from illexp_ros.runtime.backends.base import MAX_THREADS
 from illexp_ros.runtime.correction_strength import DEFAULT_STRENGTH
 from illexp_ros.runtime.exposure_compensation import MAX_STOPS
 from illexp_ros.runtime.level_smoothing import MAX_WEIGHT
@@ -34,7 +35,6 @@ BACKENDS = ("auto", "tensorrt", "torch_cuda", "onnxruntime", "torch_cpu", "passt
 INPUT_TRANSPORTS = ("raw", "compressed")
 MAX_RATE_HZ = 1000.0
 MAX_SHORT_SIDE = 4096
-MAX_THREADS = 256
 
 
 @dataclass(frozen=True)

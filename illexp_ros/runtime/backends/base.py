@@ -10,6 +10,9 @@ import numpy as np
 from illexp_ros.core.networks import IllExpNet
 
 Logger = Callable[[str], None]
+# The most CPU threads a caller may ask for (the node's `threads` parameter, the tools' --threads): a tool given
+# 100000 started 22,000 threads and stopped answering SIGTERM.
+MAX_THREADS = 256
 
 
 class Runner(Protocol):
