@@ -73,12 +73,17 @@ def test_play_clock_runs_on_bag_time_and_is_each_frames_stamp_when_it_goes_out(t
     assert all(stamps[0] < t < stamps[-1] for t in between)
 
 
-def test_play_rejects_a_bad_clock_rate(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--clock", "0"], "--clock: must be in (0, 1000] Hz, got 0"),
+    (["--wait", "-5"], "--wait: must be a number of seconds >= 0, got -5"),  # taken for no wait
+    (["--wait", "nan"], "--wait: must be a number of seconds >= 0, got nan"),
+])
+def test_play_rejects_a_bad_clock_rate_or_wait(tmp_path: Path, extra: list[str], expected: str) -> None:
     bag = tmp_path / "bag"
     write_sample_bag(bag, frames=1, size=(16, 24))
     result = subprocess.run([sys.executable, "-m", "illexp_ros.ros.bags.tool", "play", str(bag), "--topic",
-                             IMAGE_TOPIC, "--clock", "0"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "--clock: must be in (0, 1000] Hz, got 0" in result.stderr
+                             IMAGE_TOPIC, *extra], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(("extra", "expected"), [

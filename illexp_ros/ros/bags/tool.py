@@ -62,6 +62,14 @@ def clock_rate(text: str) -> float:
     return value
 
 
+def wait_seconds(text: str) -> float:
+    """--wait: a finite number of seconds >= 0 (-5 and nan were taken for no wait, silently)."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -161,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="start over at the end until Ctrl-C")
     p.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable",
                    help="publisher QoS (default reliable: serves reliable and best-effort subscribers)")
-    p.add_argument("--wait", type=float, default=0.0, metavar="S",
+    p.add_argument("--wait", type=wait_seconds, default=0.0, metavar="S",
                    help="wait up to S seconds in all for a subscriber on each topic played before starting")
     p.add_argument("--clock", type=clock_rate, nargs="?", const=DEFAULT_CLOCK_HZ, default=0.0, metavar="HZ",
                    help="also publish the bag's time on /clock, HZ times a second (default "
