@@ -74,6 +74,8 @@ def test_bench_profile_times_each_stage_of_the_cpu_pipeline(tmp_path, capsys):
     (["--sizes", "0x480"], "must be at least 1x1"),
     (["--model-config", "[1, 2]"], "must be a JSON object"),
     (["--json", "."], "is a folder"),
+    (["--threads", "-1"], "--threads must be in 0..256, got -1"),
+    (["--threads", "100000"], "--threads must be in 0..256, got 100000"),
 ])
 def test_bench_rejects_bad_arguments_before_it_runs(capsys, args, expected):
     with pytest.raises(SystemExit) as err:

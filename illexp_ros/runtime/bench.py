@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from illexp_ros.core.baselines import clahe
 from illexp_ros.core.degradation import ExposureParams, degrade, degrade_mixed, mixed_exposure_mask
+from illexp_ros.runtime.backends.base import MAX_THREADS
 from illexp_ros.runtime.backends.tensorrt import parse_size
 from illexp_ros.runtime.cpu_pipeline import STAGE_ORDER, stage_profile
 from illexp_ros.runtime.enhancer import MODES, Enhancer
@@ -145,6 +146,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.frames < 1 or args.warmup < 0:
         p.error("--frames must be >= 1 and --warmup >= 0")
+    if not 0 <= args.threads <= MAX_THREADS:
+        p.error(f"--threads must be in 0..{MAX_THREADS}, got {args.threads}")
     try:
         args.size_list = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     except ValueError as exc:
