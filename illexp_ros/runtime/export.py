@@ -24,7 +24,7 @@ import torch
 from illexp_ros.core.networks import fold_batchnorm
 from illexp_ros.runtime.backends.tensorrt import DEFAULT_PROFILE, check_profile, parse_size, trt_unavailable_reason
 from illexp_ros.runtime.errors import EnhancerError, error_line
-from illexp_ros.runtime.model_io import load_model, resolve_model_path
+from illexp_ros.runtime.model_io import load_model
 from illexp_ros.runtime.onnx_export import DEFAULT_OPSET, INPUT_NAME, AlignedForward, export_onnx
 
 FORMATS = ("onnx", "torchscript", "tensorrt")
@@ -76,7 +76,7 @@ def export(args: argparse.Namespace) -> str:
     out = Path(args.out)
     if out.is_dir():
         raise ExportError(f"--out {out} is a folder: give the file to write")
-    if out.exists() and out.resolve() == resolve_model_path(args.model).resolve():
+    if out.exists() and out.resolve() == Path(info["path"]).resolve():
         raise ExportError(f"--out {out} is the model file itself: give another file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
     opt_hw = profile[1]

@@ -96,20 +96,22 @@ class IllExpLifecycleNode(ExposureCorrectionMixin, LifecycleNode):
         except KeyboardInterrupt:  # SIGINT / SIGTERM during the load (run_node): the process is stopping
             # stderr, not the logger: rclpy's signal handler has shut the context down, so rosout is gone.
             print(f"{self.get_name()}: stopped during configure; the model load was abandoned", file=sys.stderr)
-            if self.enhancer is not None:
-                self.enhancer.close()
-                self.enhancer = None
+            self._release_partial_load()
             raise
         except (StartupError, EnhancerError) as exc:
             self.get_logger().error(f"cannot configure: {exc}")
-            if self.enhancer is not None:
-                self.enhancer.close()  # e.g. preload failed after the first model: release what was loaded
-                self.enhancer = None
+            self._release_partial_load()
             return TransitionCallbackReturn.FAILURE
         self._params = p
         self.get_logger().info(f"configured (backend {self.backend_name}, model {self.model_name}, "
                                f"mode {self.enhancer.mode}, fast {self.enhancer.fast})")
         return super().on_configure(state)
+
+    def _release_partial_load(self) -> None:
+        """Release what a configure that did not finish had loaded (preload failed after the first model, a stop)."""
+        if self.enhancer is not None:
+            self.enhancer.close()
+            self.enhancer = None
 
     @logs_exceptions
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
