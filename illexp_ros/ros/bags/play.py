@@ -264,21 +264,20 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
 
     from illexp_ros.ros.node.qos import image_qos
 
-    def play_qos() -> QoSProfile:  # the `qos` reliability, with a camera driver's history
-        return image_qos(qos, PLAY_HISTORY_DEPTH)
+    play_qos = image_qos(qos, PLAY_HISTORY_DEPTH)  # the `qos` reliability, with a camera driver's history
 
     # The tool's own handlers end it (tool.main). Its arguments are not ROS arguments: `--also A:=B` would be
     # read as a (deprecated) remapping rule.
     rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = rclpy.create_node("illexp_bag_play")
-        publisher = node.create_publisher(message_class(msgtype), out_topic or topic, play_qos())
+        publisher = node.create_publisher(message_class(msgtype), out_topic or topic, play_qos)
         publishers = [publisher]
         infos = 0
         play_info = None
         if camera_info is not None:
             info_publisher = node.create_publisher(message_class(CAMERA_INFO_TYPE), out_camera_info or camera_info,
-                                                   play_qos())
+                                                   play_qos)
             publishers.append(info_publisher)
 
             def publish_info(data: bytes) -> None:
@@ -289,7 +288,7 @@ def play_command(path: str | Path, topic: str, out_topic: str | None, rate: floa
         also_counts = [0] * len(extras)
         also_publishers, play_also = [], []
         for i, ((bag_topic, name), (msgtype_i, durable)) in enumerate(zip(extras, extra_types)):
-            extra_qos = play_qos()
+            extra_qos = play_qos
             if durable:  # as recorded: late subscribers (tf2's /tf_static listener) get what was sent
                 extra_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
